@@ -1,0 +1,3 @@
+from hemascope.cli import main
+
+main()

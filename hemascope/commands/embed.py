@@ -1,0 +1,149 @@
+"""``hemascope embed``: through a running feature service, or in-process."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+
+from hemascope.errors import HemascopeError
+
+
+@dataclass(frozen=True)
+class EmbedLine:
+    """What is printed for one image."""
+
+    path: str
+    dimension: int
+    backbone: str
+    weights_hash: str
+    cache_hit: bool
+    ms: float
+    content_hash: str
+    values: list[float]
+
+
+Embedder = Callable[[str, bytes], EmbedLine]
+
+
+def _service_embedder(
+    address: str, backbone: str | None, timeout: float
+) -> tuple[Embedder, Callable[[], None]]:
+    from hemascope.v1 import common_pb2, feature_pb2, feature_pb2_grpc
+
+    channel = grpc.insecure_channel(address)
+    stub = feature_pb2_grpc.FeatureServiceStub(channel)
+
+    def run(path: str, data: bytes) -> EmbedLine:
+        start = time.perf_counter()
+        request = feature_pb2.EmbedRequest(image=common_pb2.Image(data=data), backbone=backbone or "")
+        response = stub.Embed(request, timeout=timeout)
+        ms = (time.perf_counter() - start) * 1000
+        emb = response.embedding
+        return EmbedLine(
+            path,
+            emb.dimension,
+            emb.backbone,
+            emb.weights_hash,
+            response.cache_hit,
+            ms,
+            response.content_hash,
+            list(emb.values),
+        )
+
+    return run, channel.close
+
+
+def _local_embedder(backbone: str | None) -> tuple[Embedder, Callable[[], None]]:
+    from services.feature.core import FeatureCore, ImageInput
+    from services.feature.settings import FeatureSettings
+
+    overrides: dict[str, Any] = {"backbone": backbone} if backbone else {}
+    settings = FeatureSettings(**overrides)
+    core = FeatureCore(settings)
+    core.load()
+
+    def run(path: str, data: bytes) -> EmbedLine:
+        start = time.perf_counter()
+        result = core.embed(ImageInput(data=data))
+        ms = (time.perf_counter() - start) * 1000
+        info = core.info
+        return EmbedLine(
+            path,
+            int(result.vector.shape[0]),
+            info.spec.name,
+            info.weights_hash,
+            result.cache_hit,
+            ms,
+            result.content_hash,
+            result.vector.tolist(),
+        )
+
+    return run, core.close
+
+
+def _print(line: EmbedLine, as_json: bool, with_vector: bool) -> None:
+    if as_json:
+        record = {
+            "image": line.path,
+            "dimension": line.dimension,
+            "backbone": line.backbone,
+            "weights_hash": line.weights_hash,
+            "cache_hit": line.cache_hit,
+            "ms": round(line.ms, 2),
+            "content_hash": line.content_hash,
+        }
+        if with_vector:
+            record["embedding"] = line.values
+        click.echo(json.dumps(record))
+    else:
+        hit = "hit " if line.cache_hit else "miss"
+        click.echo(
+            f"{line.path}: {line.dimension}-d {line.backbone} cache {hit} {line.ms:8.1f} ms "
+            f"pixels {line.content_hash[:12]}"
+        )
+
+
+def _error(path: str, exc: Exception, as_json: bool) -> None:
+    if isinstance(exc, grpc.RpcError):
+        code, message = exc.code().name, str(exc.details())
+    elif isinstance(exc, HemascopeError):
+        code, message = exc.code.name, exc.message
+    else:
+        code, message = type(exc).__name__, str(exc)
+    if as_json:
+        click.echo(json.dumps({"image": path, "error": {"code": code, "message": message}}))
+    else:
+        click.echo(f"{path}: error {code}: {message}", err=True)
+
+
+def run_embed(
+    paths: list[str],
+    *,
+    address: str | None,
+    backbone: str | None,
+    as_json: bool,
+    with_vector: bool,
+    timeout: float,
+) -> int:
+    """Embeds each path and prints a line per image; returns the number of failures."""
+    embedder, close = _service_embedder(address, backbone, timeout) if address else _local_embedder(backbone)
+    failures = 0
+    try:
+        for path in paths:
+            try:
+                line = embedder(path, Path(path).read_bytes())
+            except (OSError, grpc.RpcError, HemascopeError) as exc:
+                failures += 1
+                _error(path, exc, as_json)
+                continue
+            _print(line, as_json, with_vector)
+    finally:
+        close()
+    return failures

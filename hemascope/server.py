@@ -1,0 +1,156 @@
+"""Server scaffolding shared by every service: health, reflection, metrics, interceptor, lifecycle.
+
+Each service's own ``create_server(settings)`` calls :func:`build_server` with its servicers and a model
+loader. The server starts at once with health NOT_SERVING; the loader runs in a background thread and
+health turns SERVING when it succeeds. If it fails, :meth:`ManagedServer.wait_ready` re-raises its error
+so a command can stop with a clear message.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from hemascope.errors import Unavailable
+from hemascope.interceptors import ServiceInterceptor
+from hemascope.logs import get_logger
+from hemascope.settings import ServerSettings
+from hemascope.telemetry import MetricsEndpoint, start_metrics_endpoint
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service to host: its full name (for health and reflection) and how to register it."""
+
+    name: str
+    register: Callable[[grpc.Server], None]
+
+
+@dataclass
+class ManagedServer:
+    """A started gRPC server with its health servicer, metrics endpoint and loader thread."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    service_names: Sequence[str]
+    metrics: MetricsEndpoint | None = None
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _load_error: BaseException | None = None
+    _stopped: bool = False
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics.port if self.metrics else None
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready.is_set() and self._load_error is None
+
+    def _set_status(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        self.health.set("", status)
+        for name in self.service_names:
+            self.health.set(name, status)
+
+    def start_loading(self, load: Callable[[], None]) -> None:
+        """Runs ``load`` in the background; health turns SERVING when it returns."""
+
+        def run() -> None:
+            try:
+                load()
+            except BaseException as exc:
+                self._load_error = exc
+                log.error("model_load_failed", error=str(exc))
+            else:
+                if not self._stopped:
+                    self._set_status(health_pb2.HealthCheckResponse.SERVING)
+                    log.info("serving", port=self.port, services=list(self.service_names))
+            finally:
+                self._ready.set()
+
+        threading.Thread(target=run, name="model-loader", daemon=True).start()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Blocks until models are loaded; re-raises the loader's error; Unavailable on time-out."""
+        if not self._ready.wait(timeout):
+            raise Unavailable(f"models still loading after {timeout} s")
+        if self._load_error is not None:
+            raise self._load_error
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING first, then in-flight RPCs get ``grace`` seconds to finish."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        for callback in self.on_stop:
+            callback()
+        if self.metrics is not None:
+            self.metrics.close()
+        log.info("stopped", port=self.port)
+        self._done.set()
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        """Blocks until :meth:`stop` has finished (in-flight RPCs done, models closed)."""
+        return self._done.wait(timeout)
+
+    def install_signal_handlers(self, grace: float) -> None:
+        """SIGTERM and SIGINT stop the server gracefully (call from the main thread)."""
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal", signum=signum, grace_s=grace)
+            threading.Thread(target=self.stop, args=(grace,), daemon=True).start()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def build_server(
+    settings: ServerSettings,
+    bindings: Sequence[ServiceBinding],
+    load: Callable[[], None],
+    on_stop: Sequence[Callable[[], None]] = (),
+) -> tuple[ManagedServer, int]:
+    """Creates, binds and starts a server for ``bindings``; returns it with the bound port."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
+        interceptors=[ServiceInterceptor()],
+        options=options,
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [binding.name for binding in bindings]
+    for binding in bindings:
+        binding.register(server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"could not bind {settings.host}:{settings.port}")
+    metrics = (
+        start_metrics_endpoint(settings.host, settings.metrics_port)
+        if settings.metrics_port is not None
+        else None
+    )
+    managed = ManagedServer(server, port, health_servicer, names, metrics, list(on_stop))
+    managed._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+    server.start()
+    managed.start_loading(load)
+    return managed, port

