@@ -58,6 +58,7 @@ class MicroBatcher(Generic[T, R]):
         self.max_wait_s = max_wait_s
         self._queue: queue.Queue[_Pending[T, R] | None] = queue.Queue(maxsize=max_queue)
         self._closed = threading.Event()
+        self._gate = threading.Lock()  # makes "not closed, then queued" atomic against close()
         self._depth = QUEUE_DEPTH.labels(name)
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
@@ -72,12 +73,13 @@ class MicroBatcher(Generic[T, R]):
         ``timeout`` is the caller's remaining deadline: if the item is still queued when it passes, the item
         is dropped. Raises ``ResourceExhausted`` at once when the queue is full.
         """
-        if self._closed.is_set():
-            raise Unavailable(f"{self.name} is shutting down")
         deadline = None if timeout is None else time.monotonic() + timeout
         pending: _Pending[T, R] = _Pending(item, Future(), deadline)
         try:
-            self._queue.put_nowait(pending)
+            with self._gate:
+                if self._closed.is_set():
+                    raise Unavailable(f"{self.name} is shutting down")
+                self._queue.put_nowait(pending)
         except queue.Full:
             REJECTED.labels(self.name).inc()
             raise ResourceExhausted(
@@ -98,10 +100,11 @@ class MicroBatcher(Generic[T, R]):
 
     def close(self) -> None:
         """Stops the worker after the items already queued; later submits raise Unavailable."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        self._queue.put(None)
+        with self._gate:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            self._queue.put(None)  # after every accepted item, so those still run
         self._thread.join(timeout=30)
 
     def _collect(self, first: _Pending[T, R]) -> tuple[list[_Pending[T, R]], bool]:

@@ -46,18 +46,18 @@ def _status_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     return code
 
 
-def _already_aborted(context: grpc.ServicerContext) -> bool:
-    code = _status_code(context)
-    return code is not None and code != grpc.StatusCode.OK
-
-
 def _handle(exc: Exception, context: grpc.ServicerContext, method: str) -> None:
     """Turns ``exc`` into an aborted call. Always raises (context.abort raises)."""
     if isinstance(exc, HemascopeError):
         log.info("rpc_error", method=method, code=exc.code.name, reason=exc.reason)
         context.abort_with_status(_status_for(exc))
-    if _already_aborted(context):
-        raise exc
+    code = _status_code(context)
+    if code is not None and code != grpc.StatusCode.OK:
+        # The handler chose a status (context.abort, or set_code then raise): keep it, and its details, so
+        # grpc does not append "Exception calling application: <message>" for the caller to see.
+        details = context.details()  # type: ignore[attr-defined]
+        text = details.decode() if isinstance(details, bytes) else str(details or "")
+        context.abort(code, text or INTERNAL_MESSAGE)
     log.error("rpc_internal_error", method=method, exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 

@@ -57,7 +57,7 @@ class ManagedServer:
 
     @property
     def is_ready(self) -> bool:
-        return self._ready.is_set() and self._load_error is None
+        return self._ready.is_set() and self._load_error is None and not self._stopped
 
     def _set_status(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         self.health.set("", status)

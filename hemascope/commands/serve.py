@@ -24,10 +24,14 @@ def serve_feature(overrides: dict[str, Any]) -> None:
     server.install_signal_handlers(settings.grace_period_s)
     try:
         server.wait_ready()
-    except HemascopeError as exc:
+    except Exception as exc:
         server.stop(0)
-        click.echo(f"hemascope: feature service cannot start: {exc.message}", err=True)
+        message = exc.message if isinstance(exc, HemascopeError) else f"{type(exc).__name__}: {exc}"
+        click.echo(f"hemascope: feature service cannot start: {message}", err=True)
         sys.exit(2)
+    if not server.is_ready:  # stopped by a signal while loading
+        server.wait_for_termination()
+        return
     click.echo(
         f"feature service ({settings.backbone}) serving on {settings.host}:{port}; "
         f"metrics on port {server.metrics_port}",

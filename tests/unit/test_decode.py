@@ -193,9 +193,9 @@ def test_alpha_compositing_rounds_exactly_for_every_colour_and_alpha() -> None:
     color, alpha = np.meshgrid(np.arange(256), np.arange(256))  # rows: alpha, columns: colour value
     rgba = np.stack([color, color, 255 - color, alpha], axis=-1).astype(np.uint8)
     decoded = decode_image(_encode(rgba, "PNG")).pixels.astype(int)
-    expected = np.rint((color * alpha + 255 * (255 - alpha)) / 255).astype(int)
-    np.testing.assert_array_equal(decoded[..., 0], expected)
-    np.testing.assert_array_equal(decoded[..., 2], np.rint(((255 - color) * alpha + 255 * (255 - alpha)) / 255))
+    for channel, values in ((0, color), (2, 255 - color)):
+        expected = np.rint((values * alpha + 255 * (255 - alpha)) / 255).astype(int)
+        np.testing.assert_array_equal(decoded[..., channel], expected)
 
 
 def test_gray_with_alpha_is_composited_over_white() -> None:
@@ -285,6 +285,12 @@ def test_white_is_zero_tiff_is_inverted(dtype: type[np.unsignedinteger[Any]]) ->
     values = np.array([[0, np.iinfo(dtype).max]], dtype=dtype)
     decoded = decode_image(_tiff(values, photometric="miniswhite"))
     assert decoded.pixels[0, :, 0].tolist() == [255, 0]
+
+
+def test_premultiplied_alpha_tiff_is_composited_over_white() -> None:
+    rgba = np.array([[[0, 0, 0, 32896], [65535, 0, 0, 65535], [32896, 0, 0, 32896]]], dtype=np.uint16)
+    decoded = decode_image(_tiff(rgba, photometric="rgb", extrasamples=["assocalpha"]))
+    assert decoded.pixels[0].tolist() == [[127, 127, 127], [255, 0, 0], [255, 127, 127]]
 
 
 def test_float_gray_tiff_in_unit_range() -> None:
