@@ -87,7 +87,10 @@ class FeatureCore:
         weights_hash = file_sha256(weights)
         path = ensure_onnx(self.spec, weights, weights_hash, self.settings.model_cache_dir)
         self._embedder = OnnxEmbedder(
-            path, intra_op_threads=self.settings.intra_op_threads, use_gpu=self.settings.use_gpu
+            path,
+            intra_op_threads=self.settings.intra_op_threads,
+            use_gpu=self.settings.use_gpu,
+            allow_spinning=self.settings.allow_spinning,
         )
         self._info = BackboneInfo(self.spec, weights_hash, weights.name, self._embedder.providers)
         self._batcher = MicroBatcher(

@@ -22,11 +22,16 @@ def choose_providers(use_gpu: bool) -> list[str]:
 class OnnxEmbedder:
     """Runs the exported graph: uint8 ``N x S x S x 3`` -> float32 ``N x D``."""
 
-    def __init__(self, path: Path, *, intra_op_threads: int = 0, use_gpu: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, intra_op_threads: int = 0, use_gpu: bool = True, allow_spinning: bool = False
+    ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        # Spinning intra-op threads keep cores busy between runs, starving the request threads that decode
+        # and resize the next images on the same cores; off by default for serving.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         self.session = ort.InferenceSession(
             str(path), sess_options=options, providers=choose_providers(use_gpu)
         )

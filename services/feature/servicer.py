@@ -9,9 +9,15 @@ from services.feature import converters
 from services.feature.core import FeatureCore
 
 
+_NO_DEADLINE_S = 1e6  # grpc reports "no deadline" as an enormous time_remaining()
+
+
 def _remaining(context: grpc.ServicerContext) -> float | None:
+    """The caller's remaining deadline in seconds, or None when the caller set none."""
     remaining = context.time_remaining()
-    return None if remaining is None else max(0.0, float(remaining))
+    if remaining is None or remaining > _NO_DEADLINE_S:
+        return None
+    return max(0.0, float(remaining))
 
 
 class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):

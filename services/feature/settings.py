@@ -29,6 +29,9 @@ class FeatureSettings(ServerSettings):
         default_factory=_default_model_cache, description="Where ONNX exports are cached by weights hash."
     )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores.")
+    allow_spinning: bool = Field(
+        False, description="Let ONNX Runtime's idle intra-op threads spin (faster alone, slower beside Python work)."
+    )
     use_gpu: bool = Field(True, description="Use the CUDA execution provider when ONNX Runtime has it.")
     max_batch_size: int = Field(32, ge=1, le=256, description="Largest micro-batch sent to the model.")
     max_batch_wait_ms: float = Field(

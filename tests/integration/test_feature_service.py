@@ -254,6 +254,14 @@ def test_backbone_info(stub: feature_pb2_grpc.FeatureServiceStub) -> None:
     assert info.weights_source.endswith(".pth") and "/" not in info.weights_source
 
 
+def test_call_without_deadline(stub: feature_pb2_grpc.FeatureServiceStub, real_images: list[Path]) -> None:
+    image = common_pb2.Image(data=real_images[5].read_bytes())
+    response = stub.Embed(feature_pb2.EmbedRequest(image=image, skip_cache=True))
+    assert response.embedding.dimension == 1280
+    batch = stub.EmbedBatch(feature_pb2.EmbedBatchRequest(images=[image], skip_cache=True))
+    assert batch.results[0].result.embedding.dimension == 1280
+
+
 def test_deadline_is_honoured(stub: feature_pb2_grpc.FeatureServiceStub) -> None:
     big = encode(np.random.default_rng(5).integers(0, 255, (900, 900, 3), dtype=np.uint8), "PNG")
     error = _rpc_error(
