@@ -83,6 +83,7 @@ CHANNEL_MODES = ("shared", "per-client")
 THROUGHPUT_IMAGES = 64
 BREAKDOWN_ITERATIONS = 200
 MAX_LATENCY_CALLS = 2000
+DISTURBED_FOREIGN_PCT = 10.0  # other processes using more of the machine than this flag the numbers
 CALL_TIMEOUT_S = 120.0
 SERVER_START_TIMEOUT_S = 300.0
 EXPORT_TIMEOUT_S = 1800.0
@@ -286,7 +287,12 @@ def raw_throughput(embedder: OnnxEmbedder, pixels: NDArray[np.uint8], batch: int
 def bench_raw(
     path: Path, settings: FeatureSettings, pixels: NDArray[np.uint8], seconds: float
 ) -> tuple[dict[int, float], CpuUsage, list[str]]:
-    embedder = OnnxEmbedder(path, intra_op_threads=settings.intra_op_threads, use_gpu=settings.use_gpu)
+    embedder = OnnxEmbedder(
+        path,
+        intra_op_threads=settings.intra_op_threads,
+        use_gpu=settings.use_gpu,
+        allow_spinning=settings.allow_spinning,
+    )
     before = cpu_snapshot()
     results = {batch: raw_throughput(embedder, pixels, batch, seconds) for batch in RAW_BATCHES}
     usage = cpu_usage(before, cpu_snapshot())
@@ -301,7 +307,7 @@ def median_ms(fn: Callable[[], object], iterations: int = BREAKDOWN_ITERATIONS) 
         started = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - started)
-    return round(1000 * float(np.median(samples)), 3)
+    return round(1000 * float(np.median(samples)), 4)
 
 
 def miss_breakdown(image: EncodedImage, spec: BackboneSpec, weights_hash: str) -> dict[str, float]:
@@ -555,10 +561,14 @@ def measure_latency(
     return Latency(round(float(p50), 2), round(float(p90), 2), len(samples), unexpected)
 
 
+LatencyRun = tuple[dict[str, Latency], CpuUsage]
+
+
 def bench_latency(
     server: ServerProcess, hit_images: Sequence[EncodedImage], fresh: Sequence[EncodedImage], seconds: float
-) -> dict[str, Latency]:
+) -> LatencyRun:
     """Miss latency on never-seen images, then hit latency on a few images embedded once beforehand."""
+    before = cpu_snapshot(server.proc.pid)
     channel = open_channel(server.address, private=False)
     stub = feature_pb2_grpc.FeatureServiceStub(channel)
     hits = embed_requests(hit_images, skip_cache=False)
@@ -571,7 +581,7 @@ def bench_latency(
         "hit": measure_latency(stub, hits, expect_hit=True, seconds=seconds),
     }
     channel.close()
-    return result
+    return result, cpu_usage(before, cpu_snapshot(server.proc.pid))
 
 
 def delete_redis_keys(url: str, prefix: str) -> int:
@@ -597,6 +607,7 @@ class BackboneRun:
     channel_probe: dict[str, float]
     service: list[LoadResult]
     latency: dict[str, dict[str, Latency]]
+    latency_cpu: dict[str, CpuUsage]
     breakdown: dict[str, float]
     notes: list[str]
 
@@ -615,7 +626,7 @@ def backbone_settings(
 
 def bench_service(
     settings: FeatureSettings, workdir: Path, args: argparse.Namespace, images: dict[str, list[EncodedImage]]
-) -> tuple[str, dict[str, float], list[LoadResult], dict[str, Latency]]:
+) -> tuple[str, dict[str, float], list[LoadResult], LatencyRun]:
     requests = embed_requests(images["throughput"], skip_cache=True)
     with run_server(settings, workdir) as server:
         mode, probe = choose_channel_mode(server, requests, args)
@@ -626,7 +637,7 @@ def bench_service(
 
 def bench_redis_latency(
     settings: FeatureSettings, workdir: Path, args: argparse.Namespace, images: dict[str, list[EncodedImage]]
-) -> dict[str, Latency]:
+) -> LatencyRun:
     prefix = f"hemascope-bench-{uuid.uuid4().hex[:12]}:"
     try:
         with run_server(settings, workdir, args.redis_url, HEMASCOPE_FEATURE_CACHE_PREFIX=prefix) as server:
@@ -653,7 +664,20 @@ def bench_backbone(name: str, args: argparse.Namespace, workdir: Path) -> Backbo
     latency = {"memory": memory_latency}
     if args.redis_url:
         latency["redis"] = bench_redis_latency(settings, workdir, args, images)
-    return BackboneRun(name, path, providers, raw, raw_cpu, mode, probe, service, latency, breakdown, notes)
+    return BackboneRun(
+        name=name,
+        onnx=path,
+        providers=providers,
+        raw=raw,
+        raw_cpu=raw_cpu,
+        channel_mode=mode,
+        channel_probe=probe,
+        service=service,
+        latency={cache: result for cache, (result, _) in latency.items()},
+        latency_cpu={cache: usage for cache, (_, usage) in latency.items()},
+        breakdown=breakdown,
+        notes=notes,
+    )
 
 
 # --- report -----------------------------------------------------------------------------------------------
@@ -675,7 +699,9 @@ def summary(run: BackboneRun, args: argparse.Namespace, machine: dict[str, Any])
     out["channel_mode"] = run.channel_mode
     out["channel_probe_img_s"] = run.channel_probe
     out["miss_breakdown_ms"] = run.breakdown
-    out["foreign_cpu_pct_max"] = max([run.raw_cpu.foreign_pct, *(r.cpu.foreign_pct for r in run.service)])
+    usages = [run.raw_cpu, *(result.cpu for result in run.service), *run.latency_cpu.values()]
+    out["foreign_cpu_pct_max"] = max(usage.foreign_pct for usage in usages)
+    out["disturbed"] = out["foreign_cpu_pct_max"] > DISTURBED_FOREIGN_PCT
     out["seconds"] = args.seconds
     out["warmup_s"] = args.warmup
     out["notes"] = run.notes
@@ -687,23 +713,20 @@ def _cpu_cells(cpu: CpuUsage) -> str:
     return f"{cpu.own_pct:>9.1f} {cpu.server_pct:>9.1f} {cpu.foreign_pct:>9.1f} {cpu.steal_pct:>7.1f}"
 
 
-def print_table(run: BackboneRun, out: dict[str, Any]) -> None:
-    lines = [
-        "",
-        f"=== {run.name}: {run.onnx.name}  providers={','.join(run.providers)}",
-        *(f"    note: {note}" for note in run.notes),
-        "CPU columns: % of all cores; bench = this process (raw session or client threads), service = "
-        "server process, foreign = everything else",
-        f"{'raw ONNX Runtime session':<34}{'img/s':>9} {'ms/batch':>9}",
-    ]
+def _raw_lines(run: BackboneRun) -> list[str]:
+    lines = [f"{'raw ONNX Runtime session':<34}{'img/s':>9} {'ms/batch':>9}"]
     lines += [f"  batch {b:<26}{v:>9.1f} {1000 * b / v:>9.1f}" for b, v in run.raw.items()]
-    lines.append(f"  {'(CPU during raw: bench/service/foreign/steal)':<52}{_cpu_cells(run.raw_cpu)}")
+    lines.append(f"  {'(CPU: bench/service/foreign/steal %)':<52}{_cpu_cells(run.raw_cpu)}")
+    return lines
+
+
+def _service_lines(run: BackboneRun, out: dict[str, Any]) -> list[str]:
     probe = ", ".join(f"{mode} {value:.1f}" for mode, value in run.channel_probe.items())
-    lines.append(f"service (subprocess), clients on channel mode '{run.channel_mode}' (probe img/s: {probe})")
-    lines.append(
+    lines = [
+        f"service (subprocess), clients on channel mode '{run.channel_mode}' (probe img/s: {probe})",
         f"{'':<26}{'img/s':>8} {'mean batch':>10} {'errors':>6} {'bench%':>9} {'service%':>9} "
-        f"{'foreign%':>9} {'steal%':>7}"
-    )
+        f"{'foreign%':>9} {'steal%':>7}",
+    ]
     for result in run.service:
         batch = f"{result.mean_batch:.2f}" if result.mean_batch is not None else "-"
         lines.append(
@@ -715,21 +738,46 @@ def print_table(run: BackboneRun, out: dict[str, Any]) -> None:
     lines.append(
         f"ratio service_16 / raw_best = {out['ratio']:.3f}  (raw best {out['raw_best_img_s']:.1f} img/s)"
     )
-    lines.append(f"{'latency, 1 client':<34}{'p50 ms':>9} {'p90 ms':>9} {'calls':>7}")
+    return lines
+
+
+def _latency_lines(run: BackboneRun) -> list[str]:
+    lines = [f"{'latency, 1 client':<34}{'p50 ms':>9} {'p90 ms':>9} {'calls':>7} {'foreign%':>9}"]
     for cache, latencies in run.latency.items():
         for kind, value in latencies.items():
-            extra = (
-                f"  ({value.unexpected} unexpected {'misses' if kind == 'hit' else 'hits'})"
-                if value.unexpected
-                else ""
-            )
+            label = f"{kind} ({cache} cache)"
+            wrong = f"  ({value.unexpected} unexpected {'misses' if kind == 'hit' else 'hits'})"
             lines.append(
-                f"  {kind} ({cache} cache){'':<{22 - len(kind) - len(cache)}}"
-                f"{value.p50_ms:>9.2f} {value.p90_ms:>9.2f} {value.calls:>7}{extra}"
+                f"  {label:<32}{value.p50_ms:>9.2f} {value.p90_ms:>9.2f} {value.calls:>7} "
+                f"{run.latency_cpu[cache].foreign_pct:>9.1f}{wrong if value.unexpected else ''}"
             )
-    lines.append(f"miss work besides the model, in-process, median of {BREAKDOWN_ITERATIONS} (ms/image)")
-    lines += [f"  {stage:<32}{ms:>9.3f}" for stage, ms in run.breakdown.items()]
-    lines.append(f"  {'model, raw batch 1 (for scale)':<32}{1000 / run.raw[1]:>9.3f}")
+    return lines
+
+
+def _breakdown_lines(run: BackboneRun) -> list[str]:
+    lines = [f"miss work besides the model, in-process, median of {BREAKDOWN_ITERATIONS} (ms/image)"]
+    lines += [f"  {stage:<32}{ms:>9.4f}" for stage, ms in run.breakdown.items()]
+    lines.append(f"  {'model, raw batch 1 (for scale)':<32}{1000 / run.raw[1]:>9.4f}")
+    return lines
+
+
+def print_table(run: BackboneRun, out: dict[str, Any]) -> None:
+    lines = [
+        "",
+        f"=== {run.name}: {run.onnx.name}  providers={','.join(run.providers)}",
+        *(f"    note: {note}" for note in run.notes),
+        "CPU columns: % of all cores; bench = this process (raw session or client threads), "
+        "service = server process, foreign = everything else",
+        *_raw_lines(run),
+        *_service_lines(run, out),
+        *_latency_lines(run),
+        *_breakdown_lines(run),
+    ]
+    if out["disturbed"]:
+        lines.append(
+            f"WARNING: other processes used up to {out['foreign_cpu_pct_max']:.0f}% of the CPU during a "
+            "phase: these numbers are disturbed; rerun on a quiet machine"
+        )
     print("\n".join(lines), flush=True)
 
 

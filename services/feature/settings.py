@@ -30,12 +30,16 @@ class FeatureSettings(ServerSettings):
     )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores.")
     allow_spinning: bool = Field(
-        False, description="Let ONNX Runtime's idle intra-op threads spin (faster alone, slower beside Python work)."
+        False,
+        description="Let ONNX Runtime's idle intra-op threads spin (faster alone, slower beside Python work).",
     )
     use_gpu: bool = Field(True, description="Use the CUDA execution provider when ONNX Runtime has it.")
     max_batch_size: int = Field(32, ge=1, le=256, description="Largest micro-batch sent to the model.")
     max_batch_wait_ms: float = Field(
-        2.0, ge=0, description="How long the first request of a micro-batch waits for company."
+        0.0,
+        ge=0,
+        description="How long the first request of a micro-batch waits for company. 0: greedy, a batch is "
+        "whatever queued while the model was busy (best on CPU); a few ms helps a GPU fill bigger batches.",
     )
     max_queue: int = Field(256, ge=1, description="Images waiting for the model before RESOURCE_EXHAUSTED.")
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest encoded image accepted.")
