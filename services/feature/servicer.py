@@ -8,7 +8,6 @@ from hemascope.v1 import feature_pb2, feature_pb2_grpc
 from services.feature import converters
 from services.feature.core import FeatureCore
 
-
 _NO_DEADLINE_S = 1e6  # grpc reports "no deadline" as an enormous time_remaining()
 
 

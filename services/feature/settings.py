@@ -31,7 +31,7 @@ class FeatureSettings(ServerSettings):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores.")
     allow_spinning: bool = Field(
         False,
-        description="Let ONNX Runtime's idle intra-op threads spin (faster alone, slower beside Python work).",
+        description="Let ONNX Runtime's idle threads spin (faster alone, slower beside Python work).",
     )
     use_gpu: bool = Field(True, description="Use the CUDA execution provider when ONNX Runtime has it.")
     max_batch_size: int = Field(32, ge=1, le=256, description="Largest micro-batch sent to the model.")
