@@ -39,6 +39,37 @@ def serve_feature(
     run({k: v for k, v in overrides.items() if v is not None})
 
 
+@serve.command("classifier")
+@click.option("--host", default=None, help="Bind address (default from settings: 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="gRPC port (default 50052; 0 = any free port).")
+@click.option("--metrics-port", type=int, default=None, help="Prometheus port (default 9465).")
+@click.option(
+    "--bundle",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model bundle directory (required here or as HEMASCOPE_CLASSIFIER_BUNDLE).",
+)
+@click.option(
+    "--watch-interval",
+    type=float,
+    default=None,
+    help="Poll the bundle's manifest every N seconds and reload when it changes (default 0: off).",
+)
+def serve_classifier(
+    host: str | None,
+    port: int | None,
+    metrics_port: int | None,
+    bundle: Path | None,
+    watch_interval: float | None,
+) -> None:
+    """The classifier service: every model of a model bundle, reloadable without a restart."""
+    from hemascope.commands.serve_classifier import serve_classifier as run
+
+    overrides: dict[str, object] = {"host": host, "port": port, "metrics_port": metrics_port}
+    overrides |= {"bundle": bundle, "watch_interval_s": watch_interval}
+    run({k: v for k, v in overrides.items() if v is not None})
+
+
 @main.command("embed")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--address", default=None, help="host:port of a running feature service; omit: in-process.")
@@ -83,8 +114,90 @@ def export_backbone(backbone: str | None) -> None:
 @click.option(
     "--backbone", default=None, help="efficientnet_lite0 (default) or resnet50 (needs a checkpoint)."
 )
-def demo(images: tuple[Path, ...], backbone: str | None) -> None:
-    """The main job: start the feature service and embed sample images through it."""
+@click.option(
+    "--bundle",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Model bundle for the classifier service (default: the committed models/bloodcells-5class).",
+)
+def demo(images: tuple[Path, ...], backbone: str | None, bundle: Path | None) -> None:
+    """The main job: start the feature and classifier services; embed and classify sample images."""
     from hemascope.commands.demo import run_demo
 
-    run_demo(list(images), backbone)
+    run_demo(list(images), backbone, bundle)
+
+
+@main.group()
+def train() -> None:
+    """Train models (classifiers on embeddings)."""
+
+
+@train.command("classifiers")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option("--backbone", default=None, help="Feature backbone (default efficientnet_lite0).")
+@click.option(
+    "--address", default=None, help="Embed through a feature service at host:port (else in-process)."
+)
+@click.option(
+    "--models",
+    default="logistic_regression,svm,random_forest,xgboost,kmeans",
+    show_default=True,
+    help="Comma-separated models to train.",
+)
+@click.option(
+    "--cv-folds", default=5, show_default=True, help="Grouped stratified CV folds on the training part."
+)
+@click.option(
+    "--report", type=click.Path(path_type=Path), default=None, help="Report folder (default BUNDLE-report)."
+)
+def train_classifiers(
+    data: Path,
+    out: Path,
+    backbone: str | None,
+    address: str | None,
+    models: str,
+    cv_folds: int,
+    report: Path | None,
+) -> None:
+    """Embed DATA, train the study's models, evaluate them honestly, write a bundle and a report."""
+    from hemascope.commands.train import run_train
+    from hemascope.training.models import MODELS
+
+    chosen = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = sorted(set(chosen) - set(MODELS))
+    if unknown:
+        raise click.BadParameter(f"unknown models {unknown}; known: {sorted(MODELS)}", param_hint="--models")
+    run_train(data, out, backbone=backbone, address=address, models=chosen, cv_folds=cv_folds, report=report)
+
+
+@main.command("evaluate")
+@click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--address", default=None, help="Embed through a feature service at host:port (else in-process)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with per-model metrics.")
+def evaluate(bundle: Path, data: Path, address: str | None, as_json: bool) -> None:
+    """Score a model bundle on any folder-per-class dataset."""
+    from hemascope.commands.train import run_evaluate
+
+    run_evaluate(bundle, data, address=address, as_json=as_json)
+
+
+@main.command("audit-data")
+@click.argument("root", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on the last line instead of markdown.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the report (markdown, or JSON with --json) to this file.",
+)
+def audit_data(root: Path, as_json: bool, out: Path | None) -> None:
+    """Audit a folder-per-class dataset: counts, sizes, duplicates across splits, source-shortcut probe."""
+    from hemascope.commands.audit import run_audit
+
+    code = run_audit(root, as_json, out)
+    if code:
+        raise SystemExit(code)

@@ -1,12 +1,16 @@
-"""``hemascope demo``: the main job. Starts the feature service as its own process and uses it over gRPC."""
+"""``hemascope demo``: the main job. Starts the feature and classifier services as their own processes and
+uses them over gRPC: sample images -> embeddings (cached) -> cell type and malignancy from every model."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
@@ -14,49 +18,99 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hemascope.data import REPO_ROOT
-from hemascope.v1 import common_pb2, feature_pb2, feature_pb2_grpc
+from hemascope.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2, feature_pb2, feature_pb2_grpc
 
 SAMPLES = REPO_ROOT / "samples"
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "bloodcells-5class"
+PREFIXES = {
+    "BA": "basophil",
+    "ERB": "erythroblast",
+    "MO": "monocyte",
+    "MYO": "myeloblast",
+    "NGS": "seg_neutrophil",
+}
+SHORT = {"logistic_regression": "LR", "svm": "SVM", "random_forest": "RF", "xgboost": "XGB", "kmeans": "KM"}
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _wait_serving(channel: grpc.Channel, process: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait_serving(channel: grpc.Channel, process: subprocess.Popen[bytes], name: str, timeout: float) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     until = time.monotonic() + timeout
     while time.monotonic() < until:
         if process.poll() is not None:
-            raise click.ClickException(f"the feature service exited with code {process.returncode}")
+            raise click.ClickException(f"the {name} service exited with code {process.returncode}")
         try:
-            reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            if (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                == health_pb2.HealthCheckResponse.SERVING
+            ):
                 return
         except grpc.RpcError:
             pass
         time.sleep(0.25)
-    raise click.ClickException(f"the feature service was not SERVING after {timeout:.0f} s")
+    raise click.ClickException(f"the {name} service was not SERVING after {timeout:.0f} s")
 
 
-def _embed_all(stub: feature_pb2_grpc.FeatureServiceStub, paths: list[Path], label: str) -> None:
-    click.echo(f"\n{label}")
-    click.echo(f"{'image':<18} {'dim':>5} {'backbone':<20} {'cache':<5} {'ms':>8}  pixels sha256")
+@contextmanager
+def _service(name: str, options: list[str]) -> Iterator[grpc.Channel]:
+    """Runs ``hemascope serve NAME`` as a subprocess; yields a channel once it is SERVING; SIGTERM at exit."""
+    port = _free_port()
+    command = [sys.executable, "-m", "hemascope", "serve", name, "--port", str(port), "--metrics-port", "0"]
+    click.echo(f"starting: hemascope serve {name} {' '.join(options)}".rstrip())
+    env = {**os.environ, f"HEMASCOPE_{name.upper()}_LOG_JSON": "false"}
+    process = subprocess.Popen([*command, *options], env=env)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        _wait_serving(channel, process, name, timeout=600)
+        yield channel
+    finally:
+        channel.close()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        click.echo(f"{name} service stopped (exit code {code})")
+        if code != 0:
+            raise click.ClickException(f"the {name} service did not stop cleanly")
+
+
+def _embed(stub: feature_pb2_grpc.FeatureServiceStub, path: Path) -> tuple[feature_pb2.EmbedResponse, float]:
+    start = time.perf_counter()
+    image = common_pb2.Image(data=path.read_bytes(), image_id=path.name)
+    response = stub.Embed(feature_pb2.EmbedRequest(image=image), timeout=60)
+    return response, (time.perf_counter() - start) * 1000
+
+
+def _pass(
+    features: feature_pb2_grpc.FeatureServiceStub,
+    classifier: classifier_pb2_grpc.ClassifierServiceStub | None,
+    paths: list[Path],
+    title: str,
+) -> None:
+    click.echo(f"\n{title}")
+    click.echo(
+        f"{'image':<16} {'expected':<15} {'cache':<5} {'embed ms':>8}  predictions (* = abstain/refer)"
+    )
     for path in paths:
-        start = time.perf_counter()
-        response = stub.Embed(
-            feature_pb2.EmbedRequest(image=common_pb2.Image(data=path.read_bytes(), image_id=path.name)),
-            timeout=60,
-        )
-        ms = (time.perf_counter() - start) * 1000
-        emb = response.embedding
-        hit = "hit" if response.cache_hit else "miss"
-        line = f"{path.name:<18} {emb.dimension:>5} {emb.backbone:<20} {hit:<5} {ms:8.1f}"
-        click.echo(f"{line}  {response.content_hash[:16]}")
+        response, ms = _embed(features, path)
+        expected = PREFIXES.get(path.name.split("_")[0], "?")
+        line = f"{path.name:<16} {expected:<15} {'hit' if response.cache_hit else 'miss':<5} {ms:8.1f}"
+        if classifier is not None:
+            result = classifier.Classify(
+                classifier_pb2.ClassifyRequest(embeddings=[response.embedding]), timeout=30
+            )
+            parts = [
+                f"{SHORT.get(p.model, p.model)}={p.label}{'*' if p.abstain else ''}"
+                for p in result.results[0].predictions
+            ]
+            malignant = {p.model: p.malignant_probability for p in result.results[0].predictions}
+            line += "  " + " ".join(parts)
+            if "logistic_regression" in malignant:
+                line += f"  P(malignant|LR)={malignant['logistic_regression']:.3f}"
+        click.echo(line)
 
 
 def _show_refusal(stub: feature_pb2_grpc.FeatureServiceStub, path: Path) -> None:
@@ -69,41 +123,33 @@ def _show_refusal(stub: feature_pb2_grpc.FeatureServiceStub, path: Path) -> None
         raise click.ClickException("a truncated image was accepted")
 
 
-def run_demo(images: list[Path], backbone: str | None) -> None:
+def run_demo(images: list[Path], backbone: str | None, bundle: Path | None) -> None:
     paths = images or sorted(SAMPLES.glob("*.jpg"))
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "hemascope",
-        "serve",
-        "feature",
-        "--port",
-        str(port),
-        "--metrics-port",
-        "0",
-    ]
-    if backbone:
-        command += ["--backbone", backbone]
-    env = {**os.environ, "HEMASCOPE_FEATURE_LOG_JSON": "false"}
-    click.echo(f"starting: {' '.join(command[1:])}")
-    process = subprocess.Popen(command, env=env)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        _wait_serving(channel, process, timeout=600)
-        stub = feature_pb2_grpc.FeatureServiceStub(channel)
-        info = stub.GetBackboneInfo(feature_pb2.GetBackboneInfoRequest(), timeout=10)
-        click.echo(
-            f"backbone {info.backbone} ({info.dimension}-d), weights sha256 {info.weights_hash[:16]}, "
-            f"preprocessing {info.preprocessing}, providers {', '.join(info.execution_providers)}"
+    bundle = bundle or (DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "manifest.json").is_file() else None)
+    with ExitStack() as stack:
+        feature_channel = stack.enter_context(
+            _service("feature", ["--backbone", backbone] if backbone else [])
         )
-        _embed_all(stub, paths, "first pass (computed):")
-        _embed_all(stub, paths, "second pass (same images, from the embedding cache):")
-        _show_refusal(stub, paths[0])
-    finally:
-        channel.close()
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=60)
-        click.echo(f"\nfeature service stopped (exit code {code})")
-    if code != 0:
-        raise click.ClickException("the feature service did not stop cleanly")
+        features = feature_pb2_grpc.FeatureServiceStub(feature_channel)
+        info = features.GetBackboneInfo(feature_pb2.GetBackboneInfoRequest(), timeout=10)
+        click.echo(
+            f"backbone {info.backbone} ({info.dimension}-d), weights {info.weights_hash[:16]}, "
+            f"{info.preprocessing}"
+        )
+        classifier = None
+        if bundle is not None:
+            channel = stack.enter_context(_service("classifier", ["--bundle", str(bundle)]))
+            classifier = classifier_pb2_grpc.ClassifierServiceStub(channel)
+            listing = classifier.ListModels(classifier_pb2.ListModelsRequest(), timeout=10)
+            names = ", ".join(m.name for m in listing.models)
+            click.echo(f"bundle {listing.bundle_version} ({listing.backbone}): {names}")
+        else:
+            click.echo("no model bundle (see models/README or `hemascope train classifiers`): embedding only")
+        if classifier is not None:
+            click.echo(
+                "note: the BA/ERB/MO/MYO/NGS samples come from the pool the bundle was trained on;\n"
+                "SNE_* is a neutrophil imaged on the other scanner, a probe of the source shortcut."
+            )
+        _pass(features, classifier, paths, "first pass (embeddings computed):")
+        _pass(features, classifier, paths, "second pass (embeddings from the cache):")
+        _show_refusal(features, paths[0])

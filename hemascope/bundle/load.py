@@ -1,0 +1,129 @@
+"""Loading a bundle safely: hashes checked first, skops limited to trusted types, XGBoost from JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hemascope.bundle.checks import check_model, check_scaler
+from hemascope.bundle.manifest import (
+    MANIFEST,
+    TRUSTED_TYPES,
+    BundleError,
+    Manifest,
+    ModelEntry,
+    apply_temperature,
+    file_sha256,
+    softmax,
+)
+
+Probabilities = NDArray[np.float64]
+
+
+def _verified(root: Path, filename: str, expected: str) -> Path:
+    path = root / filename
+    if path.parent != root or not path.is_file():
+        raise BundleError(f"bundle file missing: {filename}")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise BundleError(f"bundle file {filename} does not match its manifest hash (tampered or truncated)")
+    return path
+
+
+def _load_skops(path: Path) -> Any:
+    import skops.io as sio
+
+    try:
+        untrusted = set(sio.get_untrusted_types(file=path))
+        refused = sorted(untrusted - TRUSTED_TYPES)
+        if refused:
+            raise BundleError(f"{path.name} holds types that are not allowed: {refused[:5]}")
+        return sio.load(path, trusted=sorted(untrusted))
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_xgboost(path: Path) -> Any:
+    from xgboost import XGBClassifier
+
+    model = XGBClassifier()
+    try:
+        model.load_model(str(path))
+    except Exception as exc:
+        raise BundleError(f"cannot load {path.name}: {type(exc).__name__}") from exc
+    return model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    entry: ModelEntry
+    estimator: Any
+    n_classes: int
+
+    def raw_proba(self, scaled: NDArray[np.float64]) -> Probabilities:
+        """Class probabilities (bundle class order) before calibration."""
+        if self.entry.kind == "kmeans":
+            distances = self.estimator.transform(scaled)
+            # per-row scale: one embedding's probabilities never depend on the others in its batch
+            scale = 2 * np.median(distances, axis=1, keepdims=True) ** 2 + 1e-12
+            cluster_p = softmax(-(distances**2) / scale)
+            mapping = self.entry.extra["cluster_to_class"]
+            probs = np.zeros((scaled.shape[0], self.n_classes))
+            for cluster, cls in enumerate(mapping):
+                probs[:, cls] += cluster_p[:, cluster]
+            return probs
+        out: Probabilities = np.asarray(self.estimator.predict_proba(scaled), dtype=np.float64)
+        return out
+
+    def proba(self, scaled: NDArray[np.float64]) -> Probabilities:
+        """Calibrated class probabilities."""
+        return apply_temperature(self.raw_proba(scaled), self.entry.temperature)
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    root: Path
+    manifest: Manifest
+    scaler: Any
+    models: Mapping[str, LoadedModel]
+
+    def scale(self, embeddings: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
+        out: NDArray[np.float64] = self.scaler.transform(np.asarray(embeddings, dtype=np.float64))
+        return out
+
+    def predict(
+        self, embeddings: NDArray[np.floating[Any]], names: Sequence[str] | None = None
+    ) -> dict[str, Probabilities]:
+        """Calibrated probabilities per model for ``embeddings`` (N x dimension)."""
+        scaled = self.scale(embeddings)
+        chosen = list(names) if names else list(self.models)
+        return {name: self.models[name].proba(scaled) for name in chosen}
+
+
+def load_bundle(root: Path) -> LoadedBundle:
+    """Loads and verifies a bundle; raises :class:`BundleError` with the reason on any problem."""
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"no {MANIFEST} in {root}; is this a model bundle?")
+    try:
+        manifest = Manifest.from_json(manifest_path.read_text())
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"unreadable {MANIFEST}: {type(exc).__name__}: {exc}") from exc
+    scaler = _load_skops(_verified(root, manifest.scaler_file, manifest.scaler_sha256))
+    check_scaler(manifest, scaler)
+    models = {}
+    for name, entry in manifest.models.items():
+        path = _verified(root, entry.file, entry.sha256)
+        estimator = _load_xgboost(path) if entry.kind == "xgboost" else _load_skops(path)
+        check_model(manifest, entry, estimator)
+        models[name] = LoadedModel(entry, estimator, len(manifest.classes))
+    return LoadedBundle(root, manifest, scaler, models)

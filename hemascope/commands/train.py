@@ -1,0 +1,85 @@
+"""``hemascope train classifiers`` and ``hemascope evaluate``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def run_train(
+    data: Path,
+    out: Path,
+    *,
+    backbone: str | None,
+    address: str | None,
+    models: list[str],
+    cv_folds: int,
+    report: Path | None,
+) -> None:
+    from hemascope.training.audit import audit_dataset
+    from hemascope.training.report import render_report
+    from hemascope.training.train import TrainConfig, train_classifiers
+
+    config = TrainConfig(
+        data=data,
+        out=out,
+        backbone=backbone,
+        address=address,
+        models=models,
+        cv_folds=cv_folds,
+        log=lambda line: click.echo(line, err=True),
+        command=" ".join(["hemascope", *sys.argv[1:]]),
+    )
+    report_dir = report or out.parent / f"{out.name}-report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    click.echo("auditing the dataset (duplicates, source-shortcut probe)", err=True)
+    audit = audit_dataset(data)
+    (report_dir / "audit.md").write_text(audit.to_markdown())
+    results = train_classifiers(config)
+    (report_dir / "results.json").write_text(json.dumps(results, indent=1))
+    markdown = render_report(results, report_dir, audit=_audit_summary(audit.to_json()))
+    click.echo(f"bundle: {out}\nreport: {markdown}")
+
+
+def _audit_summary(audit: dict[str, Any]) -> dict[str, Any]:
+    """The audit figures the training report quotes (the full audit is written beside it as audit.md)."""
+    probe = audit.get("shortcut") or {}
+    dups = audit["duplicates"]
+    return {
+        "shortcut": {k: probe.get(k) for k in ("accuracy_mean", "accuracy_std", "chance", "warning")},
+        "byte-identical groups": len(dups["exact_groups"]),
+        "near-duplicate pairs": len(dups["near_pairs"]),
+        "duplicate groups straddling splits": len(dups["straddling_splits"]),
+        "full audit": "audit.md",
+    }
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    data = result["data"]
+    click.echo(f"bundle {result['bundle']['version']} on {data['root']}: {data['images']} images")
+    for folder in data["unknown_folders"]:
+        click.echo(f"  not a known class, skipped: {folder}")
+    click.echo(
+        f"{'model':<22}{'acc':>7}{'macroF1':>9}{'AUC':>7}{'mal.sens':>10}{'mal.spec':>10}{'coverage':>10}"
+    )
+    for name, m in result["models"].items():
+        auc = "  n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        sens, spec = m["malignant"]["sensitivity"], m["malignant"]["specificity"]
+        click.echo(
+            f"{name:<22}{m['accuracy']:7.3f}{m['macro_f1']:9.3f}{auc:>7}"
+            f"{'n/a' if sens is None else f'{sens:.3f}':>10}{'n/a' if spec is None else f'{spec:.3f}':>10}"
+            f"{m['abstain']['coverage']:10.3f}"
+        )
+
+
+def run_evaluate(bundle: Path, data: Path, *, address: str | None, as_json: bool) -> None:
+    from hemascope.training.evaluate import evaluate_bundle, summary_line
+
+    result = evaluate_bundle(bundle, data, address=address, progress=not as_json)
+    _print_table(result)
+    if as_json:
+        click.echo(json.dumps({"models": summary_line(result), "data": result["data"]}))

@@ -1,0 +1,1 @@
+"""Training pipeline: dataset audit, embeddings, classical models, metrics and model bundles."""

@@ -1,0 +1,99 @@
+"""Embedding a dataset with the feature backbone: in-process, or through a running feature service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+CHUNK = 32
+
+
+@dataclass(frozen=True)
+class EmbeddedSet:
+    vectors: NDArray[np.float32]  # N x dimension
+    content_hashes: list[str]
+    backbone: str
+    weights_hash: str
+    preprocessing: str
+    cache_hits: int
+
+
+class EmbeddingFailed(RuntimeError):
+    """Some images could not be embedded; the message lists them."""
+
+
+def _local(paths: Sequence[Path], backbone: str | None, progress: bool) -> EmbeddedSet:
+    from services.feature.core import EmbedResult, FeatureCore, ImageInput
+    from services.feature.settings import FeatureSettings
+
+    overrides: dict[str, Any] = {"backbone": backbone} if backbone else {}
+    core = FeatureCore(FeatureSettings(**overrides))
+    core.load()
+    vectors, hashes, failures, hits = [], [], [], 0
+    try:
+        bar = tqdm(total=len(paths), desc="embedding", unit="img", disable=not progress)
+        for start in range(0, len(paths), CHUNK):
+            chunk = paths[start : start + CHUNK]
+            outcomes = core.embed_many([ImageInput(p.read_bytes()) for p in chunk])
+            for path, outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, EmbedResult):
+                    vectors.append(outcome.vector)
+                    hashes.append(outcome.content_hash)
+                    hits += outcome.cache_hit
+                else:
+                    failures.append(f"{path}: {outcome.message}")
+            bar.update(len(chunk))
+        bar.close()
+        info = core.info
+    finally:
+        core.close()
+    if failures:
+        raise EmbeddingFailed(f"{len(failures)} images failed: " + "; ".join(failures[:5]))
+    return EmbeddedSet(
+        np.stack(vectors), hashes, info.spec.name, info.weights_hash, info.spec.preprocessing.version, hits
+    )
+
+
+def _remote(paths: Sequence[Path], address: str, backbone: str | None, progress: bool) -> EmbeddedSet:
+    import grpc
+
+    from hemascope.v1 import common_pb2, feature_pb2, feature_pb2_grpc
+
+    vectors, hashes, failures, hits = [], [], [], 0
+    emb: Any = None
+    with grpc.insecure_channel(address) as channel:
+        stub = feature_pb2_grpc.FeatureServiceStub(channel)
+        bar = tqdm(total=len(paths), desc="embedding", unit="img", disable=not progress)
+        for start in range(0, len(paths), CHUNK):
+            chunk = paths[start : start + CHUNK]
+            request = feature_pb2.EmbedBatchRequest(
+                images=[common_pb2.Image(data=p.read_bytes()) for p in chunk], backbone=backbone or ""
+            )
+            for path, result in zip(chunk, stub.EmbedBatch(request, timeout=300).results, strict=True):
+                if result.WhichOneof("outcome") == "result":
+                    emb = result.result.embedding
+                    vectors.append(np.asarray(emb.values, dtype=np.float32))
+                    hashes.append(result.result.content_hash)
+                    hits += result.result.cache_hit
+                else:
+                    failures.append(f"{path}: {result.error.message}")
+            bar.update(len(chunk))
+        bar.close()
+    if failures or emb is None:
+        raise EmbeddingFailed(f"{len(failures)} images failed: " + "; ".join(failures[:5]))
+    return EmbeddedSet(np.stack(vectors), hashes, emb.backbone, emb.weights_hash, emb.preprocessing, hits)
+
+
+def embed_paths(
+    paths: Sequence[Path], *, backbone: str | None = None, address: str | None = None, progress: bool = True
+) -> EmbeddedSet:
+    """Embeds ``paths`` in order; uses the feature service at ``address`` when given, else in-process."""
+    if address:
+        return _remote(paths, address, backbone, progress)
+    return _local(paths, backbone, progress)

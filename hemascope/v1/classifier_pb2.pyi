@@ -1,0 +1,127 @@
+from hemascope.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ClassifyRequest(_message.Message):
+    __slots__ = ("embeddings", "models")
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ClassProbability(_message.Message):
+    __slots__ = ("class_name", "probability")
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    class_name: str
+    probability: float
+    def __init__(self, class_name: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class ModelPrediction(_message.Message):
+    __slots__ = ("model", "model_version", "probabilities", "label", "confidence", "malignant_probability", "abstain")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    MALIGNANT_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    ABSTAIN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_version: str
+    probabilities: _containers.RepeatedCompositeFieldContainer[ClassProbability]
+    label: str
+    confidence: float
+    malignant_probability: float
+    abstain: bool
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., probabilities: _Optional[_Iterable[_Union[ClassProbability, _Mapping]]] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., malignant_probability: _Optional[float] = ..., abstain: _Optional[bool] = ...) -> None: ...
+
+class ClassifyResult(_message.Message):
+    __slots__ = ("predictions",)
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    predictions: _containers.RepeatedCompositeFieldContainer[ModelPrediction]
+    def __init__(self, predictions: _Optional[_Iterable[_Union[ModelPrediction, _Mapping]]] = ...) -> None: ...
+
+class ClassifyResponse(_message.Message):
+    __slots__ = ("results", "bundle_version")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ClassifyResult]
+    bundle_version: str
+    def __init__(self, results: _Optional[_Iterable[_Union[ClassifyResult, _Mapping]]] = ..., bundle_version: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "kind", "metrics", "abstain_threshold", "temperature")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    ABSTAIN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    kind: str
+    metrics: _containers.ScalarMap[str, float]
+    abstain_threshold: float
+    temperature: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., abstain_threshold: _Optional[float] = ..., temperature: _Optional[float] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("bundle_version", "backbone", "weights_hash", "dimension", "preprocessing", "classes", "malignant_classes", "models", "data_fingerprint", "created", "max_embeddings", "last_reload_error")
+    BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_HASH_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    MALIGNANT_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    MAX_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RELOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    bundle_version: str
+    backbone: str
+    weights_hash: str
+    dimension: int
+    preprocessing: str
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    malignant_classes: _containers.RepeatedScalarFieldContainer[str]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    data_fingerprint: str
+    created: str
+    max_embeddings: int
+    last_reload_error: str
+    def __init__(self, bundle_version: _Optional[str] = ..., backbone: _Optional[str] = ..., weights_hash: _Optional[str] = ..., dimension: _Optional[int] = ..., preprocessing: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., malignant_classes: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., data_fingerprint: _Optional[str] = ..., created: _Optional[str] = ..., max_embeddings: _Optional[int] = ..., last_reload_error: _Optional[str] = ...) -> None: ...
+
+class ReloadBundleRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class ReloadBundleResponse(_message.Message):
+    __slots__ = ("bundle_version", "previous_version", "model_count")
+    BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    bundle_version: str
+    previous_version: str
+    model_count: int
+    def __init__(self, bundle_version: _Optional[str] = ..., previous_version: _Optional[str] = ..., model_count: _Optional[int] = ...) -> None: ...

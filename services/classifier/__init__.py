@@ -1,0 +1,1 @@
+"""The classifier service: embeddings -> class probabilities from every model of a versioned bundle."""

@@ -1,0 +1,101 @@
+"""Protobuf <-> domain types for the classifier service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from hemascope.v1 import classifier_pb2, common_pb2
+from services.classifier.core import Classification, ReloadOutcome, ServedBundle
+from services.classifier.inputs import EmbeddingInput
+
+
+def embedding_from_proto(embedding: common_pb2.Embedding) -> EmbeddingInput:
+    return EmbeddingInput(
+        values=np.asarray(embedding.values, dtype=np.float32),
+        dimension=embedding.dimension,
+        backbone=embedding.backbone,
+        weights_hash=embedding.weights_hash,
+        preprocessing=embedding.preprocessing,
+    )
+
+
+def embeddings_from_request(request: classifier_pb2.ClassifyRequest) -> list[EmbeddingInput]:
+    return [embedding_from_proto(embedding) for embedding in request.embeddings]
+
+
+def classify_response(result: Classification) -> classifier_pb2.ClassifyResponse:
+    """One ClassifyResult per embedding, each with one ModelPrediction per model, in request order."""
+    classes = result.classes
+    per_model: list[Sequence[classifier_pb2.ModelPrediction]] = []
+    for output in result.outputs:
+        rows = zip(
+            output.probabilities.tolist(),
+            output.labels.tolist(),
+            output.confidence.tolist(),
+            output.malignant.tolist(),
+            output.abstain.tolist(),
+            strict=True,
+        )
+        per_model.append(
+            [
+                classifier_pb2.ModelPrediction(
+                    model=output.name,
+                    model_version=output.version,
+                    probabilities=[
+                        classifier_pb2.ClassProbability(class_name=name, probability=p)
+                        for name, p in zip(classes, probs, strict=True)
+                    ],
+                    label=classes[label],
+                    confidence=confidence,
+                    malignant_probability=malignant,
+                    abstain=abstain,
+                )
+                for probs, label, confidence, malignant, abstain in rows
+            ]
+        )
+    results = [
+        classifier_pb2.ClassifyResult(predictions=[predictions[i] for predictions in per_model])
+        for i in range(result.count)
+    ]
+    return classifier_pb2.ClassifyResponse(results=results, bundle_version=result.bundle_version)
+
+
+def list_models_response(
+    served: ServedBundle, *, max_embeddings: int, last_reload_error: str
+) -> classifier_pb2.ListModelsResponse:
+    manifest = served.manifest
+    models = [
+        classifier_pb2.ModelInfo(
+            name=name,
+            version=entry.version,
+            kind=entry.kind,
+            metrics={key: float(value) for key, value in entry.metrics.items()},
+            abstain_threshold=entry.abstain_threshold,
+            temperature=entry.temperature,
+        )
+        for name, entry in manifest.models.items()
+    ]
+    return classifier_pb2.ListModelsResponse(
+        bundle_version=manifest.bundle_version,
+        backbone=manifest.backbone,
+        weights_hash=manifest.weights_hash,
+        dimension=manifest.dimension,
+        preprocessing=manifest.preprocessing,
+        classes=list(manifest.classes),
+        malignant_classes=list(manifest.malignant_classes),
+        models=models,
+        data_fingerprint=manifest.data_fingerprint,
+        created=manifest.created,
+        max_embeddings=max_embeddings,
+        last_reload_error=last_reload_error,
+    )
+
+
+def reload_response(outcome: ReloadOutcome) -> classifier_pb2.ReloadBundleResponse:
+    return classifier_pb2.ReloadBundleResponse(
+        bundle_version=outcome.bundle_version,
+        previous_version=outcome.previous_version,
+        model_count=outcome.model_count,
+    )

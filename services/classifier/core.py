@@ -1,0 +1,242 @@
+"""The classifier service's core: one immutable bundle reference, swapped whole on reload. No gRPC here.
+
+Every call reads the reference once and is answered entirely by that bundle. A reload (RPC or watcher)
+loads and verifies a complete new bundle first and only then replaces the reference, so a call never sees a
+half-loaded bundle; a failed reload leaves the old bundle serving and is remembered for ListModels.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from numpy.typing import NDArray
+
+from hemascope.bundle import BundleError, LoadedBundle, Manifest, load_bundle
+from hemascope.errors import HemascopeError, Unavailable
+from hemascope.logs import get_logger
+from services.classifier.inputs import EmbeddingInput, embedding_matrix, select_models
+from services.classifier.metrics import ABSTENTIONS, MODEL_SECONDS, PREDICTIONS, RELOADS
+from services.classifier.settings import ClassifierSettings
+from services.classifier.watcher import BundleWatcher, manifest_fingerprint
+
+log = get_logger(__name__)
+
+
+class ReloadPathRefused(HemascopeError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "RELOAD_PATH_REFUSED"
+
+
+@dataclass(frozen=True)
+class ServedBundle:
+    """A completely loaded bundle with what serving needs precomputed."""
+
+    bundle: LoadedBundle
+    fingerprint: str | None  # of the manifest as read just before loading
+    malignant: NDArray[np.intp]  # indices of the malignant classes
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.bundle.manifest
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """One model's predictions for every embedding of a call (row i = embedding i)."""
+
+    name: str
+    version: str
+    probabilities: NDArray[np.float64]  # N x classes, bundle class order, rows sum to 1
+    labels: NDArray[np.intp]  # argmax per row
+    confidence: NDArray[np.float64]  # max per row
+    malignant: NDArray[np.float64]  # sum over the malignant classes
+    abstain: NDArray[np.bool_]  # confidence < the model's abstain threshold
+
+
+@dataclass(frozen=True)
+class Classification:
+    bundle_version: str
+    classes: tuple[str, ...]
+    outputs: tuple[ModelOutput, ...]  # in the order the models were requested
+    count: int  # embeddings classified
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    bundle_version: str
+    previous_version: str
+    model_count: int
+
+
+def set_model_threads(bundle: LoadedBundle, threads: int) -> None:
+    """Caps the threads each of the bundle's models uses per prediction (where the model has ``n_jobs``)."""
+    for model in bundle.models.values():
+        get_params = getattr(model.estimator, "get_params", None)
+        if get_params is not None and "n_jobs" in get_params():
+            model.estimator.set_params(n_jobs=threads)
+
+
+def _serve(bundle: LoadedBundle, fingerprint: str | None, threads: int) -> ServedBundle:
+    set_model_threads(bundle, threads)
+    manifest = bundle.manifest
+    unknown = sorted(set(manifest.malignant_classes) - set(manifest.classes))
+    if unknown or not manifest.models:
+        problem = f"malignant classes {unknown} are not among its classes" if unknown else "it has no models"
+        raise BundleError(f"bundle {manifest.bundle_version} cannot serve: {problem}")
+    malignant = np.array([manifest.classes.index(c) for c in manifest.malignant_classes], dtype=np.intp)
+    return ServedBundle(bundle, fingerprint, malignant)
+
+
+def _output(name: str, served: ServedBundle, probs: NDArray[np.float64]) -> ModelOutput:
+    entry = served.bundle.models[name].entry
+    if not np.isfinite(probs).all():
+        raise HemascopeError(f"model {name} produced non-finite probabilities", reason="MODEL_FAILURE")
+    probs = np.clip(probs, 0.0, 1.0)
+    probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+    labels = probs.argmax(axis=1)
+    confidence = probs[np.arange(len(probs)), labels]
+    return ModelOutput(
+        name=name,
+        version=entry.version,
+        probabilities=probs,
+        labels=labels,
+        confidence=confidence,
+        malignant=probs[:, served.malignant].sum(axis=1),
+        abstain=confidence < entry.abstain_threshold,
+    )
+
+
+class ClassifierCore:
+    """Serves the models of one bundle and swaps in new bundles atomically."""
+
+    def __init__(self, settings: ClassifierSettings) -> None:
+        self.settings = settings
+        self._served: ServedBundle | None = None
+        self._reload_lock = threading.Lock()
+        self._last_error = ""
+        self._watcher: BundleWatcher | None = None
+
+    # lifecycle -------------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Loads the configured bundle (BundleError if none is set or it is bad); starts the watcher."""
+        if self.settings.bundle is None:
+            raise BundleError(
+                "no model bundle configured: set HEMASCOPE_CLASSIFIER_BUNDLE (or --bundle) to a bundle "
+                "directory"
+            )
+        self.reload()
+        if self.settings.watch_interval_s > 0 and self._watcher is None:
+            self._watcher = BundleWatcher(self, self.settings.watch_interval_s)
+            self._watcher.start()
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    @property
+    def served(self) -> ServedBundle:
+        served = self._served
+        if served is None:
+            raise Unavailable("the model bundle is still loading; retry shortly", reason="NOT_READY")
+        return served
+
+    @property
+    def last_reload_error(self) -> str:
+        return self._last_error
+
+    # reload ----------------------------------------------------------------------------------------------
+    def current_root(self) -> Path | None:
+        """The directory being served (or, before the first load, the configured one)."""
+        served = self._served
+        return served.bundle.root if served is not None else self.settings.bundle
+
+    def reload(self, path: str | Path | None = None) -> ReloadOutcome:
+        """Loads ``path`` (default: the directory being served) completely, then swaps it in.
+
+        Raises :class:`BundleError` (old bundle still serving) or :class:`ReloadPathRefused`.
+        """
+        with self._reload_lock:
+            root = self._reload_root(path)
+            previous = self._served
+            started = time.perf_counter()
+            fingerprint = manifest_fingerprint(root)
+            try:
+                served = _serve(load_bundle(root), fingerprint, self.settings.model_threads)
+            except Exception as exc:  # whatever a damaged bundle throws, the old one keeps serving
+                error = exc if isinstance(exc, BundleError) else _unexpected(root, exc)
+                self._last_error = error.message
+                RELOADS.labels("failed").inc()
+                log.warning("bundle_load_failed", error=error.message, kept=_version(previous))
+                if error is exc:
+                    raise
+                raise error from exc
+            self._served = served  # the swap: one reference assignment
+            self._last_error = ""
+            RELOADS.labels("loaded").inc()
+            log.info(
+                "bundle_loaded",
+                version=served.manifest.bundle_version,
+                previous=_version(previous),
+                models=list(served.manifest.models),
+                seconds=round(time.perf_counter() - started, 3),
+            )
+            return ReloadOutcome(
+                served.manifest.bundle_version, _version(previous), len(served.bundle.models)
+            )
+
+    def _reload_root(self, path: str | Path | None) -> Path:
+        current = self.current_root()
+        if not path:
+            if current is None:
+                raise BundleError("no model bundle configured and no path given")
+            return current
+        requested = Path(path)
+        if not self.settings.allow_reload_path and (
+            current is None or requested.resolve() != current.resolve()
+        ):
+            raise ReloadPathRefused(
+                "this service only reloads the bundle it serves (allow_reload_path is off); send no path",
+                field="path",
+            )
+        return requested
+
+    # classification --------------------------------------------------------------------------------------
+    def classify(self, embeddings: Sequence[EmbeddingInput], models: Sequence[str] = ()) -> Classification:
+        """Runs the chosen models (default all) on the embeddings, with the bundle served at call time."""
+        served = self.served  # one snapshot for the whole call
+        manifest = served.manifest
+        names = select_models(manifest, models)
+        matrix = embedding_matrix(
+            manifest,
+            embeddings,
+            max_items=self.settings.max_embeddings,
+            require_provenance=self.settings.require_provenance,
+        )
+        scaled = served.bundle.scale(matrix)
+        outputs = []
+        for name in names:
+            started = time.perf_counter()
+            probs = served.bundle.models[name].proba(scaled)
+            MODEL_SECONDS.labels(name).observe(time.perf_counter() - started)
+            output = _output(name, served, probs)
+            PREDICTIONS.labels(name).inc(len(matrix))
+            ABSTENTIONS.labels(name).inc(int(output.abstain.sum()))
+            outputs.append(output)
+        return Classification(manifest.bundle_version, tuple(manifest.classes), tuple(outputs), len(matrix))
+
+
+def _unexpected(root: Path, exc: Exception) -> BundleError:
+    if not isinstance(exc, OSError):
+        log.error("bundle_load_crashed", root=str(root), exc_info=exc)
+    return BundleError(f"cannot load the bundle in {root}: {type(exc).__name__}: {exc}")
+
+
+def _version(served: ServedBundle | None) -> str:
+    return served.manifest.bundle_version if served is not None else ""

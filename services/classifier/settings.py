@@ -1,0 +1,46 @@
+"""Classifier service settings (env prefix ``HEMASCOPE_CLASSIFIER_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from hemascope.settings import ServerSettings
+
+
+class ClassifierSettings(ServerSettings):
+    """Settings of the classifier service."""
+
+    model_config = SettingsConfigDict(env_prefix="HEMASCOPE_CLASSIFIER_", extra="ignore")
+
+    port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one (tests).")
+    metrics_port: int | None = Field(9465, ge=0, le=65535, description="Prometheus port; None disables.")
+    bundle: Path | None = Field(
+        None,
+        description="Model bundle directory (with manifest.json). Required: without it, or with a bundle "
+        "that does not load, the service never turns SERVING and `hemascope serve classifier` exits 2.",
+    )
+    watch_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="Poll the served bundle's manifest.json this often and reload when it changes; 0 = off.",
+    )
+    model_threads: int = Field(
+        1,
+        ge=1,
+        description="Threads one model may use per prediction (XGBoost and random forests would otherwise "
+        "use every core the machine has, not the container's share: one vector then takes tens of ms under "
+        "load). Concurrent calls already run on their own RPC threads.",
+    )
+    max_embeddings: int = Field(1024, ge=1, description="Most embeddings in one Classify call.")
+    allow_reload_path: bool = Field(
+        True,
+        description="Let ReloadBundle name another bundle directory; False: only the one being served.",
+    )
+    require_provenance: bool = Field(
+        False,
+        description="Refuse embeddings whose backbone, weights_hash or preprocessing is empty (by default "
+        "empty ones are not checked, only the dimension is).",
+    )

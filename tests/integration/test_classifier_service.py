@@ -1,0 +1,226 @@
+"""The classifier service over real gRPC (port 0): Classify, ListModels, ReloadBundle, errors, health.
+
+Bundles are tiny synthetic ones (8-d, all five model kinds) built in tmp_path with save_bundle.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from prometheus_client import REGISTRY
+
+import services.classifier.core as core_module
+from hemascope.bundle import BundleError, load_bundle
+from hemascope.datasets import CLASSES
+from hemascope.server import ManagedServer
+from hemascope.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2
+from services.classifier.server import SERVICE_NAME, create_server
+from services.classifier.settings import ClassifierSettings
+from services.classifier.synthetic import MODEL_NAMES, SyntheticSpec, build_synthetic_bundle, synthetic_data
+
+SPEC = SyntheticSpec(version="v1", abstain_thresholds={"svm_rbf": 0.8})
+X, _ = synthetic_data(SPEC, 256)
+WAIT = 30.0
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+Stub = classifier_pb2_grpc.ClassifierServiceStub
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bundles")
+    build_synthetic_bundle(root / "v1", SPEC)
+    build_synthetic_bundle(root / "v2", SyntheticSpec(version="v2", seed=1))
+    return {"v1": root / "v1", "v2": root / "v2"}
+
+
+def start(bundle: Path | None, wait: bool = True) -> tuple[ManagedServer, int]:
+    settings = ClassifierSettings(
+        port=0, metrics_port=None, bundle=bundle, max_embeddings=300, log_json=False
+    )
+    server, port = create_server(settings)
+    if wait:
+        server.wait_ready(WAIT)
+    return server, port
+
+
+@pytest.fixture(scope="module")
+def served(bundles: dict[str, Path]) -> Iterator[int]:
+    server, port = start(bundles["v1"])
+    yield port
+    server.stop(1)
+
+
+@pytest.fixture
+def stub(served: int, channel_to: Callable[[int], grpc.Channel]) -> Stub:
+    return Stub(channel_to(served))
+
+
+def embedding(values: Any = None, **fields: Any) -> common_pb2.Embedding:
+    vector = np.asarray(X[0] if values is None else values, dtype=np.float32)
+    provenance = {"backbone": SPEC.backbone, "weights_hash": SPEC.weights_hash, "preprocessing": "synthetic"}
+    return common_pb2.Embedding(values=vector.tolist(), dimension=len(vector), **(provenance | fields))
+
+
+def classify(stub: Stub, embeddings: list[common_pb2.Embedding], models: tuple[str, ...] = ()) -> Any:
+    return stub.Classify(classifier_pb2.ClassifyRequest(embeddings=embeddings, models=models), timeout=WAIT)
+
+
+def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def reason(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "the error carries no google.rpc.Status details"
+    detail = common_pb2.ErrorDetail()
+    assert status.details[0].Unpack(detail)
+    assert detail.code == error.code().value[0]
+    return detail.reason
+
+
+def health(port: int, channel_to: Callable[[int], grpc.Channel]) -> set[int]:
+    stub = health_pb2_grpc.HealthStub(channel_to(port))
+    return {
+        stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=WAIT).status for s in ("", SERVICE_NAME)
+    }
+
+
+def test_classify_one_embedding_with_every_model(stub: Stub) -> None:
+    response = classify(stub, [embedding()])
+    assert response.bundle_version == "v1" and len(response.results) == 1
+    predictions = response.results[0].predictions
+    assert [p.model for p in predictions] == sorted(MODEL_NAMES)
+    for p in predictions:
+        probs = np.array([c.probability for c in p.probabilities])
+        assert [c.class_name for c in p.probabilities] == list(CLASSES)
+        assert probs.sum() == pytest.approx(1.0) and p.model_version == f"v1-{p.model}"
+        assert p.label == CLASSES[int(probs.argmax())] and p.confidence == pytest.approx(probs.max())
+        assert p.malignant_probability == pytest.approx(probs[CLASSES.index("myeloblast")])
+        threshold = 0.8 if p.model == "svm_rbf" else 0.0
+        assert p.abstain == (p.confidence < threshold)
+
+
+def test_batch_of_256_matches_the_bundle_in_process(stub: Stub, bundles: dict[str, Path]) -> None:
+    response = classify(stub, [embedding(v) for v in X], ("xgboost", "logistic_regression"))
+    expected = load_bundle(bundles["v1"]).predict(X, ["xgboost", "logistic_regression"])
+    assert len(response.results) == 256
+    for name, column in (("xgboost", 0), ("logistic_regression", 1)):
+        got = [[c.probability for c in r.predictions[column].probabilities] for r in response.results]
+        assert {r.predictions[column].model for r in response.results} == {name}
+        np.testing.assert_allclose(got, expected[name], atol=1e-6)
+    seconds = REGISTRY.get_sample_value("hemascope_classifier_model_seconds_count", {"model": "xgboost"})
+    assert seconds is not None and seconds >= 1
+
+
+def test_list_models(stub: Stub) -> None:
+    info = stub.ListModels(classifier_pb2.ListModelsRequest(), timeout=WAIT)
+    assert (info.bundle_version, info.backbone, info.dimension) == ("v1", SPEC.backbone, 8)
+    assert (info.weights_hash, info.preprocessing) == (SPEC.weights_hash, "synthetic")
+    assert list(info.classes) == list(CLASSES) and list(info.malignant_classes) == ["myeloblast"]
+    assert [m.name for m in info.models] == sorted(MODEL_NAMES) and info.max_embeddings == 300
+    kinds = {m.name: (m.kind, m.abstain_threshold, m.temperature) for m in info.models}
+    assert kinds["xgboost"] == ("xgboost", 0.0, 1.0) and kinds["svm_rbf"] == ("sklearn", 0.8, 1.0)
+    assert (
+        kinds["kmeans"][0] == "kmeans" and info.last_reload_error == "" and len(info.data_fingerprint) == 64
+    )
+
+
+FC, NF, IA = (
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.INVALID_ARGUMENT,
+)
+BAD: dict[str, tuple[Callable[[], list[common_pb2.Embedding]], tuple[str, ...], grpc.StatusCode, str]] = {
+    "wrong dimension": (lambda: [embedding(np.ones(1280), backbone="")], (), FC, "WRONG_DIMENSION"),
+    "wrong backbone": (lambda: [embedding(np.ones(2048), backbone="resnet50")], (), FC, "WRONG_BACKBONE"),
+    "wrong weights": (lambda: [embedding(weights_hash="ab" * 32)], (), FC, "WRONG_WEIGHTS"),
+    "non-finite": (lambda: [embedding(), embedding([np.nan] * 8)], (), IA, "NON_FINITE_VALUES"),
+    "too many": (lambda: [embedding()] * 301, (), IA, "TOO_MANY_EMBEDDINGS"),
+    "none": (lambda: [], (), IA, "NO_EMBEDDINGS"),
+    "unknown model": (lambda: [embedding()], ("xgboost", "resnet_svm"), NF, "UNKNOWN_MODEL"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_calls_get_status_and_reason_and_the_server_keeps_serving(stub: Stub, name: str) -> None:
+    make, models, code, why = BAD[name]
+    error = rpc_error(lambda: classify(stub, make(), models))
+    assert error.code() == code and reason(error) == why, error.details()
+    assert "Traceback" not in str(error.details())
+    if why == "UNKNOWN_MODEL":
+        assert "resnet_svm" in str(error.details()) and "logistic_regression" in str(error.details())
+    assert classify(stub, [embedding()], ("kmeans",)).results[0].predictions[0].model == "kmeans"
+
+
+def test_reload_bundle_rpc(
+    bundles: dict[str, Path], tmp_path: Path, channel_to: Callable[[int], grpc.Channel]
+) -> None:
+    server, port = start(bundles["v1"])
+    try:
+        stub = Stub(channel_to(port))
+        reply = stub.ReloadBundle(classifier_pb2.ReloadBundleRequest(path=str(bundles["v2"])), timeout=WAIT)
+        assert (reply.bundle_version, reply.previous_version, reply.model_count) == ("v2", "v1", 5)
+        assert classify(stub, [embedding()]).bundle_version == "v2"
+        bad = classifier_pb2.ReloadBundleRequest(path=str(tmp_path))
+        error = rpc_error(lambda: stub.ReloadBundle(bad, timeout=WAIT))
+        assert (
+            error.code() == FC and reason(error) == "BAD_BUNDLE" and "manifest.json" in str(error.details())
+        )
+        assert classify(stub, [embedding()]).bundle_version == "v2"
+        info = stub.ListModels(classifier_pb2.ListModelsRequest(), timeout=WAIT)
+        assert info.bundle_version == "v2" and "manifest.json" in info.last_reload_error
+        again = stub.ReloadBundle(classifier_pb2.ReloadBundleRequest(), timeout=WAIT)
+        assert (again.bundle_version, again.previous_version) == ("v2", "v2")
+        assert health(port, channel_to) == {SERVING}
+    finally:
+        server.stop(0)
+
+
+def test_health_is_not_serving_while_the_bundle_loads(
+    bundles: dict[str, Path], monkeypatch: pytest.MonkeyPatch, channel_to: Callable[[int], grpc.Channel]
+) -> None:
+    release = threading.Event()
+    real_load = core_module.load_bundle
+
+    def slow_load(root: Path) -> Any:
+        release.wait(WAIT)
+        return real_load(root)
+
+    monkeypatch.setattr(core_module, "load_bundle", slow_load)
+    server, port = start(bundles["v1"], wait=False)
+    try:
+        assert health(port, channel_to) == {NOT_SERVING}
+        error = rpc_error(lambda: classify(Stub(channel_to(port)), [embedding()]))
+        assert error.code() == grpc.StatusCode.UNAVAILABLE and reason(error) == "NOT_READY"
+        release.set()
+        server.wait_ready(WAIT)
+        assert health(port, channel_to) == {SERVING}
+        assert classify(Stub(channel_to(port)), [embedding()]).bundle_version == "v1"
+    finally:
+        release.set()
+        server.stop(0)
+
+
+@pytest.mark.parametrize("which", ["not configured", "missing directory"])
+def test_no_loadable_bundle_never_turns_serving(
+    tmp_path: Path, channel_to: Callable[[int], grpc.Channel], which: str
+) -> None:
+    server, port = start(None if which == "not configured" else tmp_path / "nowhere", wait=False)
+    try:
+        with pytest.raises(BundleError, match=r"HEMASCOPE_CLASSIFIER_BUNDLE|no manifest"):
+            server.wait_ready(WAIT)
+        assert health(port, channel_to) == {NOT_SERVING}
+        error = rpc_error(lambda: classify(Stub(channel_to(port)), [embedding()]))
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(0)
