@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from hemascope.bundle import Manifest, ModelKind, TrainedModel, save_bundle
 from hemascope.datasets import CLASSES, MALIGNANT_CLASSES
 
-MODEL_NAMES = ("logistic_regression", "svm_rbf", "random_forest", "xgboost", "kmeans")
+MODEL_NAMES = ("logistic_regression", "svm", "random_forest", "xgboost", "kmeans")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def _estimator(name: str, spec: SyntheticSpec) -> Any:
 
     makers: dict[str, Any] = {
         "logistic_regression": lambda: LogisticRegression(max_iter=1000),
-        "svm_rbf": lambda: SVC(probability=True, random_state=spec.seed),
+        "svm": lambda: SVC(probability=True, random_state=spec.seed),
         "random_forest": lambda: RandomForestClassifier(n_estimators=spec.trees, random_state=spec.seed),
         "xgboost": lambda: XGBClassifier(
             n_estimators=spec.trees, max_depth=spec.xgb_max_depth, random_state=spec.seed

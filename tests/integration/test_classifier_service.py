@@ -26,7 +26,7 @@ from services.classifier.server import SERVICE_NAME, create_server
 from services.classifier.settings import ClassifierSettings
 from services.classifier.synthetic import MODEL_NAMES, SyntheticSpec, build_synthetic_bundle, synthetic_data
 
-SPEC = SyntheticSpec(version="v1", abstain_thresholds={"svm_rbf": 0.8})
+SPEC = SyntheticSpec(version="v1", abstain_thresholds={"svm": 0.8})
 X, _ = synthetic_data(SPEC, 256)
 WAIT = 30.0
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -106,7 +106,7 @@ def test_classify_one_embedding_with_every_model(stub: Stub) -> None:
         assert probs.sum() == pytest.approx(1.0) and p.model_version == f"v1-{p.model}"
         assert p.label == CLASSES[int(probs.argmax())] and p.confidence == pytest.approx(probs.max())
         assert p.malignant_probability == pytest.approx(probs[CLASSES.index("myeloblast")])
-        threshold = 0.8 if p.model == "svm_rbf" else 0.0
+        threshold = 0.8 if p.model == "svm" else 0.0
         assert p.abstain == (p.confidence < threshold)
 
 
@@ -129,7 +129,7 @@ def test_list_models(stub: Stub) -> None:
     assert list(info.classes) == list(CLASSES) and list(info.malignant_classes) == ["myeloblast"]
     assert [m.name for m in info.models] == sorted(MODEL_NAMES) and info.max_embeddings == 300
     kinds = {m.name: (m.kind, m.abstain_threshold, m.temperature) for m in info.models}
-    assert kinds["xgboost"] == ("xgboost", 0.0, 1.0) and kinds["svm_rbf"] == ("sklearn", 0.8, 1.0)
+    assert kinds["xgboost"] == ("xgboost", 0.0, 1.0) and kinds["svm"] == ("sklearn", 0.8, 1.0)
     assert (
         kinds["kmeans"][0] == "kmeans" and info.last_reload_error == "" and len(info.data_fingerprint) == 64
     )

@@ -29,7 +29,7 @@ from services.classifier.inputs import EmbeddingInput
 from services.classifier.settings import ClassifierSettings
 from services.classifier.synthetic import MODEL_NAMES, SyntheticSpec, build_synthetic_bundle, synthetic_data
 
-SPEC = SyntheticSpec(version="v1", abstain_thresholds={"svm_rbf": 0.8})
+SPEC = SyntheticSpec(version="v1", abstain_thresholds={"svm": 0.8})
 X, Y = synthetic_data(SPEC, 40)
 FC, NF, IA = (
     grpc.StatusCode.FAILED_PRECONDITION,
@@ -96,7 +96,7 @@ def test_every_model_gives_calibrated_distributions(core: ClassifierCore, bundle
 
 def test_abstain_flag_follows_the_model_threshold(core: ClassifierCore) -> None:
     outputs = {o.name: o for o in core.classify([emb(v) for v in X]).outputs}
-    svm = outputs["svm_rbf"]
+    svm = outputs["svm"]
     assert (svm.abstain == (svm.confidence < 0.8)).all() and svm.abstain.any() and not svm.abstain.all()
     assert not outputs["xgboost"].abstain.any()  # threshold 0: never abstains
 
@@ -182,7 +182,7 @@ def _edit_manifest(path: Path, new: str = '"../kmeans.skops"') -> None:
 TAMPERING: dict[str, tuple[str, Callable[[Path], object], str]] = {
     "flipped byte": ("xgboost.json", _flip, "xgboost.json does not match its manifest hash"),
     "truncated": ("random_forest.skops", lambda p: p.write_bytes(p.read_bytes()[:99]), "random_forest.skops"),
-    "deleted model": ("svm_rbf.skops", Path.unlink, "bundle file missing: svm_rbf.skops"),
+    "deleted model": ("svm.skops", Path.unlink, "bundle file missing: svm.skops"),
     "no manifest": ("manifest.json", Path.unlink, "no manifest.json"),
     "garbled manifest": ("manifest.json", lambda p: p.write_text("{not json"), "unreadable manifest.json"),
     "path escape": ("manifest.json", _edit_manifest, "bundle file missing: ../kmeans.skops"),
