@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -112,13 +110,8 @@ def bench_inprocess(bundle: LoadedBundle, x: NDArray[np.float32], seconds: float
 
 
 def service_command() -> list[str]:
-    """``hemascope serve classifier`` if the installed CLI has it, else the serve function via ``-c``."""
-    cli = hemascope_command()
-    probe = subprocess.run([*cli, "serve", "classifier", "--help"], capture_output=True, check=False)
-    if probe.returncode == 0:
-        return [*cli, "serve", "classifier"]
-    code = "from hemascope.commands.serve_classifier import serve_classifier; serve_classifier({})"
-    return [sys.executable, "-c", code]
+    """``hemascope serve classifier``."""
+    return [*hemascope_command(), "serve", "classifier"]
 
 
 def request(bundle: LoadedBundle, x: NDArray[np.float32], names: list[str]) -> classifier_pb2.ClassifyRequest:

@@ -63,7 +63,7 @@ def serve_classifier(
     watch_interval: float | None,
 ) -> None:
     """The classifier service: every model of a model bundle, reloadable without a restart."""
-    from hemascope.commands.serve_classifier import serve_classifier as run
+    from hemascope.commands.serve import serve_classifier as run
 
     overrides: dict[str, object] = {"host": host, "port": port, "metrics_port": metrics_port}
     overrides |= {"bundle": bundle, "watch_interval_s": watch_interval}

@@ -1,24 +1,28 @@
-"""``hemascope serve ...`` and ``hemascope export-backbone``."""
+"""``hemascope serve <service>`` and ``hemascope export-backbone``."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from hemascope.errors import HemascopeError
 from hemascope.logs import configure_logging, get_logger
+from hemascope.server import ManagedServer
+from hemascope.settings import ServerSettings
 
 log = get_logger(__name__)
 
 
-def serve_feature(overrides: dict[str, Any]) -> None:
-    """Runs the feature service until SIGTERM/SIGINT; exits 2 with a clear message if the model can't load."""
-    from services.feature.server import create_server
-    from services.feature.settings import FeatureSettings
-
-    settings = FeatureSettings(**overrides)
+def run_server(
+    name: str,
+    settings: ServerSettings,
+    create_server: Callable[[Any], tuple[ManagedServer, int]],
+    describe: str = "",
+) -> None:
+    """Runs a service until SIGTERM/SIGINT; exits 2 with a clear message if its models cannot load."""
     configure_logging(settings.log_level, json=settings.log_json)
     server, port = create_server(settings)
     server.install_signal_handlers(settings.grace_period_s)
@@ -27,17 +31,31 @@ def serve_feature(overrides: dict[str, Any]) -> None:
     except Exception as exc:
         server.stop(0)
         message = exc.message if isinstance(exc, HemascopeError) else f"{type(exc).__name__}: {exc}"
-        click.echo(f"hemascope: feature service cannot start: {message}", err=True)
+        click.echo(f"hemascope: {name} service cannot start: {message}", err=True)
         sys.exit(2)
     if not server.is_ready:  # stopped by a signal while loading
         server.wait_for_termination()
         return
-    click.echo(
-        f"feature service ({settings.backbone}) serving on {settings.host}:{port}; "
-        f"metrics on port {server.metrics_port}",
-        err=True,
-    )
+    where = f"{settings.host}:{port}; metrics on port {server.metrics_port}"
+    click.echo(f"{name} service ({describe}) serving on {where}", err=True)
     server.wait_for_termination()
+
+
+def serve_feature(overrides: dict[str, Any]) -> None:
+    from services.feature.server import create_server
+    from services.feature.settings import FeatureSettings
+
+    settings = FeatureSettings(**overrides)
+    run_server("feature", settings, create_server, settings.backbone)
+
+
+def serve_classifier(overrides: dict[str, Any]) -> None:
+    from services.classifier.server import create_server
+    from services.classifier.settings import ClassifierSettings
+
+    settings = ClassifierSettings(**overrides)
+    watching = f"; watching every {settings.watch_interval_s} s" if settings.watch_interval_s else ""
+    run_server("classifier", settings, create_server, f"bundle {settings.bundle}{watching}")
 
 
 def export_backbone(backbone: str | None) -> str:

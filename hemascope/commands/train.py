@@ -24,6 +24,11 @@ def run_train(
     from hemascope.training.report import render_report
     from hemascope.training.train import TrainConfig, train_classifiers
 
+    report_dir = report or out.parent / f"{out.name}-report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    click.echo("auditing the dataset (duplicates, source-shortcut probe)", err=True)
+    audit = audit_dataset(data)
+    (report_dir / "audit.md").write_text(audit.to_markdown())
     config = TrainConfig(
         data=data,
         out=out,
@@ -33,12 +38,8 @@ def run_train(
         cv_folds=cv_folds,
         log=lambda line: click.echo(line, err=True),
         command=" ".join(["hemascope", *sys.argv[1:]]),
+        duplicates=audit.duplicates,
     )
-    report_dir = report or out.parent / f"{out.name}-report"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    click.echo("auditing the dataset (duplicates, source-shortcut probe)", err=True)
-    audit = audit_dataset(data)
-    (report_dir / "audit.md").write_text(audit.to_markdown())
     results = train_classifiers(config)
     (report_dir / "results.json").write_text(json.dumps(results, indent=1))
     markdown = render_report(results, report_dir, audit=_audit_summary(audit.to_json()))

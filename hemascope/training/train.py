@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +27,9 @@ from hemascope.training.metrics import (
 from hemascope.training.models import MODELS, ModelSpec, fit_model
 from hemascope.training.split import Split, grouped_folds, grouped_split
 
+if TYPE_CHECKING:
+    from hemascope.training.duplicates import DuplicateReport
+
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 
@@ -44,6 +47,8 @@ class TrainConfig:
     progress: bool = True
     log: Callable[[str], None] = print
     command: str = ""
+    #: duplicates already found for this dataset (by the audit), in scan order; found here when None
+    duplicates: DuplicateReport | None = None
 
 
 @dataclass
@@ -161,8 +166,10 @@ def train_classifiers(cfg: TrainConfig) -> dict[str, Any]:
     paths = [r.path for r in scan.records]
     labels = [r.label for r in scan.records]
     y = np.asarray([CLASSES.index(label) for label in labels], dtype=np.int64)
-    cfg.log(f"{len(paths)} images in {len(set(labels))} classes; finding duplicates")
-    dups = find_duplicates(paths, progress=cfg.progress)
+    dups = cfg.duplicates
+    if dups is None or len(dups.group_of) != len(paths):
+        cfg.log(f"{len(paths)} images in {len(set(labels))} classes; finding duplicates")
+        dups = find_duplicates(paths, progress=cfg.progress)
     started = time.perf_counter()
     emb = embed_paths(paths, backbone=cfg.backbone, address=cfg.address, progress=cfg.progress)
     embed_seconds = time.perf_counter() - started

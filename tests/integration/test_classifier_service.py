@@ -14,7 +14,6 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
 import services.classifier.core as core_module
@@ -25,6 +24,7 @@ from hemascope.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2
 from services.classifier.server import SERVICE_NAME, create_server
 from services.classifier.settings import ClassifierSettings
 from services.classifier.synthetic import MODEL_NAMES, SyntheticSpec, build_synthetic_bundle, synthetic_data
+from tests.grpc_helpers import error_reason, rpc_error
 
 SPEC = SyntheticSpec(version="v1", abstain_thresholds={"svm": 0.8})
 X, _ = synthetic_data(SPEC, 256)
@@ -71,21 +71,6 @@ def embedding(values: Any = None, **fields: Any) -> common_pb2.Embedding:
 
 def classify(stub: Stub, embeddings: list[common_pb2.Embedding], models: tuple[str, ...] = ()) -> Any:
     return stub.Classify(classifier_pb2.ClassifyRequest(embeddings=embeddings, models=models), timeout=WAIT)
-
-
-def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value
-
-
-def reason(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None, "the error carries no google.rpc.Status details"
-    detail = common_pb2.ErrorDetail()
-    assert status.details[0].Unpack(detail)
-    assert detail.code == error.code().value[0]
-    return detail.reason
 
 
 def health(port: int, channel_to: Callable[[int], grpc.Channel]) -> set[int]:
@@ -155,7 +140,7 @@ BAD: dict[str, tuple[Callable[[], list[common_pb2.Embedding]], tuple[str, ...], 
 def test_bad_calls_get_status_and_reason_and_the_server_keeps_serving(stub: Stub, name: str) -> None:
     make, models, code, why = BAD[name]
     error = rpc_error(lambda: classify(stub, make(), models))
-    assert error.code() == code and reason(error) == why, error.details()
+    assert error.code() == code and error_reason(error) == why, error.details()
     assert "Traceback" not in str(error.details())
     if why == "UNKNOWN_MODEL":
         assert "resnet_svm" in str(error.details()) and "logistic_regression" in str(error.details())
@@ -174,7 +159,9 @@ def test_reload_bundle_rpc(
         bad = classifier_pb2.ReloadBundleRequest(path=str(tmp_path))
         error = rpc_error(lambda: stub.ReloadBundle(bad, timeout=WAIT))
         assert (
-            error.code() == FC and reason(error) == "BAD_BUNDLE" and "manifest.json" in str(error.details())
+            error.code() == FC
+            and error_reason(error) == "BAD_BUNDLE"
+            and "manifest.json" in str(error.details())
         )
         assert classify(stub, [embedding()]).bundle_version == "v2"
         info = stub.ListModels(classifier_pb2.ListModelsRequest(), timeout=WAIT)
@@ -201,7 +188,7 @@ def test_health_is_not_serving_while_the_bundle_loads(
     try:
         assert health(port, channel_to) == {NOT_SERVING}
         error = rpc_error(lambda: classify(Stub(channel_to(port)), [embedding()]))
-        assert error.code() == grpc.StatusCode.UNAVAILABLE and reason(error) == "NOT_READY"
+        assert error.code() == grpc.StatusCode.UNAVAILABLE and error_reason(error) == "NOT_READY"
         release.set()
         server.wait_ready(WAIT)
         assert health(port, channel_to) == {SERVING}

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 from hemascope.imaging.decode import decode_image
 from hemascope.imaging.hashing import content_hash
@@ -23,6 +22,7 @@ from hemascope.v1 import common_pb2, feature_pb2, feature_pb2_grpc
 from services.feature.server import create_server
 from services.feature.settings import FeatureSettings
 from tests.conftest import encode
+from tests.grpc_helpers import error_reason, rpc_error
 
 REDIS_DB = 15
 
@@ -57,21 +57,6 @@ def stub(feature: int, channel_to: Callable[[int], grpc.Channel]) -> feature_pb2
 
 def _embed(stub: feature_pb2_grpc.FeatureServiceStub, data: bytes, **kw: object) -> feature_pb2.EmbedResponse:
     return stub.Embed(feature_pb2.EmbedRequest(image=common_pb2.Image(data=data), **kw), timeout=60)
-
-
-def _rpc_error(call: Callable[[], object]) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value
-
-
-def _reason(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None, "the error carries no google.rpc.Status details"
-    detail = common_pb2.ErrorDetail()
-    assert status.details[0].Unpack(detail)
-    assert detail.code == error.code().value[0]
-    return detail.reason
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -142,12 +127,12 @@ def test_batch_reports_per_item_errors(
 def test_batch_limits(stub: feature_pb2_grpc.FeatureServiceStub, real_images: list[Path]) -> None:
     data = real_images[0].read_bytes()
     too_many = feature_pb2.EmbedBatchRequest(images=[common_pb2.Image(data=data)] * 9)
-    error = _rpc_error(lambda: stub.EmbedBatch(too_many, timeout=30))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and _reason(error) == "BATCH_TOO_LARGE"
+    error = rpc_error(lambda: stub.EmbedBatch(too_many, timeout=30))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_reason(error) == "BATCH_TOO_LARGE"
     assert "limit is 8" in str(error.details())
     big = np.random.default_rng(1).integers(0, 255, (420, 420, 3), dtype=np.uint8)
     heavy = feature_pb2.EmbedBatchRequest(images=[common_pb2.Image(data=encode(big, "BMP"))] * 3)
-    error = _rpc_error(lambda: stub.EmbedBatch(heavy, timeout=30))
+    error = rpc_error(lambda: stub.EmbedBatch(heavy, timeout=30))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "bytes" in str(error.details())
 
 
@@ -190,9 +175,9 @@ def test_bad_input_gets_clear_status_and_server_keeps_serving(
     reason: str,
 ) -> None:
     good = real_images[0].read_bytes()
-    error = _rpc_error(lambda: _embed(stub, make(good)))
+    error = rpc_error(lambda: _embed(stub, make(good)))
     assert error.code() == code, error.details()
-    assert _reason(error) == reason
+    assert error_reason(error) == reason
     assert error.details() and "Traceback" not in str(error.details())
     assert _embed(stub, good).embedding.dimension == 1280
 
@@ -200,7 +185,7 @@ def test_bad_input_gets_clear_status_and_server_keeps_serving(
 def test_oversized_message_is_refused_by_transport(
     stub: feature_pb2_grpc.FeatureServiceStub, real_images: list[Path]
 ) -> None:
-    error = _rpc_error(lambda: _embed(stub, b"\xff\xd8" + b"\0" * (3 * 1024 * 1024)))
+    error = rpc_error(lambda: _embed(stub, b"\xff\xd8" + b"\0" * (3 * 1024 * 1024)))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert _embed(stub, real_images[0].read_bytes()).embedding.dimension == 1280
 
@@ -233,15 +218,15 @@ def test_media_type_mismatch(stub: feature_pb2_grpc.FeatureServiceStub, real_ima
     request = feature_pb2.EmbedRequest(
         image=common_pb2.Image(data=real_images[0].read_bytes(), media_type="image/png")
     )
-    error = _rpc_error(lambda: stub.Embed(request, timeout=30))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and _reason(error) == "MEDIA_TYPE_MISMATCH"
+    error = rpc_error(lambda: stub.Embed(request, timeout=30))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_reason(error) == "MEDIA_TYPE_MISMATCH"
 
 
 def test_unknown_backbone_is_not_found(
     stub: feature_pb2_grpc.FeatureServiceStub, real_images: list[Path]
 ) -> None:
-    error = _rpc_error(lambda: _embed(stub, real_images[0].read_bytes(), backbone="vgg16"))
-    assert error.code() == grpc.StatusCode.NOT_FOUND and _reason(error) == "UNKNOWN_BACKBONE"
+    error = rpc_error(lambda: _embed(stub, real_images[0].read_bytes(), backbone="vgg16"))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and error_reason(error) == "UNKNOWN_BACKBONE"
     assert "efficientnet_lite0" in str(error.details())
 
 
@@ -264,7 +249,7 @@ def test_call_without_deadline(stub: feature_pb2_grpc.FeatureServiceStub, real_i
 
 def test_deadline_is_honoured(stub: feature_pb2_grpc.FeatureServiceStub) -> None:
     big = encode(np.random.default_rng(5).integers(0, 255, (900, 900, 3), dtype=np.uint8), "PNG")
-    error = _rpc_error(
+    error = rpc_error(
         lambda: stub.Embed(feature_pb2.EmbedRequest(image=common_pb2.Image(data=big)), timeout=0.001)
     )
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -111,3 +111,28 @@ def test_tampered_bundle_is_refused(trained: tuple[Path, dict[str, Any]], tmp_pa
     target.write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"logistic_regression\.skops"):
         load_bundle(copy)
+
+
+def test_train_cli_writes_bundle_audit_and_report(small_dataset: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "bundle", tmp_path / "report"
+    command = [sys.executable, "-m", "hemascope", "train", "classifiers", "--data", str(small_dataset)]
+    options = ["--out", str(out), "--report", str(report), "--models", "logistic_regression,kmeans"]
+    subprocess.run([*command, *options, "--cv-folds", "2"], capture_output=True, timeout=600, check=True)
+    assert set(load_bundle(out).models) == {"logistic_regression", "kmeans"}
+    markdown = (report / "report.md").read_text()
+    assert "Table I" in markdown
+    assert "shortcut probe" in markdown  # the audit's figure is quoted, not left out
+    audit = (report / "audit.md").read_text()
+    assert "## Duplicates" in audit
+    assert "## Source-shortcut probe" in audit
+    for link in [line.split("](")[1].split(")")[0] for line in markdown.splitlines() if "![" in line]:
+        assert (report / link).is_file()
+
+
+def test_train_cli_refuses_unknown_models(small_dataset: Path, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "hemascope", "train", "classifiers", "--data", str(small_dataset)]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "b"), "--models", "lda"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert "unknown models" in done.stderr
