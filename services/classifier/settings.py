@@ -36,8 +36,9 @@ class ClassifierSettings(ServerSettings):
     )
     max_embeddings: int = Field(1024, ge=1, description="Most embeddings in one Classify call.")
     allow_reload_path: bool = Field(
-        True,
-        description="Let ReloadBundle name another bundle directory; False: only the one being served.",
+        False,
+        description="Let ReloadBundle name another bundle directory (off: callers can only reload the "
+        "configured bundle, never make the service read another directory).",
     )
     require_provenance: bool = Field(
         False,

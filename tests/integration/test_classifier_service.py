@@ -43,7 +43,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def start(bundle: Path | None, wait: bool = True) -> tuple[ManagedServer, int]:
     settings = ClassifierSettings(
-        port=0, metrics_port=None, bundle=bundle, max_embeddings=300, log_json=False
+        port=0, metrics_port=None, bundle=bundle, max_embeddings=300, log_json=False, allow_reload_path=True
     )
     server, port = create_server(settings)
     if wait:

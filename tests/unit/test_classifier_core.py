@@ -51,6 +51,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def make_core(bundle: Path | None, **settings: Any) -> ClassifierCore:
+    settings = {"allow_reload_path": True, **settings}
     core = ClassifierCore(ClassifierSettings(bundle=bundle, metrics_port=None, max_embeddings=64, **settings))
     core.load()
     return core
