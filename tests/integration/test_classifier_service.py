@@ -23,22 +23,14 @@ from hemascope.server import ManagedServer
 from hemascope.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2
 from services.classifier.server import SERVICE_NAME, create_server
 from services.classifier.settings import ClassifierSettings
-from services.classifier.synthetic import MODEL_NAMES, SyntheticSpec, build_synthetic_bundle, synthetic_data
+from services.classifier.synthetic import MODEL_NAMES, synthetic_data
+from tests.classifier_fixtures import SPEC
 from tests.grpc_helpers import error_reason, rpc_error
 
-SPEC = SyntheticSpec(version="v1", abstain_thresholds={"svm": 0.8})
 X, _ = synthetic_data(SPEC, 256)
 WAIT = 30.0
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 Stub = classifier_pb2_grpc.ClassifierServiceStub
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("bundles")
-    build_synthetic_bundle(root / "v1", SPEC)
-    build_synthetic_bundle(root / "v2", SyntheticSpec(version="v2", seed=1))
-    return {"v1": root / "v1", "v2": root / "v2"}
 
 
 def start(bundle: Path | None, wait: bool = True) -> tuple[ManagedServer, int]:

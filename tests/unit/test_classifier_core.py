@@ -28,8 +28,8 @@ from services.classifier.core import ClassifierCore
 from services.classifier.inputs import EmbeddingInput
 from services.classifier.settings import ClassifierSettings
 from services.classifier.synthetic import MODEL_NAMES, SyntheticSpec, build_synthetic_bundle, synthetic_data
+from tests.classifier_fixtures import SPEC
 
-SPEC = SyntheticSpec(version="v1", abstain_thresholds={"svm": 0.8})
 X, Y = synthetic_data(SPEC, 40)
 FC, NF, IA = (
     grpc.StatusCode.FAILED_PRECONDITION,
@@ -40,14 +40,6 @@ FC, NF, IA = (
 
 class _Sneaky(collections.OrderedDict[str, int]):
     """Not a model: a type skops does not trust."""
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("bundles")
-    build_synthetic_bundle(root / "v1", SPEC)
-    build_synthetic_bundle(root / "v2", SyntheticSpec(version="v2", seed=1))
-    return {"v1": root / "v1", "v2": root / "v2"}
 
 
 def make_core(bundle: Path | None, **settings: Any) -> ClassifierCore:
