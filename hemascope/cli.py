@@ -129,7 +129,7 @@ def demo(images: tuple[Path, ...], backbone: str | None, bundle: Path | None) ->
 
 @main.group()
 def train() -> None:
-    """Train models (classifiers on embeddings)."""
+    """Train models (classifiers on embeddings; the YOLO detector)."""
 
 
 @train.command("classifiers")
@@ -201,3 +201,114 @@ def audit_data(root: Path, as_json: bool, out: Path | None) -> None:
     code = run_audit(root, as_json, out)
     if code:
         raise SystemExit(code)
+
+
+@main.group("data")
+def data_group() -> None:
+    """Prepare datasets (Ultralytics layouts for the detector)."""
+
+
+@data_group.command("bccd-to-yolo")
+@click.option(
+    "--source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="BCCD in Pascal VOC layout (default: <shared data>/bccd).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder to write; replaced if it holds an earlier conversion.",
+)
+def data_bccd_to_yolo(source: Path | None, out: Path) -> None:
+    """Convert BCCD (VOC XML) to an Ultralytics dataset; bad boxes are clipped or dropped and counted."""
+    from hemascope.commands.detector import run_bccd_to_yolo
+
+    run_bccd_to_yolo(source, out)
+
+
+@data_group.command("cells-to-yolo")
+@click.option(
+    "--source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder-per-class single-cell images, train/ and val/ (default: <shared data>/bloodcells-5class).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder to write; replaced if it holds an earlier conversion.",
+)
+def data_cells_to_yolo(source: Path | None, out: Path) -> None:
+    """The study's variant: one fixed box per single-cell image. Its mAP is not a detection result."""
+    from hemascope.commands.detector import run_cells_to_yolo
+
+    run_cells_to_yolo(source, out)
+
+
+@train.command("detector")
+@click.option(
+    "--data",
+    "data_yaml",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Ultralytics data.yaml (e.g. from `hemascope data bccd-to-yolo`).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for best.pt, detector.onnx, metrics.json, MODEL_CARD.md and run/.",
+)
+@click.option("--epochs", default=50, show_default=True)
+@click.option("--batch", default=16, show_default=True)
+@click.option("--imgsz", default=640, show_default=True, help="Training and export image size.")
+@click.option("--optimizer", default="Adam", show_default=True)
+@click.option("--cos-lr/--no-cos-lr", default=True, show_default=True, help="Cosine learning-rate schedule.")
+@click.option("--patience", default=10, show_default=True, help="Early-stopping patience in epochs.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="Data-loading workers (GPU runs only).")
+@click.option("--lr0", type=float, default=None, help="Initial learning rate (default: Ultralytics', 0.01).")
+@click.option("--device", default=None, help="'0' for the first GPU or 'cpu' (default: a GPU when present).")
+@click.option(
+    "--set",
+    "extra",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other Ultralytics train argument, e.g. --set mosaic=0; repeatable.",
+)
+def train_detector(
+    data_yaml: Path,
+    out: Path,
+    epochs: int,
+    batch: int,
+    imgsz: int,
+    optimizer: str,
+    cos_lr: bool,
+    patience: int,
+    seed: int,
+    workers: int,
+    lr0: float | None,
+    device: str | None,
+    extra: tuple[str, ...],
+) -> None:
+    """Train YOLOv8n from scratch, offline; evaluate on val, export ONNX, write a model card."""
+    from hemascope.commands.detector import run_train_detector
+
+    run_train_detector(
+        data_yaml,
+        out,
+        extra,
+        epochs=epochs,
+        batch=batch,
+        imgsz=imgsz,
+        optimizer=optimizer,
+        cos_lr=cos_lr,
+        patience=patience,
+        seed=seed,
+        workers=workers,
+        lr0=lr0,
+        device=device,
+    )
