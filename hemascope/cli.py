@@ -70,6 +70,81 @@ def serve_classifier(
     run({k: v for k, v in overrides.items() if v is not None})
 
 
+@serve.command("detector")
+@click.option("--host", default=None, help="Bind address (default from settings: 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="gRPC port (default 50053; 0 = any free port).")
+@click.option("--metrics-port", type=int, default=None, help="Prometheus port (default 9466).")
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Detector ONNX export (default: the committed models/detector-bccd/detector.onnx).",
+)
+def serve_detector(host: str | None, port: int | None, metrics_port: int | None, model: Path | None) -> None:
+    """The cell-detector service: YOLOv8 boxes on whole smear images, micro-batched in ONNX Runtime."""
+    from hemascope.commands.serve import serve_detector as run
+
+    overrides: dict[str, object] = {"host": host, "port": port, "metrics_port": metrics_port, "model": model}
+    run({k: v for k, v in overrides.items() if v is not None})
+
+
+@main.command("detect")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--address", default=None, help="host:port of a running detector service; omit: in-process.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+@click.option(
+    "--draw",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="OUT.png",
+    help="Write the image with its boxes to this PNG (several images: OUT-<image name>.png beside it).",
+)
+@click.option(
+    "--conf",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Minimum class score in [0, 1]; 0 = the detector's default (0.25).",
+)
+@click.option(
+    "--iou",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="NMS IoU threshold in (0, 1]; 0 = the detector's default (0.7).",
+)
+@click.option(
+    "--max-det",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Most boxes per image; 0 = the detector's default (300).",
+)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds allowed per image (service).")
+def detect(
+    images: tuple[str, ...],
+    address: str | None,
+    as_json: bool,
+    draw: Path | None,
+    conf: float,
+    iou: float,
+    max_det: int,
+    timeout: float,
+) -> None:
+    """Detect WBC, RBC and platelets in IMAGES; print the boxes (original-image pixels) and draw them."""
+    from hemascope.commands.detect import run_detect
+
+    failures = run_detect(
+        list(images),
+        address=address,
+        as_json=as_json,
+        draw=draw,
+        confidence=conf,
+        iou=iou,
+        max_detections=max_det,
+        timeout=timeout,
+    )
+    if failures:
+        raise SystemExit(1)
+
+
 @main.command("embed")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--address", default=None, help="host:port of a running feature service; omit: in-process.")

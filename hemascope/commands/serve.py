@@ -58,6 +58,16 @@ def serve_classifier(overrides: dict[str, Any]) -> None:
     run_server("classifier", settings, create_server, f"bundle {settings.bundle}{watching}")
 
 
+def serve_detector(overrides: dict[str, Any]) -> None:
+    from services.detector.server import create_server
+    from services.detector.settings import DetectorSettings
+
+    settings = DetectorSettings(**overrides)
+    run_server(
+        "detector", settings, create_server, f"model {settings.model.parent.name}/{settings.model.name}"
+    )
+
+
 def export_backbone(backbone: str | None) -> str:
     """Makes or finds the ONNX export for the configured backbone; returns its path."""
     from services.feature.backbones import file_sha256, get_spec, weights_file

@@ -130,4 +130,21 @@ def import_ultralytics(config_dir: Path | None = None) -> YoloEnv:
         if changed:
             settings.update(changed)
     threads = _restore_threads(torch_utils)
+    _restore_pillow_open()
     return YoloEnv(ultralytics, user_dir.parent, select_device(), threads)
+
+
+def _restore_pillow_open() -> None:
+    """Undo Ultralytics' process-wide patch of ``PIL.Image.open``.
+
+    On import Ultralytics replaces ``Image.open`` with a wrapper that, for any file Pillow cannot identify,
+    tries to install and import ``pi-heif`` (HEIC support) and raises ``ModuleNotFoundError`` offline. That
+    would turn "not an image" into a crash for every Pillow user in the process, our image decoder included.
+    We need no HEIC here, so Pillow's own function is put back.
+    """
+    from PIL import Image
+
+    patches = sys.modules.get("ultralytics.utils.patches")
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is not original:
+        Image.open = original

@@ -122,7 +122,23 @@ def test_tiny_training_run(
     assert any(p.name == "results.png" for p in result.plots)
 
     assert torch.get_num_threads() == os.cpu_count()  # Ultralytics' one-thread setting undone
-    assert (tmp_path / "yolo-config" / "Ultralytics" / "Arial.ttf").is_file()
+    from ultralytics.utils import USER_CONFIG_DIR  # the folder of the first import in this process
+
+    assert (Path(USER_CONFIG_DIR) / "Arial.ttf").is_file()
     assert home_config.exists() == home_config_before
     assert {name for name in strays if (REPO_ROOT / name).exists()} == strays_before  # nothing in the repo
     assert not list(tmp_path.glob("*.pt")) and not (tmp_path / "runs").exists()
+
+
+def test_ultralytics_import_leaves_pillow_alone(tmp_path: Path) -> None:
+    """Ultralytics patches PIL.Image.open on import; our decoder must still call non-images unsupported."""
+    import numpy as np
+
+    from hemascope.detection.yolo_env import import_ultralytics
+    from hemascope.errors import InvalidImage
+    from hemascope.imaging.decode import decode_image
+
+    import_ultralytics(tmp_path / "yolo-config")
+    with pytest.raises(InvalidImage) as info:
+        decode_image(np.random.default_rng(3).bytes(5000))
+    assert info.value.reason == "UNSUPPORTED_FORMAT"

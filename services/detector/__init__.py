@@ -1,0 +1,1 @@
+"""The detector service: YOLO cell detection on whole blood-smear images."""
