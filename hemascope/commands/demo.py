@@ -18,16 +18,28 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hemascope.data import REPO_ROOT
-from hemascope.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2, feature_pb2, feature_pb2_grpc
+from hemascope.v1 import (
+    classifier_pb2,
+    classifier_pb2_grpc,
+    common_pb2,
+    detector_pb2,
+    detector_pb2_grpc,
+    feature_pb2,
+    feature_pb2_grpc,
+)
 
 SAMPLES = REPO_ROOT / "samples"
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "bloodcells-5class"
+DEFAULT_DETECTOR = REPO_ROOT / "models" / "detector-bccd" / "detector.onnx"
+SMEARS = SAMPLES / "smear"
+DEMO_OUT = REPO_ROOT / "out"  # git-ignored
 PREFIXES = {
     "BA": "basophil",
     "ERB": "erythroblast",
     "MO": "monocyte",
     "MYO": "myeloblast",
     "NGS": "seg_neutrophil",
+    "SNE": "seg_neutrophil",  # imaged on the other scanner: see samples/CREDITS.md
 }
 SHORT = {"logistic_regression": "LR", "svm": "SVM", "random_forest": "RF", "xgboost": "XGB", "kmeans": "KM"}
 
@@ -123,6 +135,32 @@ def _show_refusal(stub: feature_pb2_grpc.FeatureServiceStub, path: Path) -> None
         raise click.ClickException("a truncated image was accepted")
 
 
+def _detect(stub: detector_pb2_grpc.DetectorServiceStub, path: Path, draw: Path | None) -> None:
+    from collections import Counter
+
+    start = time.perf_counter()
+    image = common_pb2.Image(data=path.read_bytes(), image_id=path.name)
+    response = stub.Detect(detector_pb2.DetectRequest(image=image), timeout=60)
+    ms = (time.perf_counter() - start) * 1000
+    counts = Counter(box.class_name for box in response.boxes)
+    found = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+    size = f"{response.width}x{response.height}"
+    click.echo(f"{path.name}: {size}, {len(response.boxes)} cells ({found}) in {ms:.0f} ms")
+    for box in sorted(response.boxes, key=lambda b: -b.score)[:3]:
+        click.echo(
+            f"  {box.class_name:<9} {box.score:.2f}  [{box.x1:.0f}, {box.y1:.0f}, {box.x2:.0f}, {box.y2:.0f}]"
+        )
+    if draw is not None:
+        from hemascope.imaging.decode import decode_image
+        from services.detector.core import Box
+        from services.detector.draw import save_drawing
+
+        boxes = [Box(b.x1, b.y1, b.x2, b.y2, b.class_id, b.class_name, b.score) for b in response.boxes]
+        draw.parent.mkdir(parents=True, exist_ok=True)
+        save_drawing(decode_image(path.read_bytes()).pixels, boxes, draw)
+        click.echo(f"  boxes drawn to {draw}")
+
+
 def run_demo(images: list[Path], backbone: str | None, bundle: Path | None) -> None:
     paths = images or sorted(SAMPLES.glob("*.jpg"))
     bundle = bundle or (DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "manifest.json").is_file() else None)
@@ -153,3 +191,11 @@ def run_demo(images: list[Path], backbone: str | None, bundle: Path | None) -> N
         _pass(features, classifier, paths, "first pass (embeddings computed):")
         _pass(features, classifier, paths, "second pass (embeddings from the cache):")
         _show_refusal(features, paths[0])
+        smears = sorted(SMEARS.glob("*.jpg"))
+        if smears and DEFAULT_DETECTOR.is_file():
+            click.echo("")
+            detector_channel = stack.enter_context(_service("detector", []))
+            detector = detector_pb2_grpc.DetectorServiceStub(detector_channel)
+            click.echo("\ncells found in a blood smear (YOLOv8n trained on BCCD):")
+            for smear in smears:
+                _detect(detector, smear, DEMO_OUT / f"{smear.stem}-detections.png")
