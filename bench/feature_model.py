@@ -22,11 +22,12 @@ from numpy.typing import NDArray
 
 from hemascope.cache import CacheKey, MemoryCache
 from hemascope.data import shared_data_dir
+from hemascope.files import file_sha256
 from hemascope.imaging.decode import ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
 from hemascope.v1 import common_pb2, feature_pb2
 from services.feature import converters
-from services.feature.backbones import BackboneSpec, file_sha256, get_spec, weights_file
+from services.feature.backbones import BackboneSpec, get_spec, weights_file
 from services.feature.core import BackboneInfo, EmbedResult
 from services.feature.onnx_export import onnx_path
 from services.feature.runtime import OnnxEmbedder

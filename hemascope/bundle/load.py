@@ -18,9 +18,9 @@ from hemascope.bundle.manifest import (
     Manifest,
     ModelEntry,
     apply_temperature,
-    file_sha256,
     softmax,
 )
+from hemascope.files import file_sha256
 
 Probabilities = NDArray[np.float64]
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -88,10 +86,6 @@ class Manifest:
             )
         models = {name: ModelEntry(**entry) for name, entry in raw.pop("models").items()}
         return Manifest(models=models, **raw)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def softmax(logits: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hemascope.bundle.manifest import MANIFEST, Manifest, ModelEntry, ModelKind, file_sha256
+from hemascope.bundle.manifest import MANIFEST, Manifest, ModelEntry, ModelKind
+from hemascope.files import file_sha256
 
 
 @dataclass

@@ -70,7 +70,8 @@ def serve_detector(overrides: dict[str, Any]) -> None:
 
 def export_backbone(backbone: str | None) -> str:
     """Makes or finds the ONNX export for the configured backbone; returns its path."""
-    from services.feature.backbones import file_sha256, get_spec, weights_file
+    from hemascope.files import file_sha256
+    from services.feature.backbones import get_spec, weights_file
     from services.feature.onnx_export import ensure_onnx
     from services.feature.settings import FeatureSettings
 

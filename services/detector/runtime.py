@@ -8,7 +8,6 @@ turns SERVING and ``hemascope serve detector`` exits 2 with the message.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,33 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
 from hemascope.errors import ConfigurationError
+from hemascope.files import file_sha256
 from hemascope.logs import get_logger
+from hemascope.onnx_session import open_session
 
 log = get_logger(__name__)
 
 DEFAULT_INPUT_SIZE = 640
 VERSION_DIGITS = 12
-
-
-def choose_providers(use_gpu: bool) -> list[str]:
-    available = set(ort.get_available_providers())
-    providers = []
-    if use_gpu and "CUDAExecutionProvider" in available:
-        providers.append("CUDAExecutionProvider")
-    providers.append("CPUExecutionProvider")
-    return providers
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def class_names(metadata: Mapping[str, str]) -> tuple[str, ...]:
@@ -81,16 +64,10 @@ class OnnxDetector:
     ) -> None:
         if not path.is_file():
             raise ConfigurationError(f"detector model {path} does not exist or is not a file")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        # Spinning intra-op threads starve the request threads that decode and letterbox the next images.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         try:
             self.sha256 = file_sha256(path)
-            self.session = ort.InferenceSession(
-                str(path), sess_options=options, providers=choose_providers(use_gpu)
+            self.session = open_session(
+                path, intra_op_threads=intra_op_threads, use_gpu=use_gpu, allow_spinning=allow_spinning
             )
         except Exception as exc:  # OSError, or onnxruntime's own (InvalidProtobuf, Fail, ...)
             raise ConfigurationError(f"cannot load detector model {path}: {exc}") from exc

@@ -7,7 +7,6 @@ call.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,14 +75,6 @@ def weights_file(name: str, resnet50_checkpoint: Path | None) -> Path:
     if not resnet50_checkpoint.is_file():
         raise ConfigurationError(f"ResNet50 checkpoint not found: {resnet50_checkpoint}")
     return resnet50_checkpoint
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _state_dict_from(path: Path) -> dict[str, Any]:

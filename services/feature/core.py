@@ -13,10 +13,11 @@ from numpy.typing import NDArray
 from hemascope.batching import MicroBatcher
 from hemascope.cache import CacheKey, EmbeddingCache, build_cache
 from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, NotFound, Unavailable
+from hemascope.files import file_sha256
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
 from hemascope.logs import get_logger
-from services.feature.backbones import BackboneSpec, file_sha256, get_spec, weights_file
+from services.feature.backbones import BackboneSpec, get_spec, weights_file
 from services.feature.onnx_export import ensure_onnx
 from services.feature.runtime import OnnxEmbedder
 from services.feature.settings import FeatureSettings

@@ -6,17 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
-
-def choose_providers(use_gpu: bool) -> list[str]:
-    available = set(ort.get_available_providers())
-    providers = []
-    if use_gpu and "CUDAExecutionProvider" in available:
-        providers.append("CUDAExecutionProvider")
-    providers.append("CPUExecutionProvider")
-    return providers
+from hemascope.onnx_session import open_session
 
 
 class OnnxEmbedder:
@@ -25,15 +17,8 @@ class OnnxEmbedder:
     def __init__(
         self, path: Path, *, intra_op_threads: int = 0, use_gpu: bool = True, allow_spinning: bool = False
     ) -> None:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        # Spinning intra-op threads keep cores busy between runs, starving the request threads that decode
-        # and resize the next images on the same cores; off by default for serving.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-        self.session = ort.InferenceSession(
-            str(path), sess_options=options, providers=choose_providers(use_gpu)
+        self.session = open_session(
+            path, intra_op_threads=intra_op_threads, use_gpu=use_gpu, allow_spinning=allow_spinning
         )
         self.input_name = self.session.get_inputs()[0].name
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from hemascope.errors import ConfigurationError
+from hemascope.files import file_sha256
 from hemascope.imaging.decode import decode_image
-from services.feature.backbones import build_torch_module, file_sha256, get_spec, weights_file
+from services.feature.backbones import build_torch_module, get_spec, weights_file
 from services.feature.core import FeatureCore, ImageInput
 from services.feature.onnx_export import ensure_onnx
 from services.feature.runtime import OnnxEmbedder
