@@ -61,7 +61,8 @@ def _service_detector(
 
 
 def _local_detector(options: DetectOptions) -> tuple[Detector, Callable[[], None]]:
-    from services.detector.core import DetectorCore, ImageInput
+    from hemascope.imaging.inputs import ImageInput
+    from services.detector.core import DetectorCore
     from services.detector.settings import DetectorSettings
 
     overrides: dict[str, Any] = {}  # every setting from HEMASCOPE_DETECTOR_* or its default

@@ -61,7 +61,8 @@ def _service_embedder(
 
 
 def _local_embedder(backbone: str | None) -> tuple[Embedder, Callable[[], None]]:
-    from services.feature.core import FeatureCore, ImageInput
+    from hemascope.imaging.inputs import ImageInput
+    from services.feature.core import FeatureCore
     from services.feature.settings import FeatureSettings
 
     overrides: dict[str, Any] = {"backbone": backbone} if backbone else {}

@@ -29,7 +29,8 @@ class EmbeddingFailed(RuntimeError):
 
 
 def _local(paths: Sequence[Path], backbone: str | None, progress: bool) -> EmbeddedSet:
-    from services.feature.core import EmbedResult, FeatureCore, ImageInput
+    from hemascope.imaging.inputs import ImageInput
+    from services.feature.core import EmbedResult, FeatureCore
     from services.feature.settings import FeatureSettings
 
     overrides: dict[str, Any] = {"backbone": backbone} if backbone else {}

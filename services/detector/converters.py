@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hemascope.errors import HemascopeError
+from hemascope.imaging.inputs import ImageInput
 from hemascope.interceptors import error_detail
 from hemascope.v1 import common_pb2, detector_pb2
-from services.detector.core import DetectOptions, DetectResult, ImageInput, Thresholds
+from services.detector.core import DetectOptions, DetectResult, Thresholds
 from services.detector.runtime import Metrics, ModelInfo
 from services.detector.settings import DetectorSettings
 

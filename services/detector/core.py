@@ -23,6 +23,7 @@ from hemascope.batching import MicroBatcher
 from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, Unavailable
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
+from hemascope.imaging.inputs import ImageInput
 from hemascope.logs import get_logger
 from services.detector.postprocess import Detection, postprocess
 from services.detector.preprocess import Letterbox, letterbox
@@ -44,13 +45,6 @@ IN_FLIGHT = Gauge(
 DETECTIONS = Counter("hemascope_detector_detections_total", "Boxes returned, by class.", ["class_name"])
 
 Tensor = NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    data: bytes
-    media_type: str = ""
-    image_id: str = ""
 
 
 @dataclass(frozen=True)

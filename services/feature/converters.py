@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hemascope.errors import HemascopeError
+from hemascope.imaging.inputs import ImageInput
 from hemascope.interceptors import error_detail
 from hemascope.v1 import common_pb2, feature_pb2
-from services.feature.core import BackboneInfo, EmbedResult, ImageInput
+from services.feature.core import BackboneInfo, EmbedResult
 
 
 def image_from_proto(image: common_pb2.Image) -> ImageInput:

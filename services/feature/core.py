@@ -16,6 +16,7 @@ from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, 
 from hemascope.files import file_sha256
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
+from hemascope.imaging.inputs import ImageInput
 from hemascope.logs import get_logger
 from services.feature.backbones import BackboneSpec, get_spec, weights_file
 from services.feature.onnx_export import ensure_onnx
@@ -23,13 +24,6 @@ from services.feature.runtime import OnnxEmbedder
 from services.feature.settings import FeatureSettings
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    data: bytes
-    media_type: str = ""
-    image_id: str = ""
 
 
 @dataclass(frozen=True)

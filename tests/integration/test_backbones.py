@@ -11,8 +11,9 @@ import torch
 from hemascope.errors import ConfigurationError
 from hemascope.files import file_sha256
 from hemascope.imaging.decode import decode_image
+from hemascope.imaging.inputs import ImageInput
 from services.feature.backbones import build_torch_module, get_spec, weights_file
-from services.feature.core import FeatureCore, ImageInput
+from services.feature.core import FeatureCore
 from services.feature.onnx_export import ensure_onnx
 from services.feature.runtime import OnnxEmbedder
 from services.feature.settings import FeatureSettings
