@@ -11,7 +11,6 @@ Layout of ``out_dir`` afterwards::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import platform
@@ -27,6 +26,7 @@ import yaml  # type: ignore[import-untyped]
 from hemascope.detection.card import render_model_card
 from hemascope.detection.yolo_dataset import REPORT_FILE
 from hemascope.detection.yolo_env import import_ultralytics
+from hemascope.files import file_sha256
 
 MODEL_CONFIG = "yolov8n.yaml"
 ONNX_OPSET = 17
@@ -99,14 +99,6 @@ def extract_metrics(det_metrics: Any, names: list[str], images: int | None = Non
     }
     overall |= {"images": images, "instances": int(sum(instances))}
     return {"overall": overall, "per_class": per_class, "speed_ms_per_image": dict(det_metrics.speed)}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hardware(device: str, threads: int) -> str:
@@ -249,10 +241,10 @@ def train_detector(
         "seed": seed,
         "hyperparameters": {k: v for k, v in used_args.items() if _is_plain(v)},  # as Ultralytics ran them
         "requested": {k: v for k, v in args.items() if k not in {"data", "project", "name"}},
-        "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "opset": ONNX_OPSET}
+        "onnx": {"file": onnx_path.name, "sha256": file_sha256(onnx_path), "opset": ONNX_OPSET}
         if onnx_path
         else {"error": onnx_error},
-        "weights_sha256": sha256_file(weights),
+        "weights_sha256": file_sha256(weights),
         "conversion": conversion,
         **metrics,
     }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from hemascope.errors import InvalidArgument
 
 
 @dataclass(frozen=True)
@@ -12,3 +15,20 @@ class ImageInput:
     data: bytes
     media_type: str = ""
     image_id: str = ""
+
+
+def check_batch(images: Sequence[ImageInput], max_items: int, max_bytes: int) -> None:
+    """InvalidArgument (reason BATCH_TOO_LARGE) when a batch has too many images or too many bytes."""
+    if len(images) > max_items:
+        raise InvalidArgument(
+            f"{len(images)} images in one batch; the limit is {max_items}. Split the batch.",
+            reason="BATCH_TOO_LARGE",
+            field="images",
+        )
+    total = sum(len(image.data) for image in images)
+    if total > max_bytes:
+        raise InvalidArgument(
+            f"batch holds {total} bytes of images; the limit is {max_bytes}. Split the batch.",
+            reason="BATCH_TOO_LARGE",
+            field="images",
+        )

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import grpc
 
+from hemascope.deadlines import remaining_seconds
 from hemascope.v1 import detector_pb2, detector_pb2_grpc
 from services.detector import converters
 from services.detector.core import DetectOptions, DetectorCore
-
-_NO_DEADLINE_S = 1e6  # grpc reports "no deadline" as an enormous time_remaining()
-
-
-def _remaining(context: grpc.ServicerContext) -> float | None:
-    """The caller's remaining deadline in seconds, or None when the caller set none."""
-    remaining = context.time_remaining()
-    if remaining is None or remaining > _NO_DEADLINE_S:
-        return None
-    return max(0.0, float(remaining))
 
 
 class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
@@ -29,7 +20,7 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
         result = self.core.detect(
             converters.image_from_proto(request.image),
             converters.options_from_proto(request.options),
-            timeout=_remaining(context),
+            timeout=remaining_seconds(context),
         )
         return converters.detect_response(result, self.core.info)
 
@@ -38,7 +29,7 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
     ) -> detector_pb2.DetectBatchResponse:
         images = [converters.image_from_proto(image) for image in request.images]
         outcomes = self.core.detect_many(
-            images, converters.options_from_proto(request.options), timeout=_remaining(context)
+            images, converters.options_from_proto(request.options), timeout=remaining_seconds(context)
         )
         return converters.batch_response(images, outcomes, self.core.info)
 

@@ -12,11 +12,11 @@ from numpy.typing import NDArray
 
 from hemascope.batching import MicroBatcher
 from hemascope.cache import CacheKey, EmbeddingCache, build_cache
-from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, NotFound, Unavailable
+from hemascope.errors import DeadlineExceeded, HemascopeError, NotFound, Unavailable
 from hemascope.files import file_sha256
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
-from hemascope.imaging.inputs import ImageInput
+from hemascope.imaging.inputs import ImageInput, check_batch
 from hemascope.logs import get_logger
 from services.feature.backbones import BackboneSpec, get_spec, weights_file
 from services.feature.onnx_export import ensure_onnx
@@ -154,21 +154,7 @@ class FeatureCore:
         return [self._finish(outcome, deadline) for outcome in outcomes]
 
     def check_batch(self, images: Sequence[ImageInput]) -> None:
-        if len(images) > self.settings.max_batch_items:
-            raise InvalidArgument(
-                f"{len(images)} images in one batch; the limit is {self.settings.max_batch_items}. "
-                "Split the batch.",
-                reason="BATCH_TOO_LARGE",
-                field="images",
-            )
-        total = sum(len(image.data) for image in images)
-        if total > self.settings.max_batch_bytes:
-            raise InvalidArgument(
-                f"batch holds {total} bytes of images; the limit is {self.settings.max_batch_bytes}. "
-                "Split the batch.",
-                reason="BATCH_TOO_LARGE",
-                field="images",
-            )
+        check_batch(images, self.settings.max_batch_items, self.settings.max_batch_bytes)
 
     # internals -------------------------------------------------------------------------------------------
     def _batcher_or_raise(self) -> MicroBatcher[NDArray[np.uint8], NDArray[np.float32]]:

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import grpc
 
+from hemascope.deadlines import remaining_seconds
 from hemascope.v1 import feature_pb2, feature_pb2_grpc
 from services.feature import converters
 from services.feature.core import FeatureCore
-
-_NO_DEADLINE_S = 1e6  # grpc reports "no deadline" as an enormous time_remaining()
-
-
-def _remaining(context: grpc.ServicerContext) -> float | None:
-    """The caller's remaining deadline in seconds, or None when the caller set none."""
-    remaining = context.time_remaining()
-    if remaining is None or remaining > _NO_DEADLINE_S:
-        return None
-    return max(0.0, float(remaining))
 
 
 class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
@@ -30,7 +21,7 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
         result = self.core.embed(
             converters.image_from_proto(request.image),
             skip_cache=request.skip_cache,
-            timeout=_remaining(context),
+            timeout=remaining_seconds(context),
         )
         return converters.embed_response(result, self.core.info)
 
@@ -39,7 +30,9 @@ class FeatureServicer(feature_pb2_grpc.FeatureServiceServicer):
     ) -> feature_pb2.EmbedBatchResponse:
         self.core.check_backbone(request.backbone)
         images = [converters.image_from_proto(image) for image in request.images]
-        outcomes = self.core.embed_many(images, skip_cache=request.skip_cache, timeout=_remaining(context))
+        outcomes = self.core.embed_many(
+            images, skip_cache=request.skip_cache, timeout=remaining_seconds(context)
+        )
         return converters.batch_response(images, outcomes, self.core.info)
 
     def GetBackboneInfo(  # noqa: N802
