@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import grpc
 
+from hemascope.commands.errors import print_image_error
 from hemascope.errors import HemascopeError
 
 if TYPE_CHECKING:
@@ -135,19 +136,6 @@ def _print(line: DetectLine, drawing: Path | None, as_json: bool) -> None:
         )
 
 
-def _error(path: str, exc: Exception, as_json: bool) -> None:
-    if isinstance(exc, grpc.RpcError):
-        code, message = exc.code().name, str(exc.details())
-    elif isinstance(exc, HemascopeError):
-        code, message = exc.code.name, exc.message
-    else:
-        code, message = type(exc).__name__, str(exc)
-    if as_json:
-        click.echo(json.dumps({"image": path, "error": {"code": code, "message": message}}))
-    else:
-        click.echo(f"{path}: error {code}: {message}", err=True)
-
-
 def run_detect(
     paths: list[str],
     *,
@@ -176,7 +164,7 @@ def run_detect(
                 drawing = _draw(data, line.boxes, drawing_path(draw, path, len(paths) > 1)) if draw else None
             except (OSError, grpc.RpcError, HemascopeError) as exc:
                 failures += 1
-                _error(path, exc, as_json)
+                print_image_error(path, exc, as_json)
                 continue
             _print(line, drawing, as_json)
     finally:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 import grpc
 
+from hemascope.commands.errors import print_image_error
 from hemascope.errors import HemascopeError
 
 
@@ -111,19 +112,6 @@ def _print(line: EmbedLine, as_json: bool, with_vector: bool) -> None:
         )
 
 
-def _error(path: str, exc: Exception, as_json: bool) -> None:
-    if isinstance(exc, grpc.RpcError):
-        code, message = exc.code().name, str(exc.details())
-    elif isinstance(exc, HemascopeError):
-        code, message = exc.code.name, exc.message
-    else:
-        code, message = type(exc).__name__, str(exc)
-    if as_json:
-        click.echo(json.dumps({"image": path, "error": {"code": code, "message": message}}))
-    else:
-        click.echo(f"{path}: error {code}: {message}", err=True)
-
-
 def run_embed(
     paths: list[str],
     *,
@@ -142,7 +130,7 @@ def run_embed(
                 line = embedder(path, Path(path).read_bytes())
             except (OSError, grpc.RpcError, HemascopeError) as exc:
                 failures += 1
-                _error(path, exc, as_json)
+                print_image_error(path, exc, as_json)
                 continue
             _print(line, as_json, with_vector)
     finally:
