@@ -13,7 +13,7 @@ import click
 import grpc
 
 from hemascope.commands.errors import print_image_error
-from hemascope.errors import HemascopeError
+from hemascope.errors import FailedPrecondition, HemascopeError
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,19 @@ class EmbedLine:
     ms: float
     content_hash: str
     values: list[float]
+    preprocessing: str = ""
 
 
 Embedder = Callable[[str, bytes], EmbedLine]
 
 
 def _service_embedder(
-    address: str, backbone: str | None, timeout: float
+    address: str, backbone: str | None, preprocessing: str | None, timeout: float
 ) -> tuple[Embedder, Callable[[], None]]:
+    from hemascope.imaging.preprocess import get_preprocessing
     from hemascope.v1 import common_pb2, feature_pb2, feature_pb2_grpc
 
+    expected = get_preprocessing(preprocessing).version if preprocessing else None
     channel = grpc.insecure_channel(address)
     stub = feature_pb2_grpc.FeatureServiceStub(channel)
 
@@ -47,6 +50,11 @@ def _service_embedder(
         response = stub.Embed(request, timeout=timeout)
         ms = (time.perf_counter() - start) * 1000
         emb = response.embedding
+        if expected is not None and emb.preprocessing != expected:
+            raise FailedPrecondition(
+                f"the service at {address} runs preprocessing {emb.preprocessing!r}, not {expected!r}",
+                reason="WRONG_PREPROCESSING",
+            )
         return EmbedLine(
             path,
             emb.dimension,
@@ -56,17 +64,20 @@ def _service_embedder(
             ms,
             response.content_hash,
             list(emb.values),
+            emb.preprocessing,
         )
 
     return run, channel.close
 
 
-def _local_embedder(backbone: str | None) -> tuple[Embedder, Callable[[], None]]:
+def _local_embedder(backbone: str | None, preprocessing: str | None) -> tuple[Embedder, Callable[[], None]]:
     from hemascope.imaging.inputs import ImageInput
     from services.feature.core import FeatureCore
     from services.feature.settings import FeatureSettings
 
     overrides: dict[str, Any] = {"backbone": backbone} if backbone else {}
+    if preprocessing:
+        overrides["preprocessing"] = preprocessing
     settings = FeatureSettings(**overrides)
     core = FeatureCore(settings)
     core.load()
@@ -85,6 +96,7 @@ def _local_embedder(backbone: str | None) -> tuple[Embedder, Callable[[], None]]
             ms,
             result.content_hash,
             result.vector.tolist(),
+            info.preprocessing.version,
         )
 
     return run, core.close
@@ -100,6 +112,7 @@ def _print(line: EmbedLine, as_json: bool, with_vector: bool) -> None:
             "cache_hit": line.cache_hit,
             "ms": round(line.ms, 2),
             "content_hash": line.content_hash,
+            "preprocessing": line.preprocessing,
         }
         if with_vector:
             record["embedding"] = line.values
@@ -120,9 +133,14 @@ def run_embed(
     as_json: bool,
     with_vector: bool,
     timeout: float,
+    preprocessing: str | None = None,
 ) -> int:
     """Embeds each path and prints a line per image; returns the number of failures."""
-    embedder, close = _service_embedder(address, backbone, timeout) if address else _local_embedder(backbone)
+    embedder, close = (
+        _service_embedder(address, backbone, preprocessing, timeout)
+        if address
+        else _local_embedder(backbone, preprocessing)
+    )
     failures = 0
     try:
         for path in paths:

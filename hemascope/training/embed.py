@@ -28,12 +28,20 @@ class EmbeddingFailed(RuntimeError):
     """Some images could not be embedded; the message lists them."""
 
 
-def _local(paths: Sequence[Path], backbone: str | None, progress: bool) -> EmbeddedSet:
+class PreprocessingMismatch(EmbeddingFailed):
+    """The feature service runs another preprocessing option than the one asked for."""
+
+
+def _local(
+    paths: Sequence[Path], backbone: str | None, preprocessing: str | None, progress: bool
+) -> EmbeddedSet:
     from hemascope.imaging.inputs import ImageInput
     from services.feature.core import EmbedResult, FeatureCore
     from services.feature.settings import FeatureSettings
 
     overrides: dict[str, Any] = {"backbone": backbone} if backbone else {}
+    if preprocessing:
+        overrides["preprocessing"] = preprocessing
     core = FeatureCore(FeatureSettings(**overrides))
     core.load()
     vectors, hashes, failures, hits = [], [], [], 0
@@ -57,19 +65,35 @@ def _local(paths: Sequence[Path], backbone: str | None, progress: bool) -> Embed
     if failures:
         raise EmbeddingFailed(f"{len(failures)} images failed: " + "; ".join(failures[:5]))
     return EmbeddedSet(
-        np.stack(vectors), hashes, info.spec.name, info.weights_hash, info.spec.preprocessing.version, hits
+        np.stack(vectors), hashes, info.spec.name, info.weights_hash, info.preprocessing.version, hits
     )
 
 
-def _remote(paths: Sequence[Path], address: str, backbone: str | None, progress: bool) -> EmbeddedSet:
+def _check_remote_preprocessing(served: str, expected: str | None, address: str) -> None:
+    if expected is not None and served != expected:
+        raise PreprocessingMismatch(
+            f"the feature service at {address} runs preprocessing {served!r}, not the requested "
+            f"{expected!r}; "
+            "start it with HEMASCOPE_FEATURE_PREPROCESSING (or `hemascope serve feature --preprocessing`) "
+            "set to that option, or omit the address to embed in-process"
+        )
+
+
+def _remote(
+    paths: Sequence[Path], address: str, backbone: str | None, preprocessing: str | None, progress: bool
+) -> EmbeddedSet:
     import grpc
 
+    from hemascope.imaging.preprocess import get_preprocessing
     from hemascope.v1 import common_pb2, feature_pb2, feature_pb2_grpc
 
+    expected = get_preprocessing(preprocessing).version if preprocessing else None
     vectors, hashes, failures, hits = [], [], [], 0
     emb: Any = None
     with grpc.insecure_channel(address) as channel:
         stub = feature_pb2_grpc.FeatureServiceStub(channel)
+        info = stub.GetBackboneInfo(feature_pb2.GetBackboneInfoRequest(), timeout=60)
+        _check_remote_preprocessing(info.preprocessing, expected, address)
         bar = tqdm(total=len(paths), desc="embedding", unit="img", disable=not progress)
         for start in range(0, len(paths), CHUNK):
             chunk = paths[start : start + CHUNK]
@@ -79,6 +103,7 @@ def _remote(paths: Sequence[Path], address: str, backbone: str | None, progress:
             for path, result in zip(chunk, stub.EmbedBatch(request, timeout=300).results, strict=True):
                 if result.WhichOneof("outcome") == "result":
                     emb = result.result.embedding
+                    _check_remote_preprocessing(emb.preprocessing, expected, address)
                     vectors.append(np.asarray(emb.values, dtype=np.float32))
                     hashes.append(result.result.content_hash)
                     hits += result.result.cache_hit
@@ -92,9 +117,20 @@ def _remote(paths: Sequence[Path], address: str, backbone: str | None, progress:
 
 
 def embed_paths(
-    paths: Sequence[Path], *, backbone: str | None = None, address: str | None = None, progress: bool = True
+    paths: Sequence[Path],
+    *,
+    backbone: str | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    preprocessing: str | None = None,
 ) -> EmbeddedSet:
-    """Embeds ``paths`` in order; uses the feature service at ``address`` when given, else in-process."""
+    """Embeds ``paths`` in order; uses the feature service at ``address`` when given, else in-process.
+
+    ``preprocessing`` names an option of :data:`hemascope.imaging.preprocess.PREPROCESSING` (``None``: the
+    service's or the settings' default). In-process it overrides ``FeatureSettings.preprocessing``; with a
+    service it is checked against the service's provenance and :class:`PreprocessingMismatch` is raised
+    when the service runs another option (an unknown name raises ``NotFound`` first).
+    """
     if address:
-        return _remote(paths, address, backbone, progress)
-    return _local(paths, backbone, progress)
+        return _remote(paths, address, backbone, preprocessing, progress)
+    return _local(paths, backbone, preprocessing, progress)

@@ -25,6 +25,9 @@ class BackboneSpec:
 
     name: str
     dimension: int
+    #: What the exported graph does: its input size and normalisation (the ONNX export is named after this
+    #: version). The per-image option a service runs (``FeatureSettings.preprocessing``) must have the
+    #: same size and normalisation; see :func:`check_graph_compatible`.
     preprocessing: Preprocessing
     description: str
 
@@ -53,6 +56,16 @@ def get_spec(name: str) -> BackboneSpec:
     except KeyError:
         known = ", ".join(sorted(BACKBONES))
         raise NotFound(f"unknown backbone {name!r}; known: {known}", reason="UNKNOWN_BACKBONE") from None
+
+
+def check_graph_compatible(spec: BackboneSpec, option: Preprocessing) -> None:
+    """ConfigurationError unless ``option`` feeds the graph what it expects (size and normalisation)."""
+    graph = spec.preprocessing
+    if (option.size, option.mean, option.std) != (graph.size, graph.mean, graph.std):
+        raise ConfigurationError(
+            f"preprocessing {option.name!r} ({option.size} px, {option.norm_name}) does not match the "
+            f"{spec.name} graph ({graph.size} px, {graph.norm_name})"
+        )
 
 
 def weights_file(name: str, resnet50_checkpoint: Path | None) -> Path:

@@ -21,7 +21,7 @@ def embed_response(result: EmbedResult, info: BackboneInfo) -> feature_pb2.Embed
         dimension=int(result.vector.shape[0]),
         backbone=info.spec.name,
         weights_hash=info.weights_hash,
-        preprocessing=info.spec.preprocessing.version,
+        preprocessing=info.preprocessing.version,
     )
     return feature_pb2.EmbedResponse(
         embedding=embedding,
@@ -48,7 +48,7 @@ def batch_response(
 
 
 def backbone_info_response(info: BackboneInfo, limits: dict[str, int]) -> feature_pb2.GetBackboneInfoResponse:
-    prep = info.spec.preprocessing
+    prep = info.preprocessing
     return feature_pb2.GetBackboneInfoResponse(
         backbone=info.spec.name,
         dimension=info.spec.dimension,

@@ -12,13 +12,14 @@ from numpy.typing import NDArray
 
 from hemascope.batching import MicroBatcher
 from hemascope.cache import CacheKey, EmbeddingCache, build_cache
-from hemascope.errors import DeadlineExceeded, HemascopeError, NotFound, Unavailable
+from hemascope.errors import ConfigurationError, DeadlineExceeded, HemascopeError, NotFound, Unavailable
 from hemascope.files import file_sha256
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
 from hemascope.imaging.inputs import ImageInput, check_batch
+from hemascope.imaging.preprocess import STUDY_PREPROCESSING, Preprocessing, get_preprocessing
 from hemascope.logs import get_logger
-from services.feature.backbones import BackboneSpec, get_spec, weights_file
+from services.feature.backbones import BackboneSpec, check_graph_compatible, get_spec, weights_file
 from services.feature.onnx_export import ensure_onnx
 from services.feature.runtime import OnnxEmbedder
 from services.feature.settings import FeatureSettings
@@ -42,6 +43,8 @@ class BackboneInfo:
     weights_hash: str
     weights_source: str
     providers: Sequence[str]
+    #: The per-image option this service runs; its version is every embedding's provenance.
+    preprocessing: Preprocessing = STUDY_PREPROCESSING
 
 
 @dataclass
@@ -78,6 +81,7 @@ class FeatureCore:
     def load(self) -> None:
         """Hashes the weights, makes or finds the ONNX export, opens the session, starts the batcher."""
         started = time.perf_counter()
+        preprocessing = self._resolve_preprocessing()
         weights = weights_file(self.spec.name, self.settings.resnet50_checkpoint)
         weights_hash = file_sha256(weights)
         path = ensure_onnx(self.spec, weights, weights_hash, self.settings.model_cache_dir)
@@ -87,7 +91,9 @@ class FeatureCore:
             use_gpu=self.settings.use_gpu,
             allow_spinning=self.settings.allow_spinning,
         )
-        self._info = BackboneInfo(self.spec, weights_hash, weights.name, self._embedder.providers)
+        self._info = BackboneInfo(
+            self.spec, weights_hash, weights.name, self._embedder.providers, preprocessing
+        )
         self._batcher = MicroBatcher(
             self._run_batch,
             name=f"feature-{self.spec.name}",
@@ -100,6 +106,7 @@ class FeatureCore:
             backbone=self.spec.name,
             weights=weights_hash[:12],
             providers=list(self._embedder.providers),
+            preprocessing=preprocessing.version,
             seconds=round(time.perf_counter() - started, 2),
         )
 
@@ -107,6 +114,17 @@ class FeatureCore:
         if self._batcher is not None:
             self._batcher.close()
         self.cache.close()
+
+    def _resolve_preprocessing(self) -> Preprocessing:
+        """The configured option; ConfigurationError when unknown or not what the graph expects."""
+        try:
+            option = get_preprocessing(self.settings.preprocessing)
+        except NotFound as exc:
+            raise ConfigurationError(
+                f"HEMASCOPE_FEATURE_PREPROCESSING: {exc.message}", reason="UNKNOWN_PREPROCESSING"
+            ) from None
+        check_graph_compatible(self.spec, option)
+        return option
 
     @property
     def info(self) -> BackboneInfo:
@@ -166,14 +184,14 @@ class FeatureCore:
         info = self.info
         decoded = decode_image(image.data, self.limits, image.media_type)
         key = CacheKey(
-            content_hash(decoded.pixels), self.spec.name, info.weights_hash, self.spec.preprocessing.version
+            content_hash(decoded.pixels), self.spec.name, info.weights_hash, info.preprocessing.version
         )
         cached = None if skip_cache else self.cache.get(key)
         if cached is not None and cached.shape != (self.spec.dimension,):
             cached = None
         prepared = _Prepared(image, decoded, key, cached)
         if cached is None:
-            prepared.pixels = self.spec.preprocessing.resize(decoded.pixels)
+            prepared.pixels = info.preprocessing.prepare(decoded.pixels)
         return prepared
 
     def _finish(

@@ -1,4 +1,9 @@
-"""ONNX export of a backbone, made once and cached by weights hash and preprocessing version."""
+"""ONNX export of a backbone, made once and cached by weights hash and the graph's preprocessing version.
+
+The graph holds only the normalisation (and expects ``size x size`` input), which is what
+``BackboneSpec.preprocessing`` describes; the per-image option a service runs (cell crop, stain, channels)
+happens before the graph, so one export serves every option with the same size and normalisation.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ OPSET = 17
 
 
 def onnx_path(cache_dir: Path, spec: BackboneSpec, weights_hash: str) -> Path:
-    """Where the export for these exact weights and preprocessing lives."""
+    """Where the export for these exact weights and graph preprocessing (size, normalisation) lives."""
     return cache_dir / f"{spec.name}-{weights_hash[:16]}-{spec.preprocessing.version}.onnx"
 
 

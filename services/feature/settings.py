@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from hemascope.imaging.preprocess import DEFAULT_PREPROCESSING, PREPROCESSING
 from hemascope.settings import ServerSettings
 
 
@@ -22,6 +23,12 @@ class FeatureSettings(ServerSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one (tests).")
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="Prometheus port; None disables.")
     backbone: str = Field("efficientnet_lite0", description="Backbone id: efficientnet_lite0 or resnet50.")
+    preprocessing: str = Field(
+        DEFAULT_PREPROCESSING,
+        description="Preprocessing option (hemascope.imaging.preprocess.PREPROCESSING): "
+        + ", ".join(PREPROCESSING)
+        + "; its version is part of every cache key and embedding's provenance.",
+    )
     resnet50_checkpoint: Path | None = Field(
         None, description="torchvision-layout ResNet50 state dict (.pth); required for backbone resnet50."
     )
