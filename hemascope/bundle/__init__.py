@@ -6,6 +6,7 @@ Layout::
     BUNDLE/scaler.skops         StandardScaler fitted on the training part only
     BUNDLE/<model>.skops        scikit-learn models (skops; only allow-listed types are loaded)
     BUNDLE/xgboost.json         XGBoost's own JSON model format
+    BUNDLE/ood.npz              optional out-of-distribution model (plain arrays, loaded without pickle)
 
 Loading checks every file against the manifest's hash before parsing it, so a tampered or truncated file
 fails with :class:`BundleError` naming the file; skops refuses any type outside ``TRUSTED_TYPES``, and the
@@ -25,11 +26,13 @@ from hemascope.bundle.manifest import (
     apply_temperature,
     softmax,
 )
+from hemascope.bundle.ood import OOD_FILE, OodModel
 from hemascope.bundle.save import TrainedModel, save_bundle
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
+    "OOD_FILE",
     "TRUSTED_TYPES",
     "BundleError",
     "LoadedBundle",
@@ -37,6 +40,7 @@ __all__ = [
     "Manifest",
     "ModelEntry",
     "ModelKind",
+    "OodModel",
     "TrainedModel",
     "apply_temperature",
     "load_bundle",

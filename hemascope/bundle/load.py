@@ -20,6 +20,7 @@ from hemascope.bundle.manifest import (
     apply_temperature,
     softmax,
 )
+from hemascope.bundle.ood import OodModel
 from hemascope.files import file_sha256
 
 Probabilities = NDArray[np.float64]
@@ -93,6 +94,14 @@ class LoadedBundle:
     manifest: Manifest
     scaler: Any
     models: Mapping[str, LoadedModel]
+    #: the out-of-distribution model; ``None`` for bundles without one (they load and serve as before)
+    ood: OodModel | None = None
+
+    def ood_scores(
+        self, scaled: NDArray[np.float64], labels: NDArray[np.integer[Any]]
+    ) -> Probabilities | None:
+        """OOD score of each scaled embedding for its label, or ``None`` when the bundle has no OOD model."""
+        return None if self.ood is None else self.ood.score(scaled, labels)
 
     def scale(self, embeddings: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
         out: NDArray[np.float64] = self.scaler.transform(np.asarray(embeddings, dtype=np.float64))
@@ -126,4 +135,8 @@ def load_bundle(root: Path) -> LoadedBundle:
         estimator = _load_xgboost(path) if entry.kind == "xgboost" else _load_skops(path)
         check_model(manifest, entry, estimator)
         models[name] = LoadedModel(entry, estimator, len(manifest.classes))
-    return LoadedBundle(root, manifest, scaler, models)
+    ood = None
+    if manifest.ood_file:
+        path = _verified(root, manifest.ood_file, manifest.ood_sha256)
+        ood = OodModel.load(path, dimension=manifest.dimension, n_classes=len(manifest.classes))
+    return LoadedBundle(root, manifest, scaler, models, ood)

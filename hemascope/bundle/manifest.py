@@ -54,6 +54,8 @@ class ModelEntry:
     metrics: Mapping[str, float] = field(default_factory=dict)
     #: kind-specific data, e.g. ``{"cluster_to_class": [...]}`` for k-means
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: OOD scores above this are flagged out of distribution; 0: no OOD check (or no OOD model)
+    ood_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class Manifest:
     training: Mapping[str, Any] = field(default_factory=dict)
     created: str = ""
     format_version: int = FORMAT_VERSION
+    #: the out-of-distribution model (:mod:`hemascope.bundle.ood`); empty in bundles without one
+    ood_file: str = ""
+    ood_sha256: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

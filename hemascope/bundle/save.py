@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hemascope.bundle.manifest import MANIFEST, Manifest, ModelEntry, ModelKind
+from hemascope.bundle.ood import OOD_FILE, OodModel
 from hemascope.files import file_sha256
 
 
@@ -25,6 +26,7 @@ class TrainedModel:
     abstain_threshold: float = 0.0
     metrics: Mapping[str, float] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    ood_threshold: float = 0.0
 
 
 def _dump(estimator: Any, kind: ModelKind, path: Path) -> None:
@@ -37,9 +39,16 @@ def _dump(estimator: Any, kind: ModelKind, path: Path) -> None:
 
 
 def save_bundle(
-    target: Path, manifest_fields: Mapping[str, Any], scaler: Any, models: Mapping[str, TrainedModel]
+    target: Path,
+    manifest_fields: Mapping[str, Any],
+    scaler: Any,
+    models: Mapping[str, TrainedModel],
+    ood: OodModel | None = None,
 ) -> Manifest:
-    """Writes a complete bundle to ``target`` atomically (a half-written bundle is never visible)."""
+    """Writes a complete bundle to ``target`` atomically (a half-written bundle is never visible).
+
+    ``ood``, when given, is written as ``ood.npz`` and hashed in the manifest like the models.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -58,11 +67,17 @@ def save_bundle(
                 abstain_threshold=model.abstain_threshold,
                 metrics=dict(model.metrics),
                 extra=dict(model.extra),
+                ood_threshold=model.ood_threshold if ood is not None else 0.0,
             )
+        ood_fields: dict[str, Any] = {}
+        if ood is not None:
+            ood.save(staging / OOD_FILE)
+            ood_fields = {"ood_file": OOD_FILE, "ood_sha256": file_sha256(staging / OOD_FILE)}
         manifest = Manifest(
             scaler_file="scaler.skops",
             scaler_sha256=file_sha256(staging / "scaler.skops"),
             models=entries,
+            **ood_fields,
             **manifest_fields,
         )
         (staging / MANIFEST).write_text(manifest.to_json())

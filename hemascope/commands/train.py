@@ -19,8 +19,12 @@ def run_train(
     models: list[str],
     cv_folds: int,
     report: Path | None,
+    augment: int = 0,
+    probe: Path | None = None,
+    preprocessing: str | None = None,
 ) -> None:
     from hemascope.training.audit import audit_dataset
+    from hemascope.training.card import write_model_card
     from hemascope.training.report import render_report
     from hemascope.training.train import TrainConfig, train_classifiers
 
@@ -39,11 +43,15 @@ def run_train(
         log=lambda line: click.echo(line, err=True),
         command=" ".join(["hemascope", *sys.argv[1:]]),
         duplicates=audit.duplicates,
+        augment=augment,
+        probe=probe,
+        preprocessing=preprocessing,
     )
     results = train_classifiers(config)
     (report_dir / "results.json").write_text(json.dumps(results, indent=1))
     markdown = render_report(results, report_dir, audit=_audit_summary(audit.to_json()))
-    click.echo(f"bundle: {out}\nreport: {markdown}")
+    card = write_model_card(results, out, report_dir)
+    click.echo(f"bundle: {out}\nreport: {markdown}\nmodel card: {card}")
 
 
 def _audit_summary(audit: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +74,7 @@ def _print_table(result: dict[str, Any]) -> None:
         click.echo(f"  not a known class, skipped: {folder}")
     click.echo(
         f"{'model':<22}{'acc':>7}{'macroF1':>9}{'AUC':>7}{'mal.sens':>10}{'mal.spec':>10}{'coverage':>10}"
+        f"{'cov.ref':>9}"
     )
     for name, m in result["models"].items():
         auc = "  n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
@@ -73,14 +82,38 @@ def _print_table(result: dict[str, Any]) -> None:
         click.echo(
             f"{name:<22}{m['accuracy']:7.3f}{m['macro_f1']:9.3f}{auc:>7}"
             f"{'n/a' if sens is None else f'{sens:.3f}':>10}{'n/a' if spec is None else f'{spec:.3f}':>10}"
-            f"{m['abstain']['coverage']:10.3f}"
+            f"{m['abstain']['coverage']:10.3f}{m['referral']['coverage']:9.3f}"
         )
 
 
-def run_evaluate(bundle: Path, data: Path, *, address: str | None, as_json: bool) -> None:
+def _print_probe(result: dict[str, Any]) -> None:
+    probe = result["probe"]
+    click.echo(f"cross-source probe {probe['root']}: {probe['images']} images")
+    click.echo(f"{'model':<22}{'acc':>7}{'referred':>10}{'err.ref':>9}{'ood':>7}  called")
+    for name, m in probe["models"].items():
+        called: dict[str, int] = {}
+        for row in m["called"].values():
+            for cls, n in row.items():
+                called[cls] = called.get(cls, 0) + n
+        calls = ", ".join(f"{c} {n}" for c, n in called.items() if n)
+        err = "n/a" if m["errors_referred"] is None else f"{m['errors_referred']:.3f}"
+        click.echo(
+            f"{name:<22}{m['accuracy']:7.3f}{m['referred']:10.3f}{err:>9}"
+            f"{m['out_of_distribution']:7.3f}  {calls}"
+        )
+
+
+def run_evaluate(
+    bundle: Path, data: Path, *, address: str | None, as_json: bool, probe: Path | None = None
+) -> None:
     from hemascope.training.evaluate import evaluate_bundle, summary_line
 
-    result = evaluate_bundle(bundle, data, address=address, progress=not as_json)
+    result = evaluate_bundle(bundle, data, address=address, progress=not as_json, probe=probe)
     _print_table(result)
+    if probe is not None:
+        _print_probe(result)
     if as_json:
-        click.echo(json.dumps({"models": summary_line(result), "data": result["data"]}))
+        line = {"models": summary_line(result), "data": result["data"]}
+        if probe is not None:
+            line["probe"] = {"root": result["probe"]["root"], "images": result["probe"]["images"]}
+        click.echo(json.dumps(line))

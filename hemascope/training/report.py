@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hemascope.training import plots
+from hemascope.training import plots, probe_report
 from hemascope.training.plots import pretty
 
 CREDITS = (
@@ -315,6 +315,9 @@ def _figures(results: Mapping[str, Any], out_dir: Path) -> list[str]:
             ),
             ("Risk-coverage curves; stars mark the abstain threshold", "risk_coverage.png"),
         ]
+    if probe_report.plot_calls(models, classes, out_dir / probe_report.PLOT_FILE):
+        caption = "Cross-source probe: what each model calls its cells (triangle: fraction referred)"
+        figures.append((caption, probe_report.PLOT_FILE))
     importance = _get(results, "models.xgboost.feature_importance")
     if importance:
         plots.feature_importance(importance, out_dir / "xgboost_feature_importance.png")
@@ -334,6 +337,7 @@ def render_report(results: dict[str, Any], out_dir: Path, audit: dict[str, Any] 
         *_honesty(results, audit),
         *_table_i(models),
         *_main_table(models),
+        *probe_report.section(results),
         *_cv_table(models, _get(results, "split.cv_folds") or "k"),
         *_per_class(models),
         *_figures({**results, "models": models, "classes": results.get("classes", [])}, out_dir),

@@ -1,11 +1,23 @@
 from hemascope.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ReferReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFER_REASON_UNSPECIFIED: _ClassVar[ReferReason]
+    REFER_REASON_LOW_CONFIDENCE: _ClassVar[ReferReason]
+    REFER_REASON_OUT_OF_DISTRIBUTION: _ClassVar[ReferReason]
+    REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION: _ClassVar[ReferReason]
+REFER_REASON_UNSPECIFIED: ReferReason
+REFER_REASON_LOW_CONFIDENCE: ReferReason
+REFER_REASON_OUT_OF_DISTRIBUTION: ReferReason
+REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION: ReferReason
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("embeddings", "models")
@@ -24,7 +36,7 @@ class ClassProbability(_message.Message):
     def __init__(self, class_name: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class ModelPrediction(_message.Message):
-    __slots__ = ("model", "model_version", "probabilities", "label", "confidence", "malignant_probability", "abstain")
+    __slots__ = ("model", "model_version", "probabilities", "label", "confidence", "malignant_probability", "abstain", "ood_score", "out_of_distribution", "refer_reason")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +44,9 @@ class ModelPrediction(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     MALIGNANT_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     ABSTAIN_FIELD_NUMBER: _ClassVar[int]
+    OOD_SCORE_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    REFER_REASON_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_version: str
     probabilities: _containers.RepeatedCompositeFieldContainer[ClassProbability]
@@ -39,7 +54,10 @@ class ModelPrediction(_message.Message):
     confidence: float
     malignant_probability: float
     abstain: bool
-    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., probabilities: _Optional[_Iterable[_Union[ClassProbability, _Mapping]]] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., malignant_probability: _Optional[float] = ..., abstain: _Optional[bool] = ...) -> None: ...
+    ood_score: float
+    out_of_distribution: bool
+    refer_reason: ReferReason
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., probabilities: _Optional[_Iterable[_Union[ClassProbability, _Mapping]]] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., malignant_probability: _Optional[float] = ..., abstain: _Optional[bool] = ..., ood_score: _Optional[float] = ..., out_of_distribution: _Optional[bool] = ..., refer_reason: _Optional[_Union[ReferReason, str]] = ...) -> None: ...
 
 class ClassifyResult(_message.Message):
     __slots__ = ("predictions",)
@@ -60,7 +78,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "kind", "metrics", "abstain_threshold", "temperature")
+    __slots__ = ("name", "version", "kind", "metrics", "abstain_threshold", "temperature", "ood_threshold")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,13 +92,15 @@ class ModelInfo(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     ABSTAIN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    OOD_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     kind: str
     metrics: _containers.ScalarMap[str, float]
     abstain_threshold: float
     temperature: float
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., abstain_threshold: _Optional[float] = ..., temperature: _Optional[float] = ...) -> None: ...
+    ood_threshold: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., abstain_threshold: _Optional[float] = ..., temperature: _Optional[float] = ..., ood_threshold: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("bundle_version", "backbone", "weights_hash", "dimension", "preprocessing", "classes", "malignant_classes", "models", "data_fingerprint", "created", "max_embeddings", "last_reload_error")

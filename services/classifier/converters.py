@@ -10,6 +10,14 @@ from hemascope.v1 import classifier_pb2, common_pb2
 from services.classifier.core import Classification, ReloadOutcome, ServedBundle
 from services.classifier.inputs import EmbeddingInput
 
+#: ModelOutput.refer_reason codes (core.REFER_*) -> the proto enum
+REFER_REASONS = (
+    classifier_pb2.REFER_REASON_UNSPECIFIED,
+    classifier_pb2.REFER_REASON_LOW_CONFIDENCE,
+    classifier_pb2.REFER_REASON_OUT_OF_DISTRIBUTION,
+    classifier_pb2.REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION,
+)
+
 
 def embedding_from_proto(embedding: common_pb2.Embedding) -> EmbeddingInput:
     return EmbeddingInput(
@@ -36,6 +44,9 @@ def classify_response(result: Classification) -> classifier_pb2.ClassifyResponse
             output.confidence.tolist(),
             output.malignant.tolist(),
             output.abstain.tolist(),
+            output.ood_score.tolist(),
+            output.out_of_distribution.tolist(),
+            output.refer_reason.tolist(),
             strict=True,
         )
         per_model.append(
@@ -51,8 +62,11 @@ def classify_response(result: Classification) -> classifier_pb2.ClassifyResponse
                     confidence=confidence,
                     malignant_probability=malignant,
                     abstain=abstain,
+                    ood_score=ood_score,
+                    out_of_distribution=ood,
+                    refer_reason=REFER_REASONS[reason],
                 )
-                for probs, label, confidence, malignant, abstain in rows
+                for probs, label, confidence, malignant, abstain, ood_score, ood, reason in rows
             ]
         )
     results = [
@@ -74,6 +88,7 @@ def list_models_response(
             metrics={key: float(value) for key, value in entry.metrics.items()},
             abstain_threshold=entry.abstain_threshold,
             temperature=entry.temperature,
+            ood_threshold=entry.ood_threshold if manifest.ood_file else 0.0,
         )
         for name, entry in manifest.models.items()
     ]

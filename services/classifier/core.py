@@ -21,7 +21,13 @@ from hemascope.bundle import BundleError, LoadedBundle, Manifest, load_bundle
 from hemascope.errors import HemascopeError, Unavailable
 from hemascope.logs import get_logger
 from services.classifier.inputs import EmbeddingInput, embedding_matrix, select_models
-from services.classifier.metrics import ABSTENTIONS, MODEL_SECONDS, PREDICTIONS, RELOADS
+from services.classifier.metrics import (
+    ABSTENTIONS,
+    MODEL_SECONDS,
+    OUT_OF_DISTRIBUTION,
+    PREDICTIONS,
+    RELOADS,
+)
 from services.classifier.settings import ClassifierSettings
 from services.classifier.watcher import BundleWatcher, manifest_fingerprint
 
@@ -56,7 +62,14 @@ class ModelOutput:
     labels: NDArray[np.intp]  # argmax per row
     confidence: NDArray[np.float64]  # max per row
     malignant: NDArray[np.float64]  # sum over the malignant classes
-    abstain: NDArray[np.bool_]  # confidence < the model's abstain threshold
+    abstain: NDArray[np.bool_]  # refer to a human: low confidence or out of distribution (or both)
+    #: OOD score (Mahalanobis distance to the label's training cells); zeros without an OOD model
+    ood_score: NDArray[np.float64]
+    out_of_distribution: NDArray[np.bool_]  # ood_score > the model's OOD threshold
+    refer_reason: NDArray[np.int64]  # ReferReason per row: 0 none, 1 confidence, 2 OOD, 3 both
+
+
+REFER_NONE, REFER_LOW_CONFIDENCE, REFER_OOD, REFER_BOTH = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,9 @@ def _serve(bundle: LoadedBundle, fingerprint: str | None, threads: int) -> Serve
     return ServedBundle(bundle, fingerprint, malignant)
 
 
-def _output(name: str, served: ServedBundle, probs: NDArray[np.float64]) -> ModelOutput:
+def _output(
+    name: str, served: ServedBundle, probs: NDArray[np.float64], scaled: NDArray[np.float64]
+) -> ModelOutput:
     entry = served.bundle.models[name].entry
     if not np.isfinite(probs).all():
         raise HemascopeError(f"model {name} produced non-finite probabilities", reason="MODEL_FAILURE")
@@ -101,6 +116,11 @@ def _output(name: str, served: ServedBundle, probs: NDArray[np.float64]) -> Mode
     probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
     labels = probs.argmax(axis=1)
     confidence = probs[np.arange(len(probs)), labels]
+    low_confidence = confidence < entry.abstain_threshold
+    scores = served.bundle.ood_scores(scaled, labels) if entry.ood_threshold > 0 else None
+    ood_score = np.zeros(len(probs)) if scores is None else scores
+    ood = ood_score > entry.ood_threshold if scores is not None else np.zeros(len(probs), dtype=np.bool_)
+    reason = np.where(low_confidence, REFER_LOW_CONFIDENCE, REFER_NONE) + np.where(ood, REFER_OOD, 0)
     return ModelOutput(
         name=name,
         version=entry.version,
@@ -108,7 +128,10 @@ def _output(name: str, served: ServedBundle, probs: NDArray[np.float64]) -> Mode
         labels=labels,
         confidence=confidence,
         malignant=probs[:, served.malignant].sum(axis=1),
-        abstain=confidence < entry.abstain_threshold,
+        abstain=low_confidence | ood,
+        ood_score=ood_score,
+        out_of_distribution=ood,
+        refer_reason=reason.astype(np.int64),
     )
 
 
@@ -225,9 +248,10 @@ class ClassifierCore:
             started = time.perf_counter()
             probs = served.bundle.models[name].proba(scaled)
             MODEL_SECONDS.labels(name).observe(time.perf_counter() - started)
-            output = _output(name, served, probs)
+            output = _output(name, served, probs, scaled)
             PREDICTIONS.labels(name).inc(len(matrix))
             ABSTENTIONS.labels(name).inc(int(output.abstain.sum()))
+            OUT_OF_DISTRIBUTION.labels(name).inc(int(output.out_of_distribution.sum()))
             outputs.append(output)
         return Classification(manifest.bundle_version, tuple(manifest.classes), tuple(outputs), len(matrix))
 

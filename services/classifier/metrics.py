@@ -15,7 +15,12 @@ MODEL_SECONDS = Histogram(
 PREDICTIONS = Counter("hemascope_classifier_predictions_total", "Embeddings classified, by model.", ["model"])
 ABSTENTIONS = Counter(
     "hemascope_classifier_abstentions_total",
-    "Predictions flagged abstain (confidence below the model's threshold), by model.",
+    "Predictions flagged abstain (referred: low confidence or out of distribution), by model.",
+    ["model"],
+)
+OUT_OF_DISTRIBUTION = Counter(
+    "hemascope_classifier_out_of_distribution_total",
+    "Predictions whose embedding was out of distribution (OOD score above the model's threshold), by model.",
     ["model"],
 )
 RELOADS = Counter(

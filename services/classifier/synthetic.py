@@ -41,6 +41,8 @@ class SyntheticSpec:
     models: tuple[str, ...] = MODEL_NAMES
     abstain_thresholds: Mapping[str, float] = field(default_factory=dict)
     temperatures: Mapping[str, float] = field(default_factory=dict)
+    #: with an out-of-distribution model, thresholded at this quantile of the training scores (None: none)
+    ood_quantile: float | None = None
 
 
 def synthetic_data(
@@ -105,6 +107,16 @@ def build_synthetic_bundle(target: Path, spec: SyntheticSpec | None = None) -> M
     scaler = StandardScaler().fit(vectors.astype(np.float64))
     scaled = scaler.transform(vectors.astype(np.float64))
     models = {name: _train(name, spec, scaled, labels) for name in spec.models}
+    ood = None
+    if spec.ood_quantile is not None:
+        from hemascope.bundle import LoadedModel, ModelEntry
+        from hemascope.training.ood import fit_ood, ood_threshold
+
+        ood = fit_ood(scaled, labels, len(CLASSES), components=spec.dimension, seed=spec.seed)
+        for name, model in models.items():
+            entry = ModelEntry(name, model.kind, "", "", "", extra=model.extra)
+            predicted = LoadedModel(entry, model.estimator, len(CLASSES)).raw_proba(scaled).argmax(axis=1)
+            model.ood_threshold = ood_threshold(ood.score(scaled, predicted), spec.ood_quantile)
     fields = {
         "bundle_version": spec.version,
         "backbone": spec.backbone,
@@ -117,4 +129,4 @@ def build_synthetic_bundle(target: Path, spec: SyntheticSpec | None = None) -> M
         "training": {"synthetic": True, "samples": spec.samples, "seed": spec.seed},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return save_bundle(target, fields, scaler, models)
+    return save_bundle(target, fields, scaler, models, ood)
