@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from hemascope.commands.explain_cli import explain_command, serve_explain_command
+from hemascope.commands.explain_eval import explain_eval_command
 from hemascope.logs import configure_logging
 
 
@@ -27,15 +29,26 @@ def serve() -> None:
 @click.option("--port", type=int, default=None, help="gRPC port (default 50051; 0 = any free port).")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (default 9464).")
 @click.option("--backbone", default=None, help="efficientnet_lite0 (default) or resnet50.")
+@click.option(
+    "--preprocessing",
+    default=None,
+    help="Preprocessing option (default plain; e.g. cellcrop, cellcrop-macenko; see PREPROCESSING).",
+)
 @click.option("--redis-url", default=None, help="Embedding cache in Redis; unset: in-process LRU.")
 def serve_feature(
-    host: str | None, port: int | None, metrics_port: int | None, backbone: str | None, redis_url: str | None
+    host: str | None,
+    port: int | None,
+    metrics_port: int | None,
+    backbone: str | None,
+    preprocessing: str | None,
+    redis_url: str | None,
 ) -> None:
     """The feature-embedding service."""
     from hemascope.commands.serve import serve_feature as run
 
     overrides = {"host": host, "port": port, "metrics_port": metrics_port, "backbone": backbone}
     overrides["redis_url"] = redis_url
+    overrides["preprocessing"] = preprocessing
     run({k: v for k, v in overrides.items() if v is not None})
 
 
@@ -149,6 +162,9 @@ def detect(
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--address", default=None, help="host:port of a running feature service; omit: in-process.")
 @click.option("--backbone", default=None, help="Backbone (in-process) or the one expected (service).")
+@click.option(
+    "--preprocessing", default=None, help="Preprocessing option (in-process) or the one expected (service)."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.option("--with-vector", is_flag=True, help="With --json: include the embedding values.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds allowed per image.")
@@ -156,6 +172,7 @@ def embed(
     images: tuple[str, ...],
     address: str | None,
     backbone: str | None,
+    preprocessing: str | None,
     as_json: bool,
     with_vector: bool,
     timeout: float,
@@ -167,6 +184,7 @@ def embed(
         list(images),
         address=address,
         backbone=backbone,
+        preprocessing=preprocessing,
         as_json=as_json,
         with_vector=with_vector,
         timeout=timeout,
@@ -226,6 +244,21 @@ def train() -> None:
 @click.option(
     "--report", type=click.Path(path_type=Path), default=None, help="Report folder (default BUNDLE-report)."
 )
+@click.option(
+    "--augment",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Augmented copies (stain, colour, scale, rotation, flip) of each FIT-part image; 0 = none.",
+)
+@click.option(
+    "--probe",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Cross-source probe, evaluation only (default: <shared data>/probe-pbc-neutrophil when present).",
+)
+@click.option("--no-probe", is_flag=True, help="Do not evaluate a cross-source probe.")
+@click.option("--preprocessing", default=None, help="Preprocessing option (default: plain).")
 def train_classifiers(
     data: Path,
     out: Path,
@@ -234,16 +267,32 @@ def train_classifiers(
     models: str,
     cv_folds: int,
     report: Path | None,
+    augment: int,
+    probe: Path | None,
+    no_probe: bool,
+    preprocessing: str | None,
 ) -> None:
     """Embed DATA, train the study's models, evaluate them honestly, write a bundle and a report."""
     from hemascope.commands.train import run_train
+    from hemascope.training.crosssource import default_probe
     from hemascope.training.models import MODELS
 
     chosen = [m.strip() for m in models.split(",") if m.strip()]
     unknown = sorted(set(chosen) - set(MODELS))
     if unknown:
         raise click.BadParameter(f"unknown models {unknown}; known: {sorted(MODELS)}", param_hint="--models")
-    run_train(data, out, backbone=backbone, address=address, models=chosen, cv_folds=cv_folds, report=report)
+    run_train(
+        data,
+        out,
+        backbone=backbone,
+        address=address,
+        models=chosen,
+        cv_folds=cv_folds,
+        report=report,
+        augment=augment,
+        probe=None if no_probe else probe or default_probe(),
+        preprocessing=preprocessing,
+    )
 
 
 @main.command("evaluate")
@@ -253,11 +302,85 @@ def train_classifiers(
     "--address", default=None, help="Embed through a feature service at host:port (else in-process)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with per-model metrics.")
-def evaluate(bundle: Path, data: Path, address: str | None, as_json: bool) -> None:
+@click.option(
+    "--probe",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Also score a cross-source probe (e.g. <shared data>/probe-pbc-neutrophil): what its cells are "
+    "called and how many errors are referred.",
+)
+def evaluate(bundle: Path, data: Path, address: str | None, as_json: bool, probe: Path | None) -> None:
     """Score a model bundle on any folder-per-class dataset."""
     from hemascope.commands.train import run_evaluate
 
-    run_evaluate(bundle, data, address=address, as_json=as_json)
+    run_evaluate(bundle, data, address=address, as_json=as_json, probe=probe)
+
+
+@main.group()
+def study() -> None:
+    """Studies that compare pipeline options and pick defaults."""
+
+
+@study.command("robustness")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--probe",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Cross-source probe (evaluation only), e.g. ../shared/data/probe-pbc-neutrophil.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="study.md/json/png here."
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Embedding cache folder (default ~/.cache/hemascope/study); reruns reuse it.",
+)
+@click.option(
+    "--options", default=None, help="Comma-separated preprocessing options (default: every registered one)."
+)
+@click.option(
+    "--augment", type=click.IntRange(min=0), default=2, show_default=True, help="Copies when on; 0: no rows."
+)
+@click.option(
+    "--augment-top",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Augmentation rows for plain and this many best options (by probe accuracy) only.",
+)
+@click.option("--augment-all", is_flag=True, help="Augmentation rows for every option (slow).")
+@click.option("--backbone", default=None, help="Feature backbone (default efficientnet_lite0).")
+@click.option("--min-f1", type=click.FloatRange(0, 1), default=0.95, show_default=True)
+def study_robustness(
+    data: Path,
+    probe: Path,
+    out: Path,
+    cache: Path | None,
+    options: str | None,
+    augment: int,
+    augment_top: int,
+    augment_all: bool,
+    backbone: str | None,
+    min_f1: float,
+) -> None:
+    """Every preprocessing option x augmentation off/on: same-source and cross-source scores; picks one."""
+    from hemascope.commands.study import run_study
+
+    chosen = [o.strip() for o in options.split(",") if o.strip()] if options else None
+    run_study(
+        data,
+        probe,
+        out,
+        cache=cache,
+        options=chosen,
+        augment=augment,
+        augment_top=None if augment_all else augment_top,
+        backbone=backbone,
+        min_f1=min_f1,
+    )
 
 
 @main.command("audit-data")
@@ -387,3 +510,9 @@ def train_detector(
         lr0=lr0,
         device=device,
     )
+
+
+# The explain commands live in their own module (this one stays small); both import nothing heavy.
+serve.add_command(serve_explain_command)
+main.add_command(explain_command)
+main.add_command(explain_eval_command)

@@ -24,6 +24,8 @@ from hemascope.v1 import (
     common_pb2,
     detector_pb2,
     detector_pb2_grpc,
+    explain_pb2,
+    explain_pb2_grpc,
     feature_pb2,
     feature_pb2_grpc,
 )
@@ -161,6 +163,18 @@ def _detect(stub: detector_pb2_grpc.DetectorServiceStub, path: Path, draw: Path 
         click.echo(f"  boxes drawn to {draw}")
 
 
+def _explain(stub: explain_pb2_grpc.ExplainServiceStub, path: Path, model: str) -> None:
+    request = explain_pb2.ExplainRequest(image=common_pb2.Image(data=path.read_bytes()), model=model)
+    response = stub.Explain(request, timeout=120)
+    out = DEMO_OUT / f"{path.stem}-explain-{model}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(response.overlay_png)
+    click.echo(
+        f"{path.name}: {model} {response.method} explains {response.class_name} "
+        f"(p={response.class_probability:.3f}) in {response.timings.total_ms:.0f} ms; overlay: {out}"
+    )
+
+
 def run_demo(images: list[Path], backbone: str | None, bundle: Path | None) -> None:
     paths = images or sorted(SAMPLES.glob("*.jpg"))
     bundle = bundle or (DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "manifest.json").is_file() else None)
@@ -191,6 +205,13 @@ def run_demo(images: list[Path], backbone: str | None, bundle: Path | None) -> N
         _pass(features, classifier, paths, "first pass (embeddings computed):")
         _pass(features, classifier, paths, "second pass (embeddings from the cache):")
         _show_refusal(features, paths[0])
+        if bundle is not None:
+            explainer = explain_pb2_grpc.ExplainServiceStub(
+                stack.enter_context(_service("explain", ["--bundle", str(bundle)]))
+            )
+            click.echo("\nwhere the models look (Grad-CAM for LR, Ablation-CAM for the others):")
+            for model in ("logistic_regression", "xgboost"):
+                _explain(explainer, paths[0], model)
         smears = sorted(SMEARS.glob("*.jpg"))
         if smears and DEFAULT_DETECTOR.is_file():
             click.echo("")

@@ -68,6 +68,14 @@ def serve_detector(overrides: dict[str, Any]) -> None:
     )
 
 
+def serve_explain(overrides: dict[str, Any]) -> None:
+    from services.explain.server import create_server
+    from services.explain.settings import ExplainSettings
+
+    settings = ExplainSettings(**overrides)
+    run_server("explain", settings, create_server, f"bundle {settings.bundle}")
+
+
 def export_backbone(backbone: str | None) -> str:
     """Makes or finds the ONNX export for the configured backbone; returns its path."""
     from hemascope.files import file_sha256

@@ -1,0 +1,62 @@
+"""Explain service settings (env prefix ``HEMASCOPE_EXPLAIN_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from hemascope.settings import ServerSettings
+
+
+class ExplainSettings(ServerSettings):
+    """Settings of the explanation (class activation map) service."""
+
+    model_config = SettingsConfigDict(env_prefix="HEMASCOPE_EXPLAIN_", extra="ignore")
+
+    port: int = Field(50054, ge=0, le=65535, description="gRPC port; 0 picks a free one (tests).")
+    metrics_port: int | None = Field(9467, ge=0, le=65535, description="Prometheus port; None disables.")
+    bundle: Path | None = Field(
+        None,
+        description="Model bundle directory (with manifest.json). Required: without it, or with a bundle "
+        "that does not load or whose backbone weights are not here, the service never turns SERVING and "
+        "`hemascope serve explain` exits 2.",
+    )
+    resnet50_checkpoint: Path | None = Field(
+        None,
+        description="torchvision-layout ResNet50 state dict (.pth); required when the bundle's backbone is "
+        "resnet50. Its SHA-256 must equal the bundle's weights_hash.",
+    )
+    max_concurrent: int = Field(
+        2, ge=1, description="Explanations computed at the same time (each runs the backbone in PyTorch)."
+    )
+    max_queue: int = Field(
+        8, ge=0, description="Explanations waiting for a slot; more at once fail with RESOURCE_EXHAUSTED."
+    )
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="PyTorch intra-op threads for this process; 0 keeps PyTorch's default (one per core). On "
+        "a busy host, 1 avoids threads contending for cores (small 7 x 7 CAM ops then take microseconds, not "
+        "milliseconds); max_concurrent still runs several explanations in parallel.",
+    )
+    ablation_batch: int = Field(
+        256, ge=1, description="Ablated channels evaluated per batch by Ablation-CAM (memory vs. speed)."
+    )
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest encoded image accepted.")
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Largest width x height accepted (the overlay PNG is rendered at the original size).",
+    )
+    memory_cache_entries: int = Field(
+        1024, ge=0, description="In-process LRU of explanations (used without Redis); 0 disables caching."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL for the explanation cache (e.g. redis://127.0.0.1:6379/0); unset: in-process.",
+    )
+    cache_prefix: str = Field("hemascope:", description="Key prefix in Redis.")
+    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Explanation cache time-to-live in seconds.")
+    redis_timeout_ms: float = Field(50.0, gt=0, description="Redis socket timeout; slower means a miss.")

@@ -1,0 +1,239 @@
+"""ExplainCore without gRPC, on the committed bundle and real images: explanations, overlay size, cache,
+embeddings (consistent with the classifier), errors, limits and the concurrency bound."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hemascope.bundle import BundleError
+from hemascope.data import REPO_ROOT
+from hemascope.errors import (
+    ConfigurationError,
+    FailedPrecondition,
+    InvalidArgument,
+    InvalidImage,
+    NotFound,
+    ResourceExhausted,
+)
+from hemascope.imaging.decode import REASON_TOO_LARGE, REASON_TOO_MANY_PIXELS, ImageLimits, decode_image
+from hemascope.imaging.inputs import ImageInput
+from services.classifier.core import ClassifierCore
+from services.classifier.inputs import EmbeddingInput
+from services.classifier.settings import ClassifierSettings
+from services.explain.admission import Admission
+from services.explain.core import ExplainCore
+from services.explain.settings import ExplainSettings
+from tests.conftest import encode
+
+BUNDLE = REPO_ROOT / "models" / "bloodcells-5class"
+
+
+@pytest.fixture(scope="module")
+def core() -> Iterator[ExplainCore]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the shared 2-core machine: tiny ops thrash with more
+    core = ExplainCore(ExplainSettings(bundle=BUNDLE, metrics_port=None, log_json=False))
+    core.load()
+    yield core
+    core.close()
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def paths(data_dir: Path) -> dict[str, Path]:
+    """The first val image of each class (PBC ones are 360 x 363, Munich ones 400 x 400)."""
+    root = data_dir / "bloodcells-5class" / "val"
+    return {d.name: sorted(d.glob("*.jpg"))[0] for d in sorted(root.iterdir())}
+
+
+def image(path: Path) -> ImageInput:
+    return ImageInput(data=path.read_bytes())
+
+
+def embedding_of(core: ExplainCore, path: Path, **provenance: str) -> EmbeddingInput:
+    """The image's embedding as the feature service makes it (the split backbone's pooled features)."""
+    loaded = core.loaded
+    prepared = loaded.preprocessing.prepare(decode_image(path.read_bytes()).pixels)
+    with torch.no_grad():
+        vector = loaded.explainer.backbone(torch.from_numpy(np.array(prepared[None])))[0].numpy()
+    manifest = loaded.bundle.manifest
+    fields = {
+        "backbone": manifest.backbone,
+        "weights_hash": manifest.weights_hash,
+        "preprocessing": manifest.preprocessing,
+    }
+    return EmbeddingInput(values=vector.astype(np.float32), dimension=len(vector), **(fields | provenance))
+
+
+def test_explains_the_predicted_class_with_an_overlay_at_the_original_size(
+    core: ExplainCore, paths: dict[str, Path]
+) -> None:
+    path = paths["monocyte"]
+    result = core.explain(image(path), "logistic_regression", skip_cache=True)
+    assert result.method == "gradcam" and result.class_name == result.predicted_class == "monocyte"
+    assert result.class_probability == result.predicted_probability > 0.5
+    assert result.heatmap.shape == (7, 7) and result.heatmap.min() >= 0 and result.heatmap.max() <= 1
+    original = Image.open(path)
+    overlay = Image.open(io.BytesIO(result.overlay_png))
+    assert overlay.format == "PNG" and overlay.mode == "RGB" and overlay.size == original.size == (360, 363)
+    assert (result.width, result.height) == original.size and result.region == (0, 0, 360, 363)
+    assert result.bundle_version == core.loaded.bundle.manifest.bundle_version
+    assert result.model_version == "logistic_regression-1" and not result.from_embedding
+    # the overlay is the image with heat blended in: close to the original where heat is low, never equal
+    blended = np.asarray(overlay, dtype=np.float64)
+    assert 5 < np.abs(blended - np.asarray(original.convert("RGB"), dtype=np.float64)).mean() < 120
+
+
+def test_second_identical_call_is_a_cache_hit(core: ExplainCore, paths: dict[str, Path]) -> None:
+    path = paths["basophil"]
+    first = core.explain(image(path), "xgboost", "basophil")
+    second = core.explain(image(path), "xgboost", "basophil")
+    assert not first.cache_hit and second.cache_hit
+    assert second.timings.cam_ms == 0 and first.timings.cam_ms > 0
+    assert np.array_equal(first.heatmap, second.heatmap) and first.overlay_png == second.overlay_png
+    assert first.class_probability == second.class_probability and second.method == "ablationcam"
+    other_class = core.explain(image(path), "xgboost", "monocyte")
+    assert not other_class.cache_hit and not np.array_equal(other_class.heatmap, first.heatmap)
+    assert not core.explain(image(path), "xgboost", "basophil", skip_cache=True).cache_hit
+
+
+def test_class_maps_differ_and_every_model_gets_its_method(core: ExplainCore, paths: dict[str, Path]) -> None:
+    path = paths["myeloblast"]
+    methods = {m.name: m.default_method for m in core.models()}
+    assert methods == {
+        "kmeans": "ablationcam",
+        "logistic_regression": "gradcam",
+        "random_forest": "ablationcam",
+        "svm": "ablationcam",
+        "xgboost": "ablationcam",
+    }
+    for model, method in methods.items():
+        result = core.explain(image(path), model)
+        assert result.method == method and float(result.heatmap.std()) > 0.01, model
+    a = core.explain(image(path), "logistic_regression", "myeloblast").heatmap
+    b = core.explain(image(path), "logistic_regression", "seg_neutrophil").heatmap
+    assert float(np.abs(a - b).max()) > 0.05
+
+
+def test_embedding_probabilities_are_the_classifier_services(
+    core: ExplainCore, paths: dict[str, Path]
+) -> None:
+    classifier = ClassifierCore(ClassifierSettings(bundle=BUNDLE))
+    classifier.load()
+    for model in ("logistic_regression", "svm"):
+        own = embedding_of(core, paths["erythroblast"])
+        result = core.explain(image(paths["erythroblast"]), model, embedding=own)
+        expected = classifier.classify([own], [model]).outputs[0]
+        classes = core.loaded.classes
+        assert result.from_embedding and result.predicted_class == classes[int(expected.labels[0])]
+        assert result.predicted_probability == pytest.approx(float(expected.confidence[0]), abs=1e-12)
+    # another image's embedding decides the predicted (and so the explained) class
+    other = embedding_of(core, paths["myeloblast"])
+    result = core.explain(image(paths["erythroblast"]), "logistic_regression", embedding=other)
+    assert result.predicted_class == result.class_name == "myeloblast"
+
+
+@pytest.mark.parametrize(
+    ("provenance", "reason"),
+    [
+        ({"backbone": "resnet50"}, "WRONG_BACKBONE"),
+        ({"weights_hash": "0" * 64}, "WRONG_WEIGHTS"),
+        ({"preprocessing": "cellcrop-224-bilinear-aa-imagenet.seg1.v1"}, "WRONG_PREPROCESSING"),
+    ],
+)
+def test_embedding_with_other_provenance_is_refused(
+    core: ExplainCore, paths: dict[str, Path], provenance: dict[str, str], reason: str
+) -> None:
+    bad = embedding_of(core, paths["basophil"], **provenance)
+    with pytest.raises(FailedPrecondition) as info:
+        core.explain(image(paths["basophil"]), "svm", embedding=bad)
+    assert info.value.reason == reason and info.value.field.startswith("embedding.")
+
+
+def test_embedding_of_the_wrong_dimension_is_refused(core: ExplainCore, paths: dict[str, Path]) -> None:
+    short = EmbeddingInput(values=np.zeros(2048, np.float32))
+    with pytest.raises(FailedPrecondition):
+        core.explain(image(paths["basophil"]), "svm", embedding=short)
+
+
+def test_unknown_names_and_non_differentiable_models(core: ExplainCore, paths: dict[str, Path]) -> None:
+    data = image(paths["basophil"])
+    with pytest.raises(NotFound):
+        core.explain(data, "no_such_model")
+    with pytest.raises(InvalidArgument) as info:
+        core.explain(data, "svm", "lymphocyte")
+    assert info.value.reason == "UNKNOWN_CLASS" and info.value.field == "target_class"
+    with pytest.raises(InvalidArgument):
+        core.explain(data, "svm", method="scorecam")
+    with pytest.raises(FailedPrecondition) as refused:
+        core.explain(data, "svm", method="gradcam")
+    assert refused.value.reason == "NOT_DIFFERENTIABLE"
+
+
+def test_corrupt_and_truncated_images_are_invalid_and_the_core_keeps_working(
+    core: ExplainCore, paths: dict[str, Path]
+) -> None:
+    data = paths["monocyte"].read_bytes()
+    for bad in (b"not an image at all", data[: len(data) // 2], b""):
+        with pytest.raises(InvalidImage):
+            core.explain(ImageInput(data=bad), "logistic_regression")
+    assert core.explain(ImageInput(data=data), "logistic_regression").class_name == "monocyte"
+
+
+def test_oversized_images_are_refused(
+    core: ExplainCore, paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = paths["monocyte"].read_bytes()
+    monkeypatch.setattr(core, "limits", ImageLimits(max_bytes=len(data) - 1))
+    with pytest.raises(InvalidImage) as info:
+        core.explain(ImageInput(data=data), "logistic_regression")
+    assert info.value.reason == REASON_TOO_LARGE
+    monkeypatch.setattr(core, "limits", ImageLimits(max_pixels=360 * 363 - 1))
+    with pytest.raises(InvalidImage) as info:
+        core.explain(ImageInput(data=data), "logistic_regression")
+    assert info.value.reason == REASON_TOO_MANY_PIXELS
+
+
+def test_full_slots_give_resource_exhausted_but_cache_hits_still_answer(
+    core: ExplainCore, paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = paths["seg_neutrophil"]
+    cached = core.explain(image(path), "logistic_regression", "seg_neutrophil")
+    admission = Admission(max_concurrent=1, max_queue=0)
+    monkeypatch.setattr(core, "admission", admission)
+    with admission.slot():  # another explanation is running; none may wait
+        with pytest.raises(ResourceExhausted):
+            core.explain(image(path), "logistic_regression", "basophil")
+        hit = core.explain(image(path), "logistic_regression", "seg_neutrophil")
+        assert hit.cache_hit and np.array_equal(hit.heatmap, cached.heatmap)
+    assert not core.explain(image(path), "logistic_regression", "basophil").cache_hit
+
+
+def test_a_png_of_the_same_pixels_shares_the_cache_entry(core: ExplainCore, paths: dict[str, Path]) -> None:
+    pixels = decode_image(paths["erythroblast"].read_bytes()).pixels
+    first = core.explain(ImageInput(data=encode(pixels, "PNG")), "random_forest", "erythroblast")
+    second = core.explain(ImageInput(data=encode(pixels, "BMP")), "random_forest", "erythroblast")
+    assert second.cache_hit and first.content_hash == second.content_hash
+
+
+def test_load_refuses_weights_other_than_the_bundles(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    expected = manifest["weights_hash"]
+    manifest["weights_hash"] = "f" * 64
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigurationError) as info:
+        ExplainCore(ExplainSettings(bundle=bundle, metrics_port=None)).load()
+    assert expected in info.value.message and "f" * 64 in info.value.message
+    with pytest.raises(BundleError):
+        ExplainCore(ExplainSettings(bundle=None, metrics_port=None)).load()
