@@ -1,1 +1,1 @@
-"""The gateway: Hemascope's one public API (AnalysisService, and the Open Inference Protocol) over the services."""
+"""The gateway: the one public API (AnalysisService and the Open Inference Protocol) over the services."""

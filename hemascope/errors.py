@@ -36,6 +36,13 @@ class InvalidImage(InvalidArgument):
     default_reason = "INVALID_IMAGE"
 
 
+class Unauthenticated(HemascopeError):
+    """No valid credentials (e.g. a missing or wrong API key); never says whether a caller exists."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
 class NotFound(HemascopeError):
     code = grpc.StatusCode.NOT_FOUND
     default_reason = "NOT_FOUND"

@@ -123,8 +123,14 @@ def build_server(
     bindings: Sequence[ServiceBinding],
     load: Callable[[], None],
     on_stop: Sequence[Callable[[], None]] = (),
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[ManagedServer, int]:
-    """Creates, binds and starts a server for ``bindings``; returns it with the bound port."""
+    """Creates, binds and starts a server for ``bindings``; returns it with the bound port.
+
+    ``interceptors`` run before the kernel's ServiceInterceptor (e.g. authentication); with
+    ``credentials`` the port is bound with TLS (``add_secure_port``), otherwise in plaintext.
+    """
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -132,7 +138,7 @@ def build_server(
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[ServiceInterceptor()],
+        interceptors=[*interceptors, ServiceInterceptor()],
         options=options,
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -141,7 +147,12 @@ def build_server(
     for binding in bindings:
         binding.register(server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    port = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
+    )
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     metrics = (

@@ -67,9 +67,12 @@ class AnalysisServiceServicer:
     def Analyze(self, request, context):
         """Analyses one image. The embedding is computed first, then classification and explanation; detection
         runs in parallel with them. The caller's deadline applies to every downstream call. Missing or wrong
-        API key -> UNAUTHENTICATED; an unreadable, truncated or oversized image, unknown options or an empty
-        request -> INVALID_ARGUMENT (no downstream call is made); the call itself fails only when no part could
-        be attempted, otherwise per-part failures are reported in AnalyzeResponse.parts.
+        API key -> UNAUTHENTICATED; an unreadable, truncated or oversized image, unknown or contradictory options
+        or an empty request -> INVALID_ARGUMENT (no downstream call is made); the call itself fails only when no
+        part could be attempted, or when every part failed because a service refused the request as invalid
+        (INVALID_ARGUMENT). Any other failure, even of every part, is reported in AnalyzeResponse.parts. Each
+        downstream call gets the caller's remaining deadline less a small reserve for assembling the answer,
+        so a late part is reported as DEADLINE_EXCEEDED while the parts that finished are returned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

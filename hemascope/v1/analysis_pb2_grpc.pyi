@@ -41,9 +41,12 @@ class AnalysisServiceStub:
     Analyze: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.AnalyzeRequest, _analysis_pb2.AnalyzeResponse]
     """Analyses one image. The embedding is computed first, then classification and explanation; detection
     runs in parallel with them. The caller's deadline applies to every downstream call. Missing or wrong
-    API key -> UNAUTHENTICATED; an unreadable, truncated or oversized image, unknown options or an empty
-    request -> INVALID_ARGUMENT (no downstream call is made); the call itself fails only when no part could
-    be attempted, otherwise per-part failures are reported in AnalyzeResponse.parts.
+    API key -> UNAUTHENTICATED; an unreadable, truncated or oversized image, unknown or contradictory options
+    or an empty request -> INVALID_ARGUMENT (no downstream call is made); the call itself fails only when no
+    part could be attempted, or when every part failed because a service refused the request as invalid
+    (INVALID_ARGUMENT). Any other failure, even of every part, is reported in AnalyzeResponse.parts. Each
+    downstream call gets the caller's remaining deadline less a small reserve for assembling the answer,
+    so a late part is reported as DEADLINE_EXCEEDED while the parts that finished are returned.
     """
     AnalyzeStream: _grpc.StreamStreamMultiCallable[_analysis_pb2.AnalyzeStreamRequest, _analysis_pb2.AnalyzeStreamResponse]
     """Analyses a stream of images: results are sent as they finish (not necessarily in request order), each
@@ -70,9 +73,12 @@ class AnalysisServiceAsyncStub(AnalysisServiceStub):
     Analyze: _aio.UnaryUnaryMultiCallable[_analysis_pb2.AnalyzeRequest, _analysis_pb2.AnalyzeResponse]  # type: ignore[assignment]
     """Analyses one image. The embedding is computed first, then classification and explanation; detection
     runs in parallel with them. The caller's deadline applies to every downstream call. Missing or wrong
-    API key -> UNAUTHENTICATED; an unreadable, truncated or oversized image, unknown options or an empty
-    request -> INVALID_ARGUMENT (no downstream call is made); the call itself fails only when no part could
-    be attempted, otherwise per-part failures are reported in AnalyzeResponse.parts.
+    API key -> UNAUTHENTICATED; an unreadable, truncated or oversized image, unknown or contradictory options
+    or an empty request -> INVALID_ARGUMENT (no downstream call is made); the call itself fails only when no
+    part could be attempted, or when every part failed because a service refused the request as invalid
+    (INVALID_ARGUMENT). Any other failure, even of every part, is reported in AnalyzeResponse.parts. Each
+    downstream call gets the caller's remaining deadline less a small reserve for assembling the answer,
+    so a late part is reported as DEADLINE_EXCEEDED while the parts that finished are returned.
     """
     AnalyzeStream: _aio.StreamStreamMultiCallable[_analysis_pb2.AnalyzeStreamRequest, _analysis_pb2.AnalyzeStreamResponse]  # type: ignore[assignment]
     """Analyses a stream of images: results are sent as they finish (not necessarily in request order), each
@@ -102,9 +108,12 @@ class AnalysisServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analysis_pb2.AnalyzeResponse, _abc.Awaitable[_analysis_pb2.AnalyzeResponse]]:
         """Analyses one image. The embedding is computed first, then classification and explanation; detection
         runs in parallel with them. The caller's deadline applies to every downstream call. Missing or wrong
-        API key -> UNAUTHENTICATED; an unreadable, truncated or oversized image, unknown options or an empty
-        request -> INVALID_ARGUMENT (no downstream call is made); the call itself fails only when no part could
-        be attempted, otherwise per-part failures are reported in AnalyzeResponse.parts.
+        API key -> UNAUTHENTICATED; an unreadable, truncated or oversized image, unknown or contradictory options
+        or an empty request -> INVALID_ARGUMENT (no downstream call is made); the call itself fails only when no
+        part could be attempted, or when every part failed because a service refused the request as invalid
+        (INVALID_ARGUMENT). Any other failure, even of every part, is reported in AnalyzeResponse.parts. Each
+        downstream call gets the caller's remaining deadline less a small reserve for assembling the answer,
+        so a late part is reported as DEADLINE_EXCEEDED while the parts that finished are returned.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,76 @@
+"""The consensus of the classifier models on one cell, and whether to refer it to a human.
+
+consensus label = the class with the largest mean calibrated probability over the models that ran;
+agreement = the fraction of models whose own label is that class; malignant probability = the mean of the
+models' malignant probabilities, flagged at the threshold; refer when any model abstains (low confidence,
+out of distribution, or both) or when the models disagree on the label, with one reason per cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: Refer reasons as the classifier reports them (classifier.proto ReferReason), in words.
+REFER_WORDS: Mapping[str, str] = {
+    "LOW_CONFIDENCE": "low confidence",
+    "OUT_OF_DISTRIBUTION": "out of distribution",
+    "LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION": "low confidence and out of distribution",
+}
+DEFAULT_MALIGNANT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ModelVote:
+    """One model's verdict, as the consensus needs it."""
+
+    model: str
+    label: str
+    probabilities: Mapping[str, float]
+    malignant_probability: float
+    abstain: bool = False
+    refer_reason: str = ""
+    """"LOW_CONFIDENCE", "OUT_OF_DISTRIBUTION", "LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION" or empty."""
+
+
+@dataclass(frozen=True)
+class Consensus:
+    label: str
+    probability: float
+    agreement: float
+    malignant_probability: float
+    malignant: bool
+    refer: bool
+    refer_reasons: tuple[str, ...]
+
+
+def consensus(
+    votes: Sequence[ModelVote],
+    classes: Sequence[str],
+    malignant_threshold: float = DEFAULT_MALIGNANT_THRESHOLD,
+) -> Consensus:
+    """Combines the votes; ``classes`` fixes the order (ties go to the earlier class). Needs >= 1 vote."""
+    if not votes:
+        raise ValueError("consensus needs at least one model's vote")
+    if not 0 < malignant_threshold <= 1:
+        raise ValueError("malignant_threshold must be in (0, 1]")
+    n = len(votes)
+    means = {name: sum(vote.probabilities.get(name, 0.0) for vote in votes) / n for name in classes}
+    label = max(classes, key=lambda name: means[name])  # max keeps the first of equal values
+    agreement = sum(vote.label == label for vote in votes) / n
+    malignant_probability = sum(vote.malignant_probability for vote in votes) / n
+    reasons = [
+        f"{vote.model}: {REFER_WORDS.get(vote.refer_reason, 'abstains')}" for vote in votes if vote.abstain
+    ]
+    labels = sorted({vote.label for vote in votes})
+    if len(labels) > 1:
+        reasons.append(f"models disagree: {', '.join(labels)}")
+    return Consensus(
+        label=label,
+        probability=means[label],
+        agreement=agreement,
+        malignant_probability=malignant_probability,
+        malignant=malignant_probability >= malignant_threshold,
+        refer=bool(reasons),
+        refer_reasons=tuple(reasons),
+    )

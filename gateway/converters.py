@@ -1,0 +1,130 @@
+"""Protobuf <-> domain types for the gateway's AnalysisService."""
+
+from __future__ import annotations
+
+from gateway.consensus import DEFAULT_MALIGNANT_THRESHOLD
+from gateway.domain import AnalysisReport, AnalyzeOptions, Capabilities, EmbeddingInfo
+from hemascope.errors import HemascopeError, InvalidArgument
+from hemascope.imaging.inputs import ImageInput
+from hemascope.interceptors import error_detail
+from hemascope.v1 import analysis_pb2, common_pb2
+
+
+def image_from_request(request: analysis_pb2.AnalyzeRequest) -> ImageInput:
+    """The request's image; INVALID_ARGUMENT when there is none."""
+    if not request.HasField("image") or not request.image.data:
+        raise InvalidArgument("the request holds no image bytes", reason="EMPTY_IMAGE", field="image.data")
+    image = request.image
+    return ImageInput(data=image.data, media_type=image.media_type, image_id=image.image_id)
+
+
+def options_from_request(request: analysis_pb2.AnalyzeRequest) -> AnalyzeOptions:
+    o = request.options
+    return AnalyzeOptions(
+        models=tuple(o.models),
+        skip_classification=o.skip_classification,
+        detect=o.detect,
+        explain=o.explain,
+        explain_model=o.explain_model,
+        explain_class=o.explain_class,
+        explain_method=o.explain_method,
+        detect_confidence=o.detect_confidence,
+        detect_iou=o.detect_iou,
+        malignant_threshold=o.malignant_threshold or DEFAULT_MALIGNANT_THRESHOLD,
+    )
+
+
+def _embedding(info: EmbeddingInfo) -> analysis_pb2.EmbeddingInfo:
+    return analysis_pb2.EmbeddingInfo(
+        backbone=info.backbone,
+        weights_hash=info.weights_hash,
+        preprocessing=info.preprocessing,
+        cache_hit=info.cache_hit,
+    )
+
+
+def analyze_response(report: AnalysisReport) -> analysis_pb2.AnalyzeResponse:
+    response = analysis_pb2.AnalyzeResponse(
+        image_id=report.image_id,
+        content_hash=report.content_hash,
+        width=report.width,
+        height=report.height,
+        parts=[
+            analysis_pb2.PartStatus(
+                part=p.part, code=p.code.value[0], reason=p.reason, message=p.message, elapsed_ms=p.elapsed_ms
+            )
+            for p in report.parts
+        ],
+        timings=[analysis_pb2.StageTiming(stage=stage, ms=ms) for stage, ms in report.timings.items()],
+        model_versions=report.model_versions,
+    )
+    if report.embedding is not None:
+        response.embedding.CopyFrom(_embedding(report.embedding))
+    if report.classification is not None:
+        c = report.classification
+        v = c.consensus
+        response.classification.CopyFrom(
+            analysis_pb2.CellClassification(
+                predictions=c.predictions,
+                bundle_version=c.bundle_version,
+                consensus_label=v.label,
+                consensus_probability=v.probability,
+                agreement=v.agreement,
+                malignant_probability=v.malignant_probability,
+                malignant=v.malignant,
+                refer=v.refer,
+                refer_reasons=v.refer_reasons,
+            )
+        )
+    if report.detection is not None:
+        d = report.detection
+        response.detection.CopyFrom(analysis_pb2.CellDetection(boxes=d.boxes, model_version=d.model_version))
+    if report.explanation is not None:
+        e = report.explanation
+        response.explanation.CopyFrom(
+            analysis_pb2.CellExplanation(
+                model=e.model,
+                model_version=e.model_version,
+                method=e.method,
+                class_name=e.class_name,
+                class_probability=e.class_probability,
+                heat_map=e.heat_map,
+                overlay_png=e.overlay_png,
+                region=e.region,
+            )
+        )
+    return response
+
+
+def stream_result(request_id: str, report: AnalysisReport) -> analysis_pb2.AnalyzeStreamResponse:
+    return analysis_pb2.AnalyzeStreamResponse(request_id=request_id, result=analyze_response(report))
+
+
+def stream_error(request_id: str, error: HemascopeError) -> analysis_pb2.AnalyzeStreamResponse:
+    detail: common_pb2.ErrorDetail = error_detail(error)
+    return analysis_pb2.AnalyzeStreamResponse(request_id=request_id, error=detail)
+
+
+def capabilities_response(caps: Capabilities) -> analysis_pb2.GetCapabilitiesResponse:
+    response = analysis_pb2.GetCapabilitiesResponse(
+        classes=caps.classes,
+        malignant_classes=caps.malignant_classes,
+        models=[
+            analysis_pb2.ClassifierModel(name=m.name, version=m.version, explain_methods=m.explain_methods)
+            for m in caps.models
+        ],
+        bundle_version=caps.bundle_version,
+        detector_version=caps.detector_version,
+        detector_classes=caps.detector_classes,
+        max_image_bytes=caps.max_image_bytes,
+        max_image_pixels=caps.max_image_pixels,
+        max_stream_in_flight=caps.max_stream_in_flight,
+        max_streams_per_caller=caps.max_streams_per_caller,
+        services=[
+            analysis_pb2.ServiceState(name=s.name, serving=s.serving, circuit_open=s.circuit_open)
+            for s in caps.services
+        ],
+    )
+    if caps.embedding is not None:
+        response.embedding.CopyFrom(_embedding(caps.embedding))
+    return response

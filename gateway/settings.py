@@ -1,0 +1,102 @@
+"""Gateway settings (env prefix ``HEMASCOPE_GATEWAY_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from hemascope.settings import ServerSettings
+
+
+class GatewaySettings(ServerSettings):
+    """Settings of the public gateway: downstream addresses, security, limits, resilience."""
+
+    model_config = SettingsConfigDict(env_prefix="HEMASCOPE_GATEWAY_", extra="ignore")
+
+    port: int = Field(50050, ge=0, le=65535, description="gRPC port; 0 picks a free one (tests).")
+    metrics_port: int | None = Field(9463, ge=0, le=65535, description="Prometheus port; None disables.")
+
+    feature_address: str = Field("127.0.0.1:50051", description="host:port of the feature service.")
+    classifier_address: str = Field("127.0.0.1:50052", description="host:port of the classifier service.")
+    detector_address: str = Field("127.0.0.1:50053", description="host:port of the detector service.")
+    explain_address: str = Field("127.0.0.1:50054", description="host:port of the explain service.")
+
+    api_keys_file: Path | None = Field(
+        None,
+        description="API key file (hashed keys, see `hemascope gateway add-key`). None: authentication is "
+        "off and every caller is 'anonymous' (logged loudly at start).",
+    )
+    require_api_key: bool = Field(
+        True, description="With a keys file: refuse calls without a valid x-api-key (UNAUTHENTICATED)."
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM server certificate chain; None: plaintext.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle of caller certificates; when set, mTLS: callers must present one."
+    )
+    downstream_ca_file: Path | None = Field(
+        None, description="PEM CA bundle to verify the services' certificates; None: insecure channels."
+    )
+    downstream_cert_file: Path | None = Field(
+        None, description="PEM client certificate the gateway presents to the services (mTLS)."
+    )
+    downstream_key_file: Path | None = Field(None, description="PEM private key of downstream_cert_file.")
+    audit_log: Path | None = Field(
+        None, description="Append-only hash-chained audit file (JSON lines); None: no audit trail (logged)."
+    )
+    audit_key_file: Path | None = Field(
+        None,
+        description="File holding a secret (>= 32 bytes) that makes the audit chain an HMAC chain, so only "
+        "holders of the key can recompute it; None: plain SHA-256 chain.",
+    )
+
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest encoded image accepted.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width x height accepted.")
+    max_stream_in_flight: int = Field(
+        8, ge=1, description="Requests of one AnalyzeStream processed at once; the gateway reads no more."
+    )
+    max_streams_per_caller: int = Field(4, ge=1, description="AnalyzeStream calls one caller may hold open.")
+
+    downstream_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a downstream call may take; the cap when the caller sets no deadline (a "
+        "shorter caller deadline always wins).",
+    )
+    deadline_reserve_ms: float = Field(
+        100.0,
+        ge=0,
+        description="Part of the caller's deadline kept back from the downstream calls (at most 20% of it) "
+        "so the gateway can still answer with the parts that finished when one is late.",
+    )
+    retries: int = Field(
+        2, ge=0, description="Extra attempts of an idempotent downstream call on UNAVAILABLE/overload."
+    )
+    retry_backoff_ms: float = Field(
+        50.0, ge=0, description="First retry delay; doubles per attempt, with +-50% jitter."
+    )
+    breaker_failures: int = Field(
+        5, ge=1, description="Consecutive failures of one service that open its circuit breaker."
+    )
+    breaker_reset_s: float = Field(
+        10.0, gt=0, description="Seconds an open breaker fails fast before one trial call is let through."
+    )
+    health_timeout_s: float = Field(
+        2.0, gt=0, description="Timeout of the health and describe calls made for GetCapabilities."
+    )
+    capabilities_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long GetCapabilities answers from its cache (refreshed sooner on recovery).",
+    )
+    part_workers: int = Field(
+        64, ge=4, description="Threads running downstream calls (parts) concurrently, shared by all calls."
+    )
+    stream_workers: int = Field(
+        32, ge=1, description="Threads running AnalyzeStream requests, shared by all streams."
+    )
+    explain_default_model: str = Field(
+        "logistic_regression", description="Model explained when AnalyzeOptions.explain_model is empty."
+    )
