@@ -252,6 +252,9 @@ def open_downstreams(settings: GatewaySettings, clock: Callable[[], float] = tim
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2000),
+        # Spread calls over every address a name resolves to (a headless Kubernetes Service's pods);
+        # gRPC's default, pick_first, would send everything to one pod.
+        ("grpc.lb_policy_name", "round_robin"),
     ]
     retry = RetryPolicy(settings.retries, settings.retry_backoff_ms / 1000)
 

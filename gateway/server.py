@@ -1,18 +1,17 @@
 """Gateway entry point: ``create_server(settings) -> (server, port)``.
 
-Hosts AnalysisService and, when gateway.kserve is installed, the Open Inference Protocol
-(KServe v2 GRPCInferenceService), behind API-key authentication, optional (m)TLS, per-caller stream limits
+Hosts AnalysisService and the Open Inference Protocol (KServe v2 GRPCInferenceService), behind API-key authentication, optional (m)TLS, per-caller stream limits
 and the audit trail. Health is NOT_SERVING until the downstream channels are open and described.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
+from gateway import kserve
 from gateway.audit import AuditLog, read_key_file
 from gateway.auth import ApiKeyStore, AuthInterceptor
 from gateway.core import GatewayCore
@@ -30,11 +29,8 @@ SERVICE_NAME = analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_
 KSERVE_SERVICE_NAME = "inference.GRPCInferenceService"
 
 
-def _kserve_binding(core: GatewayCore) -> ServiceBinding | None:
-    """The KServe v2 binding, when gateway.kserve is part of this installation."""
-    if importlib.util.find_spec("gateway.kserve") is None:
-        return None
-    from gateway import kserve  # type: ignore[attr-defined,unused-ignore]
+def _kserve_binding(core: GatewayCore) -> ServiceBinding:
+    """The KServe v2 binding (Open Inference Protocol) over the same core."""
 
     def register(server: grpc.Server) -> None:
         name = kserve.add_to_server(server, core)
@@ -70,10 +66,7 @@ def create_server(settings: GatewaySettings) -> tuple[ManagedServer, int]:
     def register(server: grpc.Server) -> None:
         analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(servicer, server)
 
-    bindings = [ServiceBinding(SERVICE_NAME, register)]
-    kserve = _kserve_binding(core)
-    if kserve is not None:
-        bindings.append(kserve)
+    bindings = [ServiceBinding(SERVICE_NAME, register), _kserve_binding(core)]
     on_stop: list[Callable[[], None]] = [core.close, lambda: stream_executor.shutdown(wait=False)]
     if audit is not None:
         on_stop.append(audit.close)

@@ -23,5 +23,14 @@ class ServerSettings(BaseSettings):
         64 * 1024 * 1024, ge=1024, description="Largest request message accepted by gRPC itself."
     )
     grace_period_s: float = Field(10.0, ge=0, description="Seconds in-flight RPCs get to finish on SIGTERM.")
+    max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description="Close client connections after this long (0: never), so clients re-resolve and spread "
+        "over new replicas; in-flight calls get max_connection_age_grace_s to finish.",
+    )
+    max_connection_age_grace_s: float = Field(
+        60.0, ge=0, description="How long calls on a connection being closed for its age may still run."
+    )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="Structured JSON logs (False: human-readable console lines).")

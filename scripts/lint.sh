@@ -11,4 +11,5 @@ if [ ! -x .tools/node_modules/.bin/buf ]; then
   (cd .tools && npm install --no-save --no-audit --no-fund --silent @bufbuild/buf@1.75.0)
 fi
 .tools/node_modules/.bin/buf lint
+scripts/deploy_check.sh   # Dockerfiles and Kubernetes manifests: hadolint, kustomize, schemas, checkov, properties
 echo "lint: ok"

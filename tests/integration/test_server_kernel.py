@@ -372,3 +372,34 @@ def test_graceful_stop_lets_in_flight_calls_finish(harness: Callable[..., Harnes
 
 def test_wait_for_termination_times_out_while_running(ready: Harness) -> None:
     assert ready.server.wait_for_termination(timeout=0.05) is False
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Connection age (clients re-resolve and spread over new replicas)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _states_after_a_call(h: Harness, seconds: float) -> list[grpc.ChannelConnectivity]:
+    states: list[grpc.ChannelConnectivity] = []
+    h.channel.subscribe(states.append, try_to_connect=True)
+    assert h.health() == health_pb2.HealthCheckResponse.SERVING
+    time.sleep(seconds)
+    h.channel.unsubscribe(states.append)
+    return states
+
+
+def test_connections_are_closed_after_their_maximum_age(harness: Callable[..., Harness]) -> None:
+    h = harness(max_connection_age_s=0.3, max_connection_age_grace_s=0.1)
+    h.server.wait_ready(WAIT)
+    states = _states_after_a_call(h, 1.5)
+    ready = states.index(grpc.ChannelConnectivity.READY)
+    assert grpc.ChannelConnectivity.IDLE in states[ready:]  # the server's GOAWAY closed the connection
+    assert h.health() == health_pb2.HealthCheckResponse.SERVING  # and the client reconnects
+
+
+def test_no_maximum_age_keeps_the_connection(harness: Callable[..., Harness]) -> None:
+    h = harness(max_connection_age_s=0)
+    h.server.wait_ready(WAIT)
+    states = _states_after_a_call(h, 1.5)
+    ready = states.index(grpc.ChannelConnectivity.READY)
+    assert grpc.ChannelConnectivity.IDLE not in states[ready:]

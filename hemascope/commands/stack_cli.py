@@ -1,0 +1,185 @@
+"""The click commands ``hemascope up`` and ``hemascope analyze`` (registered in hemascope.cli).
+
+Only click is imported here; gRPC and the client load when a command runs, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("up")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address of every process.")
+@click.option(
+    "--port",
+    "ports",
+    multiple=True,
+    metavar="NAME=PORT",
+    help="Port of one process (gateway 50050, feature 50051, classifier 50052, detector 50053, "
+    "explain 50054 by default); repeatable.",
+)
+@click.option("--free-ports", is_flag=True, help="Pick free ports for everything (metrics on any port).")
+@click.option(
+    "--without",
+    multiple=True,
+    type=click.Choice(["detector", "explain"]),
+    help="Do not start this service (the gateway reports its parts as unavailable); repeatable.",
+)
+@click.option(
+    "--bundle",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Model bundle for the classifier and explain services (default: models/bloodcells-5class).",
+)
+@click.option(
+    "--detector-model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Detector ONNX export (default: the committed models/detector-bccd/detector.onnx).",
+)
+@click.option("--backbone", default=None, help="Feature backbone (default: efficientnet_lite0).")
+@click.option(
+    "--redis-url",
+    envvar="HEMASCOPE_REDIS_URL",
+    default=None,
+    help="Redis for the embedding and explanation caches [env HEMASCOPE_REDIS_URL]; unset: in process.",
+)
+@click.option(
+    "--state-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Keep a JSON file with every process's address, pid and restarts up to date.",
+)
+@click.option("--grace", default=15.0, show_default=True, help="Seconds each process gets to stop.")
+@click.option("--max-restarts", default=5, show_default=True, help="Restarts per process in 5 minutes.")
+@click.option(
+    "--restart-backoff",
+    default=1.0,
+    show_default=True,
+    help="Seconds before the first restart of a crashed process; doubles per restart, at most 30.",
+)
+@click.option("--start-timeout", default=600.0, show_default=True, help="Seconds to wait for SERVING.")
+@click.option("--service-log-level", default="WARNING", show_default=True, help="Log level of the processes.")
+def up_command(
+    host: str,
+    ports: tuple[str, ...],
+    free_ports: bool,
+    without: tuple[str, ...],
+    bundle: Path | None,
+    detector_model: Path | None,
+    backbone: str | None,
+    redis_url: str | None,
+    state_file: Path | None,
+    grace: float,
+    max_restarts: int,
+    restart_backoff: float,
+    start_timeout: float,
+    service_log_level: str,
+) -> None:
+    """Start every service and the gateway as supervised processes; Ctrl-C stops them all."""
+    import os
+
+    from hemascope.commands.demo import DEFAULT_BUNDLE
+    from hemascope.commands.up import SERVICES, StackPlan, parse_ports, run_up
+    from hemascope.supervisor import SupervisorConfig
+
+    port_map, metrics_map = parse_ports(ports, free_ports)
+    plan = StackPlan(
+        host=host,
+        ports=port_map,
+        metrics_ports=metrics_map,
+        services=[name for name in SERVICES if name not in without],
+        bundle=bundle or DEFAULT_BUNDLE,
+        detector_model=detector_model,
+        backbone=backbone,
+        redis_url=redis_url or None,
+        child_log_level=service_log_level,
+    )
+    config = SupervisorConfig(grace_s=grace, max_restarts=max_restarts, backoff_initial_s=restart_backoff)
+    code = run_up(
+        plan, config, state_file=state_file, start_timeout_s=start_timeout, environ=dict(os.environ)
+    )
+    sys.exit(code)
+
+
+@click.command("analyze")
+@click.argument(
+    "images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--gateway",
+    envvar="HEMASCOPE_GATEWAY_ADDRESS",
+    default="127.0.0.1:50050",
+    show_default=True,
+    help="host:port of the gateway [env HEMASCOPE_GATEWAY_ADDRESS].",
+)
+@click.option("--explain", is_flag=True, help="Explain the classification with a heat map.")
+@click.option("--detect", is_flag=True, help="Find the cells on the image (smears).")
+@click.option("--no-classify", is_flag=True, help="Skip classification (and explanation): detection only.")
+@click.option("--model", "models", multiple=True, help="Classifier model to run (default: all); repeatable.")
+@click.option("--explain-model", default="", help="Model to explain (default: the gateway's, LR).")
+@click.option("--json", "json_lines", is_flag=True, help="One JSON object per image on stdout.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for <image>-overlay.png (explanation) and <image>-boxes.png (detections).",
+)
+@click.option("--api-key", envvar="HEMASCOPE_API_KEY", default=None, help="[env HEMASCOPE_API_KEY].")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TLS: CA to trust.")
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="mTLS: cert.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="mTLS: key.")
+@click.option("--tls", "use_tls", is_flag=True, help="TLS with the system's CAs (implied by --ca).")
+@click.option("--timeout", type=float, default=None, help="Seconds for the whole run (default: none).")
+@click.option("--wait", "wait_s", default=0.0, help="Wait up to N seconds for the gateway to be SERVING.")
+def analyze_command(
+    images: tuple[Path, ...],
+    gateway: str,
+    explain: bool,
+    detect: bool,
+    no_classify: bool,
+    models: tuple[str, ...],
+    explain_model: str,
+    json_lines: bool,
+    out: Path | None,
+    api_key: str | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    use_tls: bool,
+    timeout: float | None,
+    wait_s: float,
+) -> None:
+    """Analyse IMAGES through the gateway: cell type, malignancy, refer flag; boxes and heat maps on request.
+
+    Exit status 0: all complete; 3: some parts failed (partial reports); 1: some image failed.
+    """
+    from hemascope.client import TlsConfig
+    from hemascope.commands.analyze import run_analyze
+    from hemascope.v1 import analysis_pb2
+
+    if explain and no_classify:
+        raise click.UsageError("--explain needs classification: drop --no-classify")
+    tls = TlsConfig(ca=ca, cert=cert, key=key) if (use_tls or ca or cert or key) else None
+    options = analysis_pb2.AnalyzeOptions(
+        models=list(models),
+        skip_classification=no_classify,
+        detect=detect,
+        explain=explain,
+        explain_model=explain_model,
+    )
+    code = run_analyze(
+        list(images),
+        gateway=gateway,
+        api_key=api_key,
+        tls=tls,
+        options=options,
+        out=out,
+        json_lines=json_lines,
+        timeout=timeout,
+        wait_s=wait_s,
+    )
+    sys.exit(code)
