@@ -6,8 +6,12 @@ from pathlib import Path
 
 import click
 
+from hemascope.commands.audit_verify import audit_group, gateway_group
 from hemascope.commands.explain_cli import explain_command, serve_explain_command
 from hemascope.commands.explain_eval import explain_eval_command
+from hemascope.commands.gateway import serve_gateway_command
+from hemascope.commands.health import health_command
+from hemascope.commands.stack_cli import analyze_command, up_command
 from hemascope.logs import configure_logging
 
 
@@ -32,7 +36,8 @@ def serve() -> None:
 @click.option(
     "--preprocessing",
     default=None,
-    help="Preprocessing option (default plain; e.g. cellcrop, cellcrop-macenko; see PREPROCESSING).",
+    help="Preprocessing option (default cellcrop-hematoxylin, chosen by the robustness study; plain is the "
+    "study's resize; see PREPROCESSING).",
 )
 @click.option("--redis-url", default=None, help="Embedding cache in Redis; unset: in-process LRU.")
 def serve_feature(
@@ -258,7 +263,9 @@ def train() -> None:
     help="Cross-source probe, evaluation only (default: <shared data>/probe-pbc-neutrophil when present).",
 )
 @click.option("--no-probe", is_flag=True, help="Do not evaluate a cross-source probe.")
-@click.option("--preprocessing", default=None, help="Preprocessing option (default: plain).")
+@click.option(
+    "--preprocessing", default=None, help="Preprocessing option (default: the feature service's default)."
+)
 def train_classifiers(
     data: Path,
     out: Path,
@@ -516,3 +523,13 @@ def train_detector(
 serve.add_command(serve_explain_command)
 main.add_command(explain_command)
 main.add_command(explain_eval_command)
+# `hemascope up` (every service + the gateway, supervised) and `hemascope analyze` (through the gateway).
+main.add_command(up_command)
+main.add_command(analyze_command)
+# `hemascope audit verify` (gateway audit trail) and `hemascope gateway add-key` (API keys).
+main.add_command(audit_group)
+main.add_command(gateway_group)
+# `hemascope health ADDRESS`: one grpc.health.v1 check, exit 0/1 (container HEALTHCHECK, exec probes).
+main.add_command(health_command)
+# `hemascope serve gateway`: the public AnalysisService over the four services.
+serve.add_command(serve_gateway_command)
