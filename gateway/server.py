@@ -1,7 +1,8 @@
 """Gateway entry point: ``create_server(settings) -> (server, port)``.
 
-Hosts AnalysisService and the Open Inference Protocol (KServe v2 GRPCInferenceService), behind API-key authentication, optional (m)TLS, per-caller stream limits
-and the audit trail. Health is NOT_SERVING until the downstream channels are open and described.
+Hosts AnalysisService and the Open Inference Protocol (KServe v2 GRPCInferenceService), behind API-key
+authentication, optional (m)TLS, per-caller stream limits and the audit trail. Health is NOT_SERVING until
+the downstream channels are open and described.
 """
 
 from __future__ import annotations

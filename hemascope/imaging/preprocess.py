@@ -185,7 +185,7 @@ _NAMES = (
 )
 PREPROCESSING: Mapping[str, Preprocessing] = {name: Preprocessing(name=name) for name in _NAMES}
 """Every option by name."""
-DEFAULT_PREPROCESSING = "plain"
+DEFAULT_PREPROCESSING = "cellcrop-hematoxylin"
 STUDY_PREPROCESSING = PREPROCESSING["plain"]
 
 

@@ -1,16 +1,13 @@
 """Embedding what a training run or study needs, all with one backbone and one preprocessing option.
 
-``preprocessing`` names an option of :mod:`hemascope.imaging.preprocess` (``None``: the backbone's
-default); it is handed to :func:`hemascope.training.embed.embed_paths` only when set, so this module works
-with any version of that function.
+``preprocessing`` names an option of :mod:`hemascope.imaging.preprocess` (``None``: the default option,
+:data:`~hemascope.imaging.preprocess.DEFAULT_PREPROCESSING`).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,12 +24,9 @@ def embed_set(
     preprocessing: str | None = None,
     progress: bool = False,
 ) -> EmbeddedSet:
-    extra: dict[str, Any] = {}
-    if preprocessing and "preprocessing" in inspect.signature(embed_paths).parameters:
-        extra["preprocessing"] = preprocessing
-    elif preprocessing and preprocessing != default_preprocessing():
-        raise ValueError(f"preprocessing option {preprocessing!r} is not available in this version")
-    return embed_paths(paths, backbone=backbone, address=address, progress=progress, **extra)
+    return embed_paths(
+        paths, backbone=backbone, address=address, progress=progress, preprocessing=preprocessing
+    )
 
 
 def embedder(
@@ -60,15 +54,13 @@ def preprocessing_name(version: str) -> str | None:
 
 
 def preprocessing_options() -> list[str]:
-    """Names of every registered preprocessing option (just the default before the registry exists)."""
-    from hemascope.imaging import preprocess
+    """Names of every registered preprocessing option."""
+    from hemascope.imaging.preprocess import PREPROCESSING
 
-    registry = getattr(preprocess, "PREPROCESSING", None)
-    default = str(getattr(preprocess, "DEFAULT_PREPROCESSING", "plain"))
-    return list(registry) if registry else [default]
+    return list(PREPROCESSING)
 
 
 def default_preprocessing() -> str:
-    from hemascope.imaging import preprocess
+    from hemascope.imaging.preprocess import DEFAULT_PREPROCESSING
 
-    return str(getattr(preprocess, "DEFAULT_PREPROCESSING", "plain"))
+    return DEFAULT_PREPROCESSING

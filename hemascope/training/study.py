@@ -34,12 +34,13 @@ from hemascope.datasets import CLASSES, scan_dataset
 from hemascope.training.augment import DEFAULT_AUGMENT, embed_augmented
 from hemascope.training.crosssource import probe_records
 from hemascope.training.models import MODELS
-from hemascope.training.sets import default_preprocessing, embed_set, embedder, preprocessing_options
+from hemascope.training.sets import embed_set, embedder, preprocessing_options
 from hemascope.training.split import Split, grouped_split
 from hemascope.training.train import TrainConfig, TrainingData, fit_scaler_and_ood, train_one
 
 FloatArray = NDArray[np.float64]
 MODEL = "logistic_regression"
+BASELINE = "plain"
 
 
 @dataclass
@@ -254,7 +255,7 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
         np.asarray([CLASSES.index(r.label) for r in records], dtype=np.int64),
     )
     options = list(cfg.options or preprocessing_options())
-    plain = default_preprocessing()
+    plain = BASELINE  # the study's own pipeline, whatever the default has become
     if plain not in options:
         options.insert(0, plain)  # the baseline every row is compared with
     rows = []

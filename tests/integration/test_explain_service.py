@@ -20,6 +20,7 @@ from PIL import Image
 import services.explain.core as core_module
 from hemascope.cli import main
 from hemascope.data import REPO_ROOT
+from hemascope.imaging.preprocess import DEFAULT_PREPROCESSING, get_preprocessing
 from hemascope.server import ManagedServer
 from hemascope.v1 import common_pb2, explain_pb2, explain_pb2_grpc
 from services.explain.server import SERVICE_NAME, create_server
@@ -95,7 +96,13 @@ def test_explain_a_real_image(stub: Stub, cell: Path, served: int, channel_to: A
         response.width,
         response.height,
     )
-    assert (response.region.x1, response.region.y1) == (response.width, response.height)
+    region = response.region
+    if get_preprocessing(DEFAULT_PREPROCESSING).cell_crop:  # the committed bundle's: the map covers the crop
+        assert abs((region.x1 - region.x0) - (region.y1 - region.y0)) <= 1  # a square around the cell
+        assert region.x1 - region.x0 > 50
+        assert region.x0 < response.width / 2 < region.x1 and region.y0 < response.height / 2 < region.y1
+    else:
+        assert (region.x0, region.y0, region.x1, region.y1) == (0, 0, response.width, response.height)
     assert len(response.content_hash) == 64 and response.image_id == "caller-7"
     assert response.timings.total_ms >= response.timings.cam_ms > 0 and not response.cache_hit
     again = explain(stub, cell.read_bytes())

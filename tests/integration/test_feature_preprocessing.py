@@ -62,6 +62,7 @@ def test_cellcrop_from_env_gives_its_own_embedding_provenance_and_cache_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = real_images[8].read_bytes()  # a Munich neutrophil
+    monkeypatch.setenv("HEMASCOPE_FEATURE_PREPROCESSING", "plain")
     plain_server, plain_port = _start(model_cache_dir, redis_prefix)
     monkeypatch.setenv("HEMASCOPE_FEATURE_PREPROCESSING", "cellcrop")
     crop_server, crop_port = _start(model_cache_dir, redis_prefix)

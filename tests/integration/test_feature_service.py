@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hemascope.imaging.decode import decode_image
 from hemascope.imaging.hashing import content_hash
+from hemascope.imaging.preprocess import DEFAULT_PREPROCESSING, get_preprocessing
 from hemascope.server import ManagedServer
 from hemascope.v1 import common_pb2, feature_pb2, feature_pb2_grpc
 from services.feature.server import create_server
@@ -25,6 +26,9 @@ from tests.conftest import encode
 from tests.grpc_helpers import error_reason, rpc_error
 
 REDIS_DB = 15
+
+
+DEFAULT_VERSION = get_preprocessing(DEFAULT_PREPROCESSING).version
 
 
 def _start(settings: FeatureSettings) -> tuple[ManagedServer, int]:
@@ -80,7 +84,7 @@ def test_embed_real_image_then_cache_hit(
     second = _embed(stub, data)
     emb = first.embedding
     assert (emb.dimension, emb.backbone, len(emb.values)) == (1280, "efficientnet_lite0", 1280)
-    assert len(emb.weights_hash) == 64 and emb.preprocessing.startswith("rgb-224")
+    assert len(emb.weights_hash) == 64 and emb.preprocessing == DEFAULT_VERSION
     assert not first.cache_hit and second.cache_hit
     assert np.array_equal(np.array(first.embedding.values), np.array(second.embedding.values))
     assert first.content_hash == content_hash(decode_image(data).pixels)

@@ -3,6 +3,8 @@ core and the converters; bundles without an OOD model (like the committed one) s
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,10 +76,29 @@ def test_converters_carry_the_ood_fields(ood_core: ClassifierCore) -> None:
     assert all(m.ood_threshold > 0 for m in info.models)
 
 
-def test_committed_bundle_without_ood_still_serves_with_ood_fields_off() -> None:
+def _without_ood(source: Path, target: Path) -> Path:
+    """A copy of ``source`` as bundles were before OOD models: no ood.npz, no OOD fields in the manifest."""
+    shutil.copytree(source, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    (target / manifest.pop("ood_file")).unlink()
+    manifest.pop("ood_sha256")
+    for entry in manifest["models"].values():
+        entry.pop("ood_threshold", None)
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_the_committed_bundle_refers_out_of_distribution_cells() -> None:
     bundle = load_bundle(COMMITTED)
+    assert bundle.ood is not None
+    assert all(model.entry.ood_threshold > 0 for model in bundle.models.values())
+
+
+def test_a_bundle_without_ood_still_serves_with_ood_fields_off(tmp_path: Path) -> None:
+    old = _without_ood(COMMITTED, tmp_path / "bundle")
+    bundle = load_bundle(old)
     assert bundle.ood is None
-    core = _core(COMMITTED)
+    core = _core(old)
     try:
         rng = np.random.default_rng(0)
         result = core.classify(_inputs(rng.normal(size=(4, bundle.manifest.dimension))))

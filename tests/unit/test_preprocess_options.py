@@ -37,7 +37,9 @@ def _first(relative: str) -> np.ndarray:
 
 def test_plain_is_the_study_recipe_unchanged() -> None:
     plain = PREPROCESSING["plain"]
-    assert plain is STUDY_PREPROCESSING and DEFAULT_PREPROCESSING == "plain"
+    assert plain is STUDY_PREPROCESSING
+    # the default is the robustness study's choice (reports/robustness/study.md), a registered option
+    assert DEFAULT_PREPROCESSING in PREPROCESSING and DEFAULT_PREPROCESSING == "cellcrop-hematoxylin"
     assert plain.version == "rgb-224-bilinear-aa-imagenet.v1" == Preprocessing().version
     pixels = np.random.default_rng(0).integers(0, 256, (363, 360, 3), dtype=np.uint8)
     assert np.array_equal(plain.prepare(pixels), plain.resize(pixels))
