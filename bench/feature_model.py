@@ -25,6 +25,7 @@ from hemascope.data import shared_data_dir
 from hemascope.files import file_sha256
 from hemascope.imaging.decode import ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
+from hemascope.imaging.preprocess import DEFAULT_PREPROCESSING, get_preprocessing
 from hemascope.v1 import common_pb2, feature_pb2
 from services.feature import converters
 from services.feature.backbones import BackboneSpec, get_spec, weights_file
@@ -147,9 +148,10 @@ def miss_breakdown(image: EncodedImage, spec: BackboneSpec, weights_hash: str) -
     request = embed_requests([image], skip_cache=False)[0]
     wire = request.SerializeToString()
     decoded = decode_image(image.data, ImageLimits(), image.media_type)
-    key = CacheKey(content_hash(decoded.pixels), spec.name, weights_hash, spec.preprocessing.version)
+    option = get_preprocessing(DEFAULT_PREPROCESSING)  # what the service runs by default
+    key = CacheKey(content_hash(decoded.pixels), spec.name, weights_hash, option.version)
     vector = np.zeros(spec.dimension, np.float32)
-    info = BackboneInfo(spec, weights_hash, "bench", ["CPUExecutionProvider"])
+    info = BackboneInfo(spec, weights_hash, "bench", ["CPUExecutionProvider"], option)
     result = EmbedResult(vector, key.content_hash, False, decoded.width, decoded.height, image.name)
     response = converters.embed_response(result, info)
     cache = MemoryCache(max_entries=10)
@@ -162,7 +164,7 @@ def miss_breakdown(image: EncodedImage, spec: BackboneSpec, weights_hash: str) -
         "request_parse": lambda: feature_pb2.EmbedRequest.FromString(wire),
         "decode_image": lambda: decode_image(image.data, ImageLimits(), image.media_type),
         "content_hash": lambda: content_hash(decoded.pixels),
-        "resize": lambda: spec.preprocessing.resize(decoded.pixels),
+        f"prepare ({option.name})": lambda: option.prepare(decoded.pixels),
         "memory_cache_get_put": cache_get_put,
         "response_build": lambda: converters.embed_response(result, info),
         "response_serialize": response.SerializeToString,

@@ -41,16 +41,14 @@ def embedder(
 
 
 def preprocessing_name(version: str) -> str | None:
-    """The registered preprocessing option whose version is ``version`` (``None``: unknown or default)."""
-    from hemascope.imaging import preprocess
+    """The registered preprocessing option whose version is ``version`` (``None``: unknown)."""
+    from hemascope.errors import NotFound
+    from hemascope.imaging.preprocess import preprocessing_for_version
 
-    registry = getattr(preprocess, "PREPROCESSING", None)
-    if not registry:
+    try:
+        return preprocessing_for_version(version).name
+    except NotFound:
         return None
-    for name, option in registry.items():
-        if getattr(option, "version", None) == version:
-            return str(name)
-    return None
 
 
 def preprocessing_options() -> list[str]:

@@ -64,12 +64,9 @@ class StudyConfig:
 
 
 def _version(option: str) -> str:
-    from hemascope.imaging import preprocess
+    from hemascope.imaging.preprocess import get_preprocessing
 
-    registry = getattr(preprocess, "PREPROCESSING", None)
-    if registry and option in registry:
-        return str(registry[option].version)
-    return option
+    return get_preprocessing(option).version
 
 
 def _key(*parts: object) -> str:

@@ -17,7 +17,7 @@ from hemascope.files import file_sha256
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
 from hemascope.imaging.inputs import ImageInput, check_batch
-from hemascope.imaging.preprocess import STUDY_PREPROCESSING, Preprocessing, get_preprocessing
+from hemascope.imaging.preprocess import Preprocessing, get_preprocessing
 from hemascope.logs import get_logger
 from services.feature.backbones import BackboneSpec, check_graph_compatible, get_spec, weights_file
 from services.feature.onnx_export import ensure_onnx
@@ -44,7 +44,7 @@ class BackboneInfo:
     weights_source: str
     providers: Sequence[str]
     #: The per-image option this service runs; its version is every embedding's provenance.
-    preprocessing: Preprocessing = STUDY_PREPROCESSING
+    preprocessing: Preprocessing
 
 
 @dataclass
