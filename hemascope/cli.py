@@ -12,6 +12,7 @@ from hemascope.commands.explain_eval import explain_eval_command
 from hemascope.commands.gateway import serve_gateway_command
 from hemascope.commands.health import health_command
 from hemascope.commands.stack_cli import analyze_command, up_command
+from hemascope.commands.train_cli import evaluate_command, train_backbone_command, train_classifiers_command
 from hemascope.logs import configure_logging
 
 
@@ -227,100 +228,7 @@ def demo(images: tuple[Path, ...], backbone: str | None, bundle: Path | None) ->
 
 @main.group()
 def train() -> None:
-    """Train models (classifiers on embeddings; the YOLO detector)."""
-
-
-@train.command("classifiers")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
-@click.option("--backbone", default=None, help="Feature backbone (default efficientnet_lite0).")
-@click.option(
-    "--address", default=None, help="Embed through a feature service at host:port (else in-process)."
-)
-@click.option(
-    "--models",
-    default="logistic_regression,svm,random_forest,xgboost,kmeans",
-    show_default=True,
-    help="Comma-separated models to train.",
-)
-@click.option(
-    "--cv-folds", default=5, show_default=True, help="Grouped stratified CV folds on the training part."
-)
-@click.option(
-    "--report", type=click.Path(path_type=Path), default=None, help="Report folder (default BUNDLE-report)."
-)
-@click.option(
-    "--augment",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Augmented copies (stain, colour, scale, rotation, flip) of each FIT-part image; 0 = none.",
-)
-@click.option(
-    "--probe",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Cross-source probe, evaluation only (default: <shared data>/probe-pbc-neutrophil when present).",
-)
-@click.option("--no-probe", is_flag=True, help="Do not evaluate a cross-source probe.")
-@click.option(
-    "--preprocessing", default=None, help="Preprocessing option (default: the feature service's default)."
-)
-def train_classifiers(
-    data: Path,
-    out: Path,
-    backbone: str | None,
-    address: str | None,
-    models: str,
-    cv_folds: int,
-    report: Path | None,
-    augment: int,
-    probe: Path | None,
-    no_probe: bool,
-    preprocessing: str | None,
-) -> None:
-    """Embed DATA, train the study's models, evaluate them honestly, write a bundle and a report."""
-    from hemascope.commands.train import run_train
-    from hemascope.training.crosssource import default_probe
-    from hemascope.training.models import MODELS
-
-    chosen = [m.strip() for m in models.split(",") if m.strip()]
-    unknown = sorted(set(chosen) - set(MODELS))
-    if unknown:
-        raise click.BadParameter(f"unknown models {unknown}; known: {sorted(MODELS)}", param_hint="--models")
-    run_train(
-        data,
-        out,
-        backbone=backbone,
-        address=address,
-        models=chosen,
-        cv_folds=cv_folds,
-        report=report,
-        augment=augment,
-        probe=None if no_probe else probe or default_probe(),
-        preprocessing=preprocessing,
-    )
-
-
-@main.command("evaluate")
-@click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--address", default=None, help="Embed through a feature service at host:port (else in-process)."
-)
-@click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with per-model metrics.")
-@click.option(
-    "--probe",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Also score a cross-source probe (e.g. <shared data>/probe-pbc-neutrophil): what its cells are "
-    "called and how many errors are referred.",
-)
-def evaluate(bundle: Path, data: Path, address: str | None, as_json: bool, probe: Path | None) -> None:
-    """Score a model bundle on any folder-per-class dataset."""
-    from hemascope.commands.train import run_evaluate
-
-    run_evaluate(bundle, data, address=address, as_json=as_json, probe=probe)
+    """Train models (classifiers on embeddings, a fine-tuned backbone, the YOLO detector)."""
 
 
 @main.group()
@@ -519,6 +427,10 @@ def train_detector(
     )
 
 
+# Training and evaluation commands live in their own module.
+train.add_command(train_classifiers_command)
+train.add_command(train_backbone_command)
+main.add_command(evaluate_command)
 # The explain commands live in their own module (this one stays small); both import nothing heavy.
 serve.add_command(serve_explain_command)
 main.add_command(explain_command)

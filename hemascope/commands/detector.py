@@ -40,7 +40,7 @@ def run_cells_to_yolo(source: Path | None, out: Path) -> Path:
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs to Ultralytics train arguments; values are read as YAML (0.5, true, null, text)."""
-    import yaml  # type: ignore[import-untyped]
+    import yaml
 
     overrides: dict[str, Any] = {}
     for pair in pairs:

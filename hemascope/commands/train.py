@@ -9,9 +9,11 @@ from typing import Any
 
 import click
 
+from hemascope.training.sources import DatasetSpec
+
 
 def run_train(
-    data: Path,
+    sources: list[DatasetSpec],
     out: Path,
     *,
     backbone: str | None,
@@ -20,8 +22,9 @@ def run_train(
     cv_folds: int,
     report: Path | None,
     augment: int = 0,
-    probe: Path | None = None,
     preprocessing: str | None = None,
+    loso: bool = True,
+    loso_models: list[str] | None = None,
 ) -> None:
     from hemascope.training.audit import audit_dataset
     from hemascope.training.card import write_model_card
@@ -30,11 +33,16 @@ def run_train(
 
     report_dir = report or out.parent / f"{out.name}-report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    click.echo("auditing the dataset (duplicates, source-shortcut probe)", err=True)
-    audit = audit_dataset(data)
-    (report_dir / "audit.md").write_text(audit.to_markdown())
+    audits: dict[str, Any] = {}
+    for spec in sources:
+        if spec.role != "train":
+            continue
+        click.echo(f"auditing {spec.name} (duplicates, source-shortcut probe)", err=True)
+        audit = audit_dataset(spec.root)
+        (report_dir / f"audit-{spec.name}.md").write_text(audit.to_markdown())
+        audits[spec.name] = _audit_summary(audit.to_json(), f"audit-{spec.name}.md")
     config = TrainConfig(
-        data=data,
+        sources=sources,
         out=out,
         backbone=backbone,
         address=address,
@@ -42,19 +50,19 @@ def run_train(
         cv_folds=cv_folds,
         log=lambda line: click.echo(line, err=True),
         command=" ".join(["hemascope", *sys.argv[1:]]),
-        duplicates=audit.duplicates,
         augment=augment,
-        probe=probe,
         preprocessing=preprocessing,
+        loso=loso,
+        loso_models=loso_models,
     )
     results = train_classifiers(config)
     (report_dir / "results.json").write_text(json.dumps(results, indent=1))
-    markdown = render_report(results, report_dir, audit=_audit_summary(audit.to_json()))
+    markdown = render_report(results, report_dir, audits=audits)
     card = write_model_card(results, out, report_dir)
     click.echo(f"bundle: {out}\nreport: {markdown}\nmodel card: {card}")
 
 
-def _audit_summary(audit: dict[str, Any]) -> dict[str, Any]:
+def _audit_summary(audit: dict[str, Any], file: str) -> dict[str, Any]:
     """The audit figures the training report quotes (the full audit is written beside it as audit.md)."""
     probe = audit.get("shortcut") or {}
     dups = audit["duplicates"]
@@ -63,15 +71,17 @@ def _audit_summary(audit: dict[str, Any]) -> dict[str, Any]:
         "byte-identical groups": len(dups["exact_groups"]),
         "near-duplicate pairs": len(dups["near_pairs"]),
         "duplicate groups straddling splits": len(dups["straddling_splits"]),
-        "full audit": "audit.md",
+        "full audit": file,
     }
 
 
 def _print_table(result: dict[str, Any]) -> None:
     data = result["data"]
-    click.echo(f"bundle {result['bundle']['version']} on {data['root']}: {data['images']} images")
+    click.echo(f"bundle {result['bundle']['version']} on {data['images']} images: {data['root']}")
     for folder in data["unknown_folders"]:
         click.echo(f"  not a known class, skipped: {folder}")
+    for name in data["trained_on"]:
+        click.echo(f"  note: the bundle was trained on {name}: its scores are not held-out scores")
     click.echo(
         f"{'model':<22}{'acc':>7}{'macroF1':>9}{'AUC':>7}{'mal.sens':>10}{'mal.spec':>10}{'coverage':>10}"
         f"{'cov.ref':>9}"
@@ -86,34 +96,31 @@ def _print_table(result: dict[str, Any]) -> None:
         )
 
 
-def _print_probe(result: dict[str, Any]) -> None:
-    probe = result["probe"]
-    click.echo(f"cross-source probe {probe['root']}: {probe['images']} images")
-    click.echo(f"{'model':<22}{'acc':>7}{'referred':>10}{'err.ref':>9}{'ood':>7}  called")
-    for name, m in probe["models"].items():
-        called: dict[str, int] = {}
-        for row in m["called"].values():
-            for cls, n in row.items():
-                called[cls] = called.get(cls, 0) + n
-        calls = ", ".join(f"{c} {n}" for c, n in called.items() if n)
-        err = "n/a" if m["errors_referred"] is None else f"{m['errors_referred']:.3f}"
-        click.echo(
-            f"{name:<22}{m['accuracy']:7.3f}{m['referred']:10.3f}{err:>9}"
-            f"{m['out_of_distribution']:7.3f}  {calls}"
-        )
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
-def run_evaluate(
-    bundle: Path, data: Path, *, address: str | None, as_json: bool, probe: Path | None = None
-) -> None:
+def _print_sites(result: dict[str, Any]) -> None:
+    """Per site: macro-F1 over the classes the site has, the myeloblast view and the referral rate."""
+    click.echo("per site (macro-F1 over the classes each site has):")
+    click.echo(
+        f"{'site':<28}{'model':<22}{'n':>6}{'acc':>7}{'macroF1':>9}{'mye.sens':>10}{'mye.spec':>10}{'referred':>10}"
+    )
+    for name, sites in result["per_site"].items():
+        for site, m in sites.items():
+            click.echo(
+                f"{site:<28}{name:<22}{m['n']:>6}{m['accuracy']:7.3f}{m['macro_f1']:9.3f}"
+                f"{_fmt(m['myeloblast_sensitivity']):>10}{_fmt(m['myeloblast_specificity']):>10}"
+                f"{_fmt(m.get('referred')):>10}"
+            )
+
+
+def run_evaluate(bundle: Path, specs: list[DatasetSpec], *, address: str | None, as_json: bool) -> None:
     from hemascope.training.evaluate import evaluate_bundle, summary_line
 
-    result = evaluate_bundle(bundle, data, address=address, progress=not as_json, probe=probe)
-    _print_table(result)
-    if probe is not None:
-        _print_probe(result)
+    result = evaluate_bundle(bundle, specs, address=address, progress=not as_json)
     if as_json:
-        line = {"models": summary_line(result), "data": result["data"]}
-        if probe is not None:
-            line["probe"] = {"root": result["probe"]["root"], "images": result["probe"]["images"]}
-        click.echo(json.dumps(line))
+        click.echo(json.dumps({"models": summary_line(result), "data": result["data"]}))
+        return
+    _print_table(result)
+    _print_sites(result)

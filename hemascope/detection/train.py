@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from hemascope.detection.card import render_model_card
 from hemascope.detection.yolo_dataset import REPORT_FILE

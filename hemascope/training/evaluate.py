@@ -1,7 +1,9 @@
-"""``hemascope evaluate``: score a model bundle on any folder-per-class dataset (and a cross-source probe)."""
+"""``hemascope evaluate``: score a model bundle on folder-per-class datasets, pooled, per dataset and per
+site (laboratory), with the referral the classifier service would apply."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +11,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hemascope.bundle import LoadedBundle, load_bundle
-from hemascope.datasets import scan_dataset
 from hemascope.errors import FailedPrecondition
 from hemascope.training import calibration as cal
-from hemascope.training.crosssource import cross_source_metrics, probe_records, referral_metrics
+from hemascope.training.crosssource import referral_metrics
 from hemascope.training.metrics import classification_metrics, clustering_metrics
 from hemascope.training.sets import embed_set, preprocessing_name
+from hemascope.training.sitemetrics import per_site
+from hemascope.training.sources import DatasetSpec, scan_sources
 
 
 def _embed(bundle: LoadedBundle, paths: list[Path], address: str | None, progress: bool) -> NDArray[Any]:
@@ -46,76 +49,72 @@ def _flags(
     return low, ood
 
 
-def _probe(bundle: LoadedBundle, probe: Path, address: str | None, progress: bool) -> dict[str, Any]:
-    classes = tuple(bundle.manifest.classes)
-    records = probe_records(probe, classes)
-    scaled = bundle.scale(_embed(bundle, [r.path for r in records], address, progress))
-    y = np.asarray([classes.index(r.label) for r in records], dtype=np.int64)
-    models = {}
-    for name, model in bundle.models.items():
-        proba = model.proba(scaled)
-        models[name] = cross_source_metrics(y, proba, classes, *_flags(bundle, name, scaled, proba))
-    return {"root": str(probe), "images": len(records), "models": models}
+def trained_on(bundle: LoadedBundle, specs: Sequence[DatasetSpec]) -> list[str]:
+    """Names of ``specs`` datasets whose roots the bundle was trained on (their scores are not held out)."""
+    sources = bundle.manifest.training.get("sources") or []
+    roots = {Path(s["root"]).resolve() for s in sources if s.get("role") == "train"}
+    return [s.name for s in specs if s.role == "train" and s.root.resolve() in roots]
 
 
 def evaluate_bundle(
     bundle_path: Path,
-    data: Path,
+    specs: Sequence[DatasetSpec],
     *,
     address: str | None = None,
     progress: bool = True,
-    probe: Path | None = None,
 ) -> dict[str, Any]:
-    """Embeds ``data`` with the bundle's backbone and scores every model of the bundle on it.
-
-    With ``probe`` (a folder-per-class cross-source set, e.g. the Barcelona neutrophils), also reports
-    what the probe's cells are called and how many of the errors are referred.
-    """
+    """Embeds every dataset with the bundle's backbone and scores every model: pooled (``models``), per
+    dataset and per site (``per_dataset`` / ``per_site``: model -> name -> metrics)."""
     bundle = load_bundle(bundle_path)
     manifest = bundle.manifest
     classes = tuple(manifest.classes)
-    scan = scan_dataset(data, classes=classes)
-    if not scan.records:
-        raise FileNotFoundError(f"no images of the classes {list(classes)} under {data}")
+    scan = scan_sources(specs, classes)
     vectors = _embed(bundle, [r.path for r in scan.records], address, progress)
     y = np.asarray([classes.index(r.label) for r in scan.records], dtype=np.int64)
     malignant = [classes.index(c) for c in manifest.malignant_classes]
     scaled = bundle.scale(vectors)
+    sites = [r.site for r in scan.records]
+    datasets = [r.dataset for r in scan.records]
     models: dict[str, Any] = {}
+    by_site: dict[str, Any] = {}
+    by_dataset: dict[str, Any] = {}
     for name, model in bundle.models.items():
         proba = model.proba(scaled)
         metrics = classification_metrics(y, proba, classes, malignant)
         if model.entry.kind == "kmeans":
             metrics.update(clustering_metrics(y, model.estimator.predict(scaled).astype(np.int64)))
         metrics["abstain"] = cal.risk_coverage(y, proba, model.entry.abstain_threshold)
+        low, ood = _flags(bundle, name, scaled, proba)
         metrics["referral"] = {
             "ood_available": bundle.ood is not None and model.entry.ood_threshold > 0,
-            **referral_metrics(y, proba, *_flags(bundle, name, scaled, proba)),
+            **referral_metrics(y, proba, low, ood),
         }
         models[name] = metrics
-    result: dict[str, Any] = {
+        by_site[name] = per_site(y, proba, sites, classes, malignant, low | ood)
+        by_dataset[name] = per_site(y, proba, datasets, classes, malignant, low | ood)
+    return {
         "bundle": {
             "path": str(bundle_path),
             "version": manifest.bundle_version,
             "backbone": manifest.backbone,
         },
         "data": {
-            "root": str(data),
+            "root": ", ".join(str(s.root) for s in specs),
             "images": len(scan.records),
-            "counts": {f"{s}/{c}".lstrip("/"): n for (s, c), n in sorted(scan.counts().items())},
+            "datasets": scan.describe(),
+            "counts": scan.counts(),
             "unknown_folders": [str(p) for p in scan.unknown_folders],
-            "skipped_files": len(scan.skipped_files),
+            "trained_on": trained_on(bundle, specs),
         },
         "models": models,
+        "per_site": by_site,
+        "per_dataset": by_dataset,
     }
-    if probe is not None:
-        result["probe"] = _probe(bundle, probe, address, progress)
-    return result
 
 
 def summary_line(result: dict[str, Any]) -> dict[str, Any]:
-    """The per-model figures of the ``--json`` line."""
-    probe = result.get("probe", {}).get("models", {})
+    """The per-model figures of the ``--json`` line: pooled, then per site."""
+    keys = ("accuracy", "macro_f1", "myeloblast_sensitivity", "myeloblast_specificity", "referred")
     return {
         name: {
             "accuracy": m["accuracy"],
@@ -124,15 +123,7 @@ def summary_line(result: dict[str, Any]) -> dict[str, Any]:
             "malignant_sensitivity": m["malignant"]["sensitivity"],
             "malignant_specificity": m["malignant"]["specificity"],
             "coverage_with_referral": m["referral"]["coverage"],
-            **(
-                {
-                    "probe_accuracy": probe[name]["accuracy"],
-                    "probe_referred": probe[name]["referred"],
-                    "probe_errors_referred": probe[name]["errors_referred"],
-                }
-                if name in probe
-                else {}
-            ),
+            "per_site": {site: {k: s[k] for k in keys} for site, s in result["per_site"][name].items()},
         }
         for name, m in result["models"].items()
     }

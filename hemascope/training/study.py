@@ -1,7 +1,7 @@
 """``hemascope study robustness``: every preprocessing option, with augmentation off and on, scored on the
 same-source held-out part and on the cross-source probe; the default is chosen by probe accuracy.
 
-Each row is the training pipeline itself (:func:`hemascope.training.train.train_one`) run for logistic
+Each row is the training pipeline itself (:func:`hemascope.training.fit.train_one`) run for logistic
 regression on the same grouped split as ``hemascope train classifiers``: scaler, model and OOD model fitted
 on the FIT part (plus its augmented copies), temperature, abstain and OOD thresholds on the CALIBRATION part,
 metrics on the held-out test part and on the probe. The probe only ever scores; the choice rule is
@@ -33,10 +33,10 @@ from numpy.typing import NDArray
 from hemascope.datasets import CLASSES, scan_dataset
 from hemascope.training.augment import DEFAULT_AUGMENT, embed_augmented
 from hemascope.training.crosssource import probe_records
+from hemascope.training.fit import FitSettings, TrainingData, fit_scaler_and_ood, train_one
 from hemascope.training.models import MODELS
 from hemascope.training.sets import embed_set, embedder, preprocessing_options
 from hemascope.training.split import Split, grouped_split
-from hemascope.training.train import TrainConfig, TrainingData, fit_scaler_and_ood, train_one
 
 FloatArray = NDArray[np.float64]
 MODEL = "logistic_regression"
@@ -118,9 +118,9 @@ def _groups(paths: Sequence[Path], cfg: StudyConfig) -> NDArray[np.int64]:
 def _row(
     option: str, copies: int, data: TrainingData, cfg: StudyConfig, ms_per_image: float
 ) -> dict[str, Any]:
-    train_cfg = TrainConfig(data=cfg.data, out=cfg.out, cv_folds=0, seed=cfg.seed, log=cfg.log)
-    scaler, ood = fit_scaler_and_ood(data, train_cfg)
-    result, _ = train_one(MODELS[MODEL], data, scaler, ood, train_cfg)
+    settings = FitSettings(cv_folds=0, seed=cfg.seed, log=cfg.log)
+    scaler, ood = fit_scaler_and_ood(data, settings)
+    result, _ = train_one(MODELS[MODEL], data, scaler, ood, settings)
     test, referral = result["test"], result["referral"]
     probe = referral["probe"]
     specificity = test["malignant"]["specificity"]

@@ -1,4 +1,5 @@
-"""``hemascope train classifiers``: dataset -> embeddings -> the study's models -> metrics, bundle, report."""
+"""``hemascope train classifiers``: datasets of several sites -> embeddings -> the study's models -> metrics
+(pooled, per site, leave-one-source-out), bundle, report."""
 
 from __future__ import annotations
 
@@ -8,30 +9,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.preprocessing import StandardScaler
 
-from hemascope.bundle import OodModel, TrainedModel, apply_temperature, save_bundle
-from hemascope.datasets import CLASSES, MALIGNANT_CLASSES, scan_dataset
-from hemascope.training import calibration as cal
+from hemascope.bundle import save_bundle
+from hemascope.datasets import CLASSES, MALIGNANT_CLASSES
+from hemascope.errors import FailedPrecondition
 from hemascope.training.augment import DEFAULT_AUGMENT, embed_augmented
-from hemascope.training.crosssource import cross_source_metrics, probe_records, referral_metrics
-from hemascope.training.metrics import (
-    classification_metrics,
-    clustering_metrics,
-    roc_curves,
-    summarise_folds,
-)
-from hemascope.training.models import MODELS, ModelSpec, fit_model
-from hemascope.training.ood import DEFAULT_COMPONENTS, DEFAULT_QUANTILE, fit_ood, ood_threshold
+from hemascope.training.duplicates import DuplicateReport
+from hemascope.training.fit import FitSettings, TrainingData, fit_scaler_and_ood, train_one
+from hemascope.training.loso import FoldEmbedder, loso_folds, run_loso
+from hemascope.training.models import MODELS
+from hemascope.training.multisource import SourcedData, load_sourced
+from hemascope.training.ood import DEFAULT_COMPONENTS, DEFAULT_QUANTILE
 from hemascope.training.sets import default_preprocessing, embed_set, embedder
-from hemascope.training.split import Split, grouped_folds, grouped_split
-
-if TYPE_CHECKING:
-    from hemascope.training.duplicates import DuplicateReport
+from hemascope.training.sources import DatasetSpec
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -39,7 +33,7 @@ FloatArray = NDArray[np.float64]
 
 @dataclass
 class TrainConfig:
-    data: Path
+    sources: Sequence[DatasetSpec]
     out: Path
     backbone: str | None = None
     address: str | None = None
@@ -50,159 +44,31 @@ class TrainConfig:
     progress: bool = True
     log: Callable[[str], None] = print
     command: str = ""
-    #: duplicates already found for this dataset (by the audit), in scan order; found here when None
+    #: duplicates already found among every image of the sources (by the audit), in scan order
     duplicates: DuplicateReport | None = None
-    #: preprocessing option (hemascope.imaging.preprocess); None: the default
+    #: preprocessing option (hemascope.imaging.preprocess); None: the backbone's or the default
     preprocessing: str | None = None
     #: augmented copies of each FIT-part image added to the fit data (0: none)
     augment: int = 0
-    #: cross-source probe (folder-per-class, evaluation only); None: not evaluated
-    probe: Path | None = None
     #: OOD model: PCA components, and the quantile of calibration scores used as threshold
     ood_components: int = DEFAULT_COMPONENTS
     ood_quantile: float = DEFAULT_QUANTILE
+    #: leave-one-source-out evaluation of the same pipeline (every training site held out in turn)
+    loso: bool = True
+    #: models scored in the leave-one-source-out folds (None: every trained model)
+    loso_models: Sequence[str] | None = None
+    #: where fine-tuning caches front features and per-fold embeddings
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "hemascope" / "finetune")
 
-
-@dataclass
-class TrainingData:
-    x: FloatArray
-    y: IntArray
-    groups: IntArray
-    split: Split
-    info: dict[str, Any] = field(default_factory=dict)
-    #: augmented copies of FIT-part images (rows) and the index of each one's source image in ``x``
-    aug_x: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
-    aug_source: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
-    probe_x: FloatArray | None = None
-    probe_y: IntArray | None = None
-
-    def fit_rows(self, index: IntArray) -> tuple[FloatArray, IntArray]:
-        """The rows ``index`` plus the augmented copies of those of them that have copies."""
-        if not len(self.aug_source):
-            return self.x[index], self.y[index]
-        copies = np.isin(self.aug_source, index)
-        return (
-            np.concatenate([self.x[index], self.aug_x[copies]]),
-            np.concatenate([self.y[index], self.y[self.aug_source[copies]]]),
+    def settings(self) -> FitSettings:
+        return FitSettings(
+            cv_folds=self.cv_folds,
+            seed=self.seed,
+            target_coverage=self.target_coverage,
+            ood_components=self.ood_components,
+            ood_quantile=self.ood_quantile,
+            log=self.log,
         )
-
-
-def _proba(spec: ModelSpec, fitted: Any, x: FloatArray) -> FloatArray:
-    from hemascope.bundle import LoadedModel, ModelEntry
-
-    entry = ModelEntry(spec.name, spec.kind, "", "", "", extra=fitted.extra)
-    return LoadedModel(entry, fitted.estimator, len(CLASSES)).raw_proba(x)
-
-
-def _evaluate(spec: ModelSpec, fitted: Any, x: FloatArray, y: IntArray, proba: FloatArray) -> dict[str, Any]:
-    malignant = [CLASSES.index(c) for c in MALIGNANT_CLASSES]
-    metrics = classification_metrics(y, proba, CLASSES, malignant)
-    if spec.kind == "kmeans":
-        metrics.update(clustering_metrics(y, fitted.estimator.predict(x).astype(np.int64)))
-    return metrics
-
-
-def _cross_validate(spec: ModelSpec, data: TrainingData, cfg: TrainConfig) -> dict[str, Any]:
-    train = data.split.train
-    folds = []
-    for fit_rel, val_rel in grouped_folds(data.y[train], data.groups[train], cfg.cv_folds, cfg.seed):
-        fit_idx, val_idx = train[fit_rel], train[val_rel]
-        x_fit, y_fit = data.fit_rows(fit_idx)
-        scaler = StandardScaler().fit(x_fit)
-        fitted = fit_model(spec, scaler.transform(x_fit), y_fit, len(CLASSES))
-        x_val = scaler.transform(data.x[val_idx])
-        folds.append(_evaluate(spec, fitted, x_val, data.y[val_idx], _proba(spec, fitted, x_val)))
-    return summarise_folds(folds)
-
-
-def _referral(
-    spec: ModelSpec, fitted: Any, data: TrainingData, parts: dict[str, Any], ood: OodModel, cfg: TrainConfig
-) -> tuple[dict[str, Any], float]:
-    """OOD threshold from the calibration part; referral on the test part and on the probe."""
-    s = data.split
-    calib_scores = ood.score(parts["x_calib"], parts["calib_p"].argmax(axis=1))
-    threshold = ood_threshold(calib_scores, cfg.ood_quantile)
-    test_p = parts["test_p"]
-    low = test_p.max(axis=1) < parts["abstain_threshold"]
-    flagged = ood.score(parts["x_test"], test_p.argmax(axis=1)) > threshold
-    out: dict[str, Any] = {
-        "ood_threshold": threshold,
-        "ood_quantile": cfg.ood_quantile,
-        "test": referral_metrics(data.y[s.test], test_p, low, flagged),
-    }
-    if data.probe_x is not None and data.probe_y is not None:
-        x_probe = parts["scaler"].transform(data.probe_x)
-        probe_p = apply_temperature(_proba(spec, fitted, x_probe), parts["temperature"])
-        low_p = probe_p.max(axis=1) < parts["abstain_threshold"]
-        ood_p = ood.score(x_probe, probe_p.argmax(axis=1)) > threshold
-        out["probe"] = cross_source_metrics(data.probe_y, probe_p, CLASSES, low_p, ood_p)
-    return out, threshold
-
-
-def train_one(
-    spec: ModelSpec, data: TrainingData, scaler: StandardScaler, ood: OodModel, cfg: TrainConfig
-) -> tuple[dict[str, Any], TrainedModel]:
-    s = data.split
-    started = time.perf_counter()
-    cv = _cross_validate(spec, data, cfg) if cfg.cv_folds > 1 else {}
-    cv_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    x_fit, y_fit = data.fit_rows(s.fit)
-    fitted = fit_model(spec, scaler.transform(x_fit), y_fit, len(CLASSES))
-    fit_seconds = time.perf_counter() - started
-    x_calib, x_test = scaler.transform(data.x[s.calib]), scaler.transform(data.x[s.test])
-    raw_calib, raw_test = _proba(spec, fitted, x_calib), _proba(spec, fitted, x_test)
-    temperature = cal.fit_temperature(data.y[s.calib], raw_calib)
-    calib_p = apply_temperature(raw_calib, temperature)
-    test_p = apply_temperature(raw_test, temperature)
-    threshold = cal.abstain_threshold(calib_p, cfg.target_coverage)
-    y_test = data.y[s.test]
-    test = _evaluate(spec, fitted, x_test, y_test, test_p)
-    result: dict[str, Any] = {
-        "description": spec.description,
-        "fit_seconds": fit_seconds,
-        "cv_seconds": cv_seconds,
-        "cv": cv,
-        "test": test,
-        "calibration": {
-            "method": "temperature",
-            "temperature": temperature,
-            "before": cal.reliability(y_test, raw_test),
-            "after": cal.reliability(y_test, test_p),
-        },
-        "abstain": {"target_coverage": cfg.target_coverage, **cal.risk_coverage(y_test, test_p, threshold)},
-        "roc": roc_curves(y_test, test_p, CLASSES),
-    }
-    parts = {
-        "x_calib": x_calib,
-        "x_test": x_test,
-        "calib_p": calib_p,
-        "test_p": test_p,
-        "abstain_threshold": threshold,
-        "temperature": temperature,
-        "scaler": scaler,
-    }
-    result["referral"], ood_thr = _referral(spec, fitted, data, parts, ood, cfg)
-    if spec.name == "xgboost":
-        importance = np.asarray(fitted.estimator.feature_importances_)
-        top = np.argsort(-importance)[:20]
-        result["feature_importance"] = [{"feature": int(i), "gain": float(importance[i])} for i in top]
-    summary = {
-        "accuracy": test["accuracy"],
-        "macro_f1": test["macro_f1"],
-        "roc_auc": test["roc_auc"] or 0.0,
-        "malignant_sensitivity": test["malignant"]["sensitivity"] or 0.0,
-        "malignant_specificity": test["malignant"]["specificity"] or 0.0,
-        "ece": result["calibration"]["after"]["ece"],
-        "coverage_with_referral": result["referral"]["test"]["coverage"],
-    }
-    if "probe" in result["referral"]:
-        summary["probe_accuracy"] = result["referral"]["probe"]["accuracy"]
-        summary["probe_errors_referred"] = result["referral"]["probe"]["errors_referred"] or 0.0
-    trained = TrainedModel(
-        fitted.estimator, spec.kind, f"{spec.name}-1", temperature, threshold, summary, fitted.extra, ood_thr
-    )
-    return result, trained
 
 
 def _fingerprint(hashes: Sequence[str], labels: Sequence[str]) -> str:
@@ -215,7 +81,7 @@ def _fingerprint(hashes: Sequence[str], labels: Sequence[str]) -> str:
 def _library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    names = ("scikit-learn", "xgboost-cpu", "skops", "numpy", "onnxruntime", "hemascope")
+    names = ("scikit-learn", "xgboost-cpu", "skops", "numpy", "onnxruntime", "hemascope", "torch")
     versions = {}
     for name in names:
         try:
@@ -225,12 +91,13 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def fit_scaler_and_ood(data: TrainingData, cfg: TrainConfig) -> tuple[StandardScaler, OodModel]:
-    """The scaler and the OOD model every model shares, both fitted on the FIT part (with its copies)."""
-    x_fit, y_fit = data.fit_rows(data.split.fit)
-    scaler = StandardScaler().fit(x_fit)
-    ood = fit_ood(scaler.transform(x_fit), y_fit, len(CLASSES), components=cfg.ood_components, seed=cfg.seed)
-    return scaler, ood
+def _preprocessing(cfg: TrainConfig) -> str | None:
+    """The option asked for, else the one a fine-tuned backbone was trained on (else the default)."""
+    if cfg.preprocessing or not cfg.backbone:
+        return cfg.preprocessing
+    from services.feature.backbones import get_spec
+
+    return get_spec(cfg.backbone).trained_on
 
 
 def _add_augmented(
@@ -250,64 +117,152 @@ def _add_augmented(
     return {**info, "images": len(sources), "seconds": time.perf_counter() - started}
 
 
-def _add_probe(data: TrainingData, cfg: TrainConfig, where: dict[str, Any]) -> dict[str, Any] | None:
-    if cfg.probe is None:
-        return None
-    records = probe_records(cfg.probe, CLASSES)
-    cfg.log(f"embedding the cross-source probe ({len(records)} images, evaluation only)")
-    emb = embed_set([r.path for r in records], progress=cfg.progress, **where)
-    data.probe_x = emb.vectors.astype(np.float64)
-    data.probe_y = np.asarray([CLASSES.index(r.label) for r in records], dtype=np.int64)
-    counts = {c: int((data.probe_y == i).sum()) for i, c in enumerate(CLASSES) if (data.probe_y == i).any()}
-    return {"root": str(cfg.probe), "images": len(records), "counts": counts}
+def _bundled_backbone(name: str) -> Path | None:
+    """The folder of a fine-tuned backbone (with its ``backbone.json``), or None for an ImageNet one."""
+    from services.feature.backbones import backbone_dir, get_spec
+
+    return backbone_dir() / name if get_spec(name).weights == "bundled" else None
+
+
+def check_no_leakage(
+    backbone: str, folder: Path, paths: Sequence[Path], data: TrainingData, train_rows: IntArray
+) -> dict[str, Any]:
+    """FailedPrecondition when the fine-tuned backbone has seen a calibration or test image of this split
+    (images are compared by the SHA-256 of their files, as ``backbone.json`` lists them)."""
+    from hemascope.files import file_sha256
+    from hemascope.training.finetune.recipe import read_metadata
+
+    seen = set(read_metadata(folder)["trained_on"])
+    hashes = {int(i): file_sha256(paths[i]) for i in train_rows}
+    leaked = [
+        part
+        for part, index in (("calibration", data.split.calib), ("test", data.split.test))
+        if any(hashes[int(train_rows[i])] in seen for i in index)
+    ]
+    if leaked:
+        raise FailedPrecondition(
+            f"backbone {backbone} was fine-tuned on images of this run's {' and '.join(leaked)} part: its "
+            "scores would be inflated. Train the classifiers with the sources and seed the backbone was "
+            "trained with (see its MODEL_CARD.md), or fine-tune it again with `hemascope train backbone`."
+        )
+    fit_seen = sum(hashes[int(train_rows[i])] in seen for i in data.split.fit)
+    return {"fine_tuned_on": len(seen), "fit_images_seen_by_backbone": fit_seen, "leakage": "none"}
+
+
+def _fold_embedder(
+    cfg: TrainConfig, sourced: SourcedData, vectors: FloatArray, folder: Path | None
+) -> tuple[FoldEmbedder, str]:
+    """Frozen backbones: the same embeddings every fold. Fine-tuned ones: the recipe re-run per fold."""
+    if folder is None:
+        return (lambda _fold: vectors), "the same frozen embeddings in every fold"
+    from hemascope.files import file_sha256
+    from hemascope.training.finetune.features import cache_key, front_features
+    from hemascope.training.finetune.network import load_embedding, split_network
+    from hemascope.training.finetune.recipe import Recipe, RecipeEmbedder, read_metadata
+    from services.feature.backbones import weights_file
+
+    recipe = Recipe.from_json(read_metadata(folder)["recipe"])
+    base = weights_file(recipe.base, None)
+    base_hash = file_sha256(base)
+    paths = sourced.paths
+
+    def features() -> NDArray[np.float16]:
+        front, _ = split_network(load_embedding(base), recipe.plan.split)
+        return front_features(paths, recipe.plan, front, base_hash, cfg.cache_dir, log=cfg.log)
+
+    embed = RecipeEmbedder(
+        features,
+        cache_key(paths, recipe.plan, base_hash),
+        sourced.y,
+        sourced.sites,
+        recipe,
+        base,
+        cfg.cache_dir / "folds",
+        len(CLASSES),
+        cfg.log,
+    )
+    return (
+        embed,
+        "a backbone fine-tuned per fold with the shipped backbone's recipe, without the held-out site",
+    )
+
+
+def _loso(cfg: TrainConfig, sourced: SourcedData, vectors: FloatArray, folder: Path | None) -> dict[str, Any]:
+    models = [m for m in (cfg.loso_models or cfg.models) if m in cfg.models]
+    folds = loso_folds(sourced.y, sourced.sites, sourced.groups, sourced.training, seed=cfg.seed)
+    embed, how = _fold_embedder(cfg, sourced, vectors, folder)
+    malignant = [CLASSES.index(c) for c in MALIGNANT_CLASSES]
+    return {
+        "embeddings": how,
+        "models": models,
+        "folds": run_loso(embed, sourced.y, folds, CLASSES, malignant, models, log=cfg.log, seed=cfg.seed),
+    }
 
 
 def train_classifiers(cfg: TrainConfig) -> dict[str, Any]:
     """Runs the whole pipeline; writes the bundle to ``cfg.out`` and returns the results dict."""
-    from hemascope.training.duplicates import find_duplicates
-
-    scan = scan_dataset(cfg.data)
-    paths = [r.path for r in scan.records]
+    sourced = load_sourced(cfg.sources, duplicates=cfg.duplicates, progress=cfg.progress, log=cfg.log)
+    scan, paths = sourced.scan, sourced.paths
     labels = [r.label for r in scan.records]
-    y = np.asarray([CLASSES.index(label) for label in labels], dtype=np.int64)
-    dups = cfg.duplicates
-    if dups is None or len(dups.group_of) != len(paths):
-        cfg.log(f"{len(paths)} images in {len(set(labels))} classes; finding duplicates")
-        dups = find_duplicates(paths, progress=cfg.progress)
     started = time.perf_counter()
-    where = {"backbone": cfg.backbone, "address": cfg.address, "preprocessing": cfg.preprocessing}
+    preprocessing = _preprocessing(cfg)
+    where = {"backbone": cfg.backbone, "address": cfg.address, "preprocessing": preprocessing}
     emb = embed_set(paths, progress=cfg.progress, **where)
     embed_seconds = time.perf_counter() - started
-    split = grouped_split(y, dups.group_of, seed=cfg.seed)
-    data = TrainingData(emb.vectors.astype(np.float64), y, dups.group_of.astype(np.int64), split)
-    augment_info = _add_augmented(data, paths, cfg, where)
-    probe_info = _add_probe(data, cfg, where)
-    scaler, ood = fit_scaler_and_ood(data, cfg)
-    results: dict[str, Any] = {"models": {}, "augmentation": augment_info, "probe": probe_info}
+    vectors = emb.vectors.astype(np.float64)
+    rows, evaluation = sourced.train_rows, sourced.evaluation_rows
+    split = sourced.split(cfg.seed)
+    sites = sourced.sites
+    data = TrainingData(
+        vectors[rows],
+        sourced.y[rows],
+        sourced.groups[rows],
+        split,
+        sites=[sites[i] for i in rows],
+        strata=sourced.strata(rows),
+    )
+    if len(evaluation):
+        data.probe_x, data.probe_y = vectors[evaluation], sourced.y[evaluation]
+        data.probe_sites = [f"{scan.records[i].dataset}:{sites[i]}" for i in evaluation]
+    folder = _bundled_backbone(emb.backbone)
+    leakage = (
+        check_no_leakage(emb.backbone, folder, paths, data, rows) if folder is not None else None
+    )
+    augment_info = _add_augmented(data, [paths[i] for i in rows], cfg, where)
+    settings = cfg.settings()
+    scaler, ood = fit_scaler_and_ood(data, settings)
+    results: dict[str, Any] = {"models": {}, "augmentation": augment_info}
     trained = {}
     for name in cfg.models:
         cfg.log(f"training {name} ({cfg.cv_folds}-fold CV, then the final fit)")
-        results["models"][name], trained[name] = train_one(MODELS[name], data, scaler, ood, cfg)
+        results["models"][name], trained[name] = train_one(MODELS[name], data, scaler, ood, settings)
         cfg.log(f"  {name}: test macro-F1 {results['models'][name]['test']['macro_f1']:.4f}")
-    merged_images = int(
-        sum((dups.group_of == g).sum() for g in np.unique(dups.group_of) if (dups.group_of == g).sum() > 1)
-    )
+    if cfg.loso and len(scan.training_sites()) > 1:
+        results["loso"] = _loso(cfg, sourced, vectors, folder)
+    dups = sourced.duplicates
+    merged = np.bincount(dups.group_of)
     results.update(
         {
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": cfg.command,
             "dataset": {
-                "root": str(cfg.data),
-                "images": len(paths),
-                "counts": {f"{split}/{label}": n for (split, label), n in sorted(scan.counts().items())},
+                "root": ", ".join(str(s.root) for s in cfg.sources),
+                "sources": scan.describe(),
+                "sites": scan.sites,
+                "training_sites": scan.training_sites(),
+                "images": len(rows),
+                "evaluation_images": len(evaluation),
+                "counts": scan.counts(),
                 "unknown_folders": [str(p) for p in scan.unknown_folders],
-                "fingerprint": _fingerprint(emb.content_hashes, labels),
+                "fingerprint": _fingerprint([emb.content_hashes[i] for i in rows], [labels[i] for i in rows]),
+                "patients": len({r.patient for r in scan.records if r.patient}),
+                "groups": len(np.unique(sourced.groups[rows])),
             },
             "duplicates": {
                 "exact_groups": len(dups.exact_groups),
                 "near_pairs": len(dups.near_pairs),
                 "merged_groups": dups.merged_groups,
-                "images_in_merged_groups": merged_images,
+                "images_in_merged_groups": int(merged[merged > 1].sum()),
             },
             "split": {
                 "seed": cfg.seed,
@@ -318,12 +273,14 @@ def train_classifiers(cfg: TrainConfig) -> dict[str, Any]:
                 "calib": len(split.calib),
                 "cv_folds": cfg.cv_folds,
                 "grouped": True,
+                "stratified_by": "class and site",
+                "backbone_leakage_check": leakage,
             },
             "embedding": {
                 "backbone": emb.backbone,
                 "weights_hash": emb.weights_hash,
                 "preprocessing": emb.preprocessing,
-                "preprocessing_option": cfg.preprocessing or default_preprocessing(),
+                "preprocessing_option": preprocessing or default_preprocessing(),
                 "dimension": int(emb.vectors.shape[1]),
                 "seconds": embed_seconds,
                 "cache_hits": emb.cache_hits,
@@ -344,6 +301,8 @@ def train_classifiers(cfg: TrainConfig) -> dict[str, Any]:
         "library_versions": _library_versions(),
         "training": {
             "command": cfg.command,
+            "sources": results["dataset"]["sources"],
+            "training_sites": results["dataset"]["training_sites"],
             "split": results["split"],
             "duplicates": results["duplicates"],
             "preprocessing_option": results["embedding"]["preprocessing_option"],

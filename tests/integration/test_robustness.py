@@ -17,6 +17,7 @@ from hemascope.datasets import CLASSES
 from hemascope.training.card import write_model_card
 from hemascope.training.evaluate import evaluate_bundle
 from hemascope.training.report import render_report
+from hemascope.training.sources import spec_from_option
 from hemascope.training.study import StudyConfig, run_study
 from hemascope.training.train import TrainConfig, train_classifiers
 
@@ -44,14 +45,16 @@ def trained(
     data, probe = cells
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     config = TrainConfig(
-        data=data,
+        sources=[
+            spec_from_option(str(data)),
+            spec_from_option(f"barcelona-probe={probe}", role="evaluation"),
+        ],
         out=out,
         models=["logistic_regression", "kmeans"],
         cv_folds=2,
         progress=False,
         log=lambda _: None,
         augment=1,
-        probe=probe,
     )
     return out, train_classifiers(config)
 
@@ -66,7 +69,8 @@ def test_augmented_copies_join_the_fit_part_only(trained: tuple[Path, dict[str, 
 
 def test_probe_and_referral_are_reported_per_model(trained: tuple[Path, dict[str, Any]]) -> None:
     _, results = trained
-    assert results["probe"]["images"] == PROBE and results["probe"]["counts"] == {"seg_neutrophil": PROBE}
+    assert results["dataset"]["evaluation_images"] == PROBE
+    assert results["dataset"]["counts"]["barcelona-probe:barcelona-probe"] == {"seg_neutrophil": PROBE}
     for name, model in results["models"].items():
         probe = model["referral"]["probe"]
         assert sum(probe["called"]["seg_neutrophil"].values()) == PROBE, name
@@ -83,13 +87,14 @@ def test_bundle_holds_the_ood_model_and_evaluate_scores_the_probe(
     assert bundle.ood is not None and (out / OOD_FILE).is_file()
     for name, model in bundle.models.items():
         assert model.entry.ood_threshold == results["models"][name]["referral"]["ood_threshold"]
-    data, probe = cells
-    result = evaluate_bundle(out, data, progress=False, probe=probe)
-    assert result["probe"]["images"] == PROBE
-    lr_probe = result["probe"]["models"]["logistic_regression"]
-    trained_probe = results["models"]["logistic_regression"]["referral"]["probe"]
+    _, probe = cells
+    result = evaluate_bundle(out, [spec_from_option(f"barcelona-probe={probe}")], progress=False)
+    assert result["data"]["images"] == PROBE
+    lr_probe = result["per_site"]["logistic_regression"]["barcelona-probe"]
+    trained_probe = results["models"]["logistic_regression"]["referral"]["probe_per_site"]
+    trained_probe = trained_probe["barcelona-probe:barcelona-probe"]
     assert lr_probe["called"] == trained_probe["called"]  # the bundle serves what training measured
-    for key in ("accuracy", "referred", "out_of_distribution", "errors_referred"):
+    for key in ("accuracy", "referred", "errors_referred"):
         assert lr_probe[key] == pytest.approx(trained_probe[key]), key
     assert result["models"]["logistic_regression"]["referral"]["ood_available"]
 
@@ -102,8 +107,8 @@ def test_report_and_model_card_show_the_probe_next_to_same_source_metrics(
     assert "## Cross-source probe" in markdown
     assert (tmp_path / "probe_calls.png").is_file()
     card = write_model_card(results, out, tmp_path).read_text()
-    assert "## Held-out metrics" in card and "## Cross-source probe" in card
-    assert "called seg neutrophil" in card
+    assert "## Held-out metrics" in card and "Evaluation-only sets" in card
+    assert "barcelona-probe:barcelona-probe" in card
 
 
 def test_study_writes_its_table_and_reuses_its_cache(cells: tuple[Path, Path], tmp_path: Path) -> None:

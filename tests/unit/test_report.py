@@ -18,6 +18,7 @@ from hemascope.training.metrics import (
     summarise_folds,
 )
 from hemascope.training.report import render_report
+from hemascope.training.sitemetrics import per_site, site_metrics
 
 CLASSES = ["basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil"]
 MALIGNANT = [CLASSES.index("myeloblast")]
@@ -73,14 +74,48 @@ def results() -> dict[str, Any]:
     xgb["feature_importance"] = [
         {"feature": int(i), "gain": float(g)} for i, g in enumerate(np.sort(rng.random(20))[::-1] / 10)
     ]
+    models = {"logistic_regression": _model(rng, 5.0), "xgboost": xgb, "kmeans": _model(rng, 1.0, True)}
+    sites = {"barcelona": [0, 1, 2], "munich": [3, 4], "johns-hopkins": [0, 1, 2, 3, 4]}
+    folds = {}
+    for site, classes in sites.items():
+        y = rng.choice(classes, size=120).astype(np.int64)
+        folds[site] = {
+            "n_fit": 3000,
+            "n_calib": 300,
+            "n_test": len(y),
+            "embed_seconds": 0.1,
+            "models": {"logistic_regression": site_metrics(y, _proba(rng, y, 3.0), CLASSES, MALIGNANT)},
+        }
+    for model in models.values():
+        y = rng.integers(0, len(CLASSES), size=90).astype(np.int64)
+        names = ["barcelona", "munich", "johns-hopkins"] * 30
+        model["referral"] = {"test_per_site": per_site(y, _proba(rng, y, 4.0), names, CLASSES, MALIGNANT)}
     return {
-        "models": {"logistic_regression": _model(rng, 5.0), "xgboost": xgb, "kmeans": _model(rng, 1.0, True)},
+        "models": models,
+        "loso": {
+            "embeddings": "the same frozen embeddings in every fold",
+            "models": ["logistic_regression"],
+            "folds": folds,
+        },
         "created": "2025-01-01T00:00:00+00:00",
         "command": "hemascope train classifiers --data X",
         "dataset": {
-            "root": "/data/bloodcells-5class",
-            "images": 4000,
-            "counts": {f"{s}/{c}": n for s, n in (("train", 600), ("val", 200)) for c in CLASSES},
+            "root": "/data/bloodcells-5class, /data/jhu",
+            "sources": [
+                {"name": "cells", "role": "train"},
+                {"name": "jhu", "role": "train"},
+                {"name": "probe", "role": "evaluation"},
+            ],
+            "training_sites": ["barcelona", "munich", "johns-hopkins"],
+            "images": 5178,
+            "evaluation_images": 200,
+            "patients": 73,
+            "counts": {
+                "cells:barcelona": {c: 800 for c in CLASSES[:3]},
+                "cells:munich": {c: 800 for c in CLASSES[3:]},
+                "jhu:johns-hopkins": {c: 200 for c in CLASSES},
+                "probe:barcelona": {"seg_neutrophil": 200},
+            },
             "unknown_folders": [],
             "fingerprint": "ab" * 32,
         },
@@ -119,8 +154,8 @@ def _assert_valid_pngs(md: str, folder: Path) -> list[str]:
 
 
 def test_report_has_tables_and_valid_figures(results: dict[str, Any], tmp_path: Path) -> None:
-    audit = {"shortcut": {"accuracy_mean": 0.41, "accuracy_std": 0.02, "chance": 0.2}}
-    path = render_report(results, tmp_path / "out", audit)
+    audits = {"cells": {"shortcut": {"accuracy_mean": 0.41, "chance": 0.2}, "full audit": "audit-cells.md"}}
+    path = render_report(results, tmp_path / "out", audits)
     assert path == tmp_path / "out" / "report.md"
     md = path.read_text(encoding="utf-8")
     for heading in (
@@ -131,13 +166,18 @@ def test_report_has_tables_and_valid_figures(results: dict[str, Any], tmp_path: 
         "## Per-class report",
         "## Figures",
         "## Targets",
+        "## Leave-one-source-out",
+        "## Per site: held-out part",
     ):
         assert heading in md
+    assert "johns-hopkins held out: macro-F1 ≥ 0.9" in md
+    assert "Every class is seen at two sites or more" in md
+    assert "monocyte: barcelona, johns-hopkins" in md
     assert "| model | accuracy | precision | recall | F1 | study accuracy" in md
     assert "0.06[^a]" in md  # the study's k-means accuracy, the only study number we have
-    assert "Acevedo" in md and "Matek" in md
-    assert "0.410 ± 0.020** against chance 0.200" in md
-    assert "7 groups (15 images)" in md
+    assert "Acevedo" in md and "Matek" in md and "Sidhom" in md
+    assert "Shortcut audit of cells" in md and "**0.410** against chance 0.200" in md
+    assert "(3 exact groups, 5 near-duplicate pairs)" in md
     assert "| seg neutrophil |" in md
     assert " ± " in md.split("## Cross-validation")[1]
     assert "not met" in md or "| met |" in md
@@ -151,15 +191,18 @@ def test_report_has_tables_and_valid_figures(results: dict[str, Any], tmp_path: 
     }
 
 
-def test_report_without_audit_or_xgboost(results: dict[str, Any], tmp_path: Path) -> None:
+def test_report_without_audit_loso_or_xgboost_warns_of_one_site_classes(
+    results: dict[str, Any], tmp_path: Path
+) -> None:
     del results["models"]["xgboost"]
+    del results["loso"]
+    results["dataset"]["counts"].pop("jhu:johns-hopkins")
     results["models"]["logistic_regression"]["test"]["macro_f1"] = 0.9
     results["models"]["kmeans"]["cv"] = {}
     md = render_report(results, tmp_path).read_text(encoding="utf-8")
-    assert "Shortcut audit: not run" in md
+    assert "Shortcut audit" not in md
+    assert "come from one site only" in md
+    assert "Not run (one training site, or `--no-loso`)" in md
     assert "xgboost_feature_importance.png" not in md
     assert len(_assert_valid_pngs(md, tmp_path)) == 4
-    md = render_report(results, tmp_path, audit={"something_else": 1}).read_text(encoding="utf-8")
-    assert "holds no shortcut-probe accuracy" in md
-    assert "audit something_else: 1" in md
-    assert "| LR macro-F1 ≥ 0.97 | Logistic regression | 0.900 | **not met** |" in md
+    assert "| LR macro-F1 ≥ 0.98 | Logistic regression | 0.900 | **not met** |" in md

@@ -1,0 +1,145 @@
+"""Front features of every training image and of its re-acquired copies, computed once and cached.
+
+The front (ImageNet stem and first stages) is frozen, so what it makes of an input never changes while the
+back is trained: each image's original (variant 0, exactly what serving feeds the backbone) and ``copies``
+re-acquired variants go through the preprocessing option and the front once, and are stored as float16
+``N x (copies + 1) x C x H x W`` arrays in chunks under a folder keyed by everything that determines them
+(file contents, option version, acquisition recipe, copies, seed, front weights, split). A rerun reuses
+finished chunks, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from hemascope.files import file_sha256
+from hemascope.imaging.cellseg import NEUTRAL
+from hemascope.imaging.decode import decode_image
+from hemascope.imaging.preprocess import Preprocessing, get_preprocessing
+from hemascope.training.acquisition import (
+    DEFAULT_ACQUISITION,
+    AcquisitionConfig,
+    copy_rng,
+    geometry,
+    reacquire,
+)
+from hemascope.training.finetune.network import SPLIT_BLOCK, Front
+
+CHUNK = 128
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """Which inputs the front sees per image: the original and ``copies`` re-acquired variants."""
+
+    option: str
+    copies: int = 5
+    seed: int = 50
+    acquisition: AcquisitionConfig = field(default=DEFAULT_ACQUISITION)
+    split: int = SPLIT_BLOCK
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "option": self.option,
+            "preprocessing": get_preprocessing(self.option).version,
+            "copies": self.copies,
+            "seed": self.seed,
+            "acquisition": self.acquisition.version,
+            "acquisition_ranges": asdict(self.acquisition),
+            "split_block": self.split,
+        }
+
+
+def fill_colour(option: Preprocessing, prepared: NDArray[np.uint8]) -> tuple[int, int, int]:
+    """The option's background: white for the cropped haematoxylin channel, the neutral grey for other
+    cropped options, the image's own border median otherwise."""
+    if option.cell_crop:
+        return (255, 255, 255) if option.channels == "hematoxylin" else NEUTRAL
+    edge = np.concatenate([prepared[0], prepared[-1], prepared[:, 0], prepared[:, -1]])
+    r, g, b = (int(v) for v in np.median(edge, axis=0))
+    return r, g, b
+
+
+def prepare_variants(data: bytes, plan: VariantPlan) -> NDArray[np.uint8]:
+    """``(copies + 1) x size x size x 3`` uint8: the served input first, then the re-acquired copies."""
+    pixels = decode_image(data).pixels
+    option = get_preprocessing(plan.option)
+    out = [option.prepare(pixels)]
+    for index in range(plan.copies):
+        rng = copy_rng(plan.seed, data, index)
+        prepared = option.prepare(reacquire(pixels, rng, plan.acquisition))
+        out.append(geometry(prepared, rng, fill_colour(option, prepared), plan.acquisition))
+    return np.stack(out)
+
+
+class _Variants(torch.utils.data.Dataset[tuple[int, torch.Tensor]]):
+    def __init__(self, paths: Sequence[Path], plan: VariantPlan) -> None:
+        self.paths, self.plan = list(paths), plan
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        torch.set_num_threads(1)
+        return index, torch.from_numpy(prepare_variants(self.paths[index].read_bytes(), self.plan))
+
+
+def cache_key(paths: Sequence[Path], plan: VariantPlan, weights_hash: str) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(file_sha256(path).encode())
+    digest.update(json.dumps([plan.describe(), weights_hash, FORMAT], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:24]
+
+
+def front_features(
+    paths: Sequence[Path],
+    plan: VariantPlan,
+    front: Front,
+    weights_hash: str,
+    cache_dir: Path,
+    *,
+    workers: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> NDArray[np.float16]:
+    """``N x (copies + 1) x C x H x W`` front features of ``paths`` (cached; see the module docstring)."""
+    folder = cache_dir / f"front-{cache_key(paths, plan, weights_hash)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plan.json").write_text(json.dumps({**plan.describe(), "images": len(paths)}, indent=1))
+    chunks = []
+    for number, start in enumerate(range(0, len(paths), CHUNK)):
+        target = folder / f"chunk-{number:05d}.npy"
+        if not target.is_file():
+            _compute_chunk(paths[start : start + CHUNK], plan, front, target, workers)
+        chunks.append(np.load(target))
+        if log is not None:
+            log(f"  front features {min(start + CHUNK, len(paths))}/{len(paths)} images")
+    return np.concatenate(chunks)
+
+
+def _compute_chunk(
+    paths: Sequence[Path], plan: VariantPlan, front: Front, target: Path, workers: int
+) -> None:
+    loader = torch.utils.data.DataLoader(_Variants(paths, plan), batch_size=4, num_workers=workers)
+    out: NDArray[np.float16] | None = None
+    with torch.inference_mode():
+        for indices, variants in loader:
+            n, v = variants.shape[:2]
+            features = front(variants.reshape(n * v, *variants.shape[2:])).to(torch.float16).numpy()
+            features = features.reshape(n, v, *features.shape[1:])
+            if out is None:
+                out = np.zeros((len(paths), *features.shape[1:]), np.float16)
+            out[indices.numpy()] = features
+    assert out is not None
+    partial = target.with_suffix(".partial.npy")
+    np.save(partial, out)
+    partial.replace(target)
