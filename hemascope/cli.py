@@ -12,7 +12,12 @@ from hemascope.commands.explain_eval import explain_eval_command
 from hemascope.commands.gateway import serve_gateway_command
 from hemascope.commands.health import health_command
 from hemascope.commands.stack_cli import analyze_command, up_command
-from hemascope.commands.train_cli import evaluate_command, train_backbone_command, train_classifiers_command
+from hemascope.commands.train_cli import (
+    evaluate_command,
+    study_sites_command,
+    train_backbone_command,
+    train_classifiers_command,
+)
 from hemascope.logs import configure_logging
 
 
@@ -431,6 +436,7 @@ def train_detector(
 train.add_command(train_classifiers_command)
 train.add_command(train_backbone_command)
 main.add_command(evaluate_command)
+study.add_command(study_sites_command)
 # The explain commands live in their own module (this one stays small); both import nothing heavy.
 serve.add_command(serve_explain_command)
 main.add_command(explain_command)

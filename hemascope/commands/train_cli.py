@@ -273,3 +273,61 @@ def evaluate_command(
 
     specs = resolve_sources(data, spec, probe, no_probe=True if probe is None else no_probe)
     run_evaluate(bundle, specs, address=address, as_json=as_json)
+
+
+@click.command("sites")
+@data_options
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="study.md/json here."
+)
+@click.option(
+    "--candidates",
+    default="frozen:plain,frozen:cellcrop-hematoxylin,finetuned:plain,finetuned:cellcrop-hematoxylin",
+    show_default=True,
+    help="Comma-separated frozen:<option> / finetuned:<option> pipelines.",
+)
+@click.option("--models", default="logistic_regression", show_default=True, help="Models scored per fold.")
+@click.option("--copies", type=click.IntRange(min=0), default=5, show_default=True, help="Copies per image.")
+@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--seed", type=int, default=50, show_default=True)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Embedding, front-feature and fold cache (default ~/.cache/hemascope/finetune).",
+)
+@user_errors
+def study_sites_command(
+    data: tuple[str, ...],
+    spec: Path | None,
+    probe: str | None,
+    no_probe: bool,
+    out: Path,
+    candidates: str,
+    models: str,
+    copies: int,
+    epochs: int,
+    seed: int,
+    cache: Path | None,
+) -> None:
+    """Compare pipelines leave-one-source-out and pick the one that does best at unseen laboratories."""
+    from hemascope.training.finetune.loop import FineTuneConfig
+    from hemascope.training.sitestudy import SiteStudyConfig, parse_candidate, run_site_study
+
+    chosen = [c.strip() for c in candidates.split(",") if c.strip()]
+    for candidate in chosen:
+        parse_candidate(candidate)
+    config = SiteStudyConfig(
+        sources=resolve_sources(data, spec, probe, no_probe),
+        out=out,
+        candidates=chosen,
+        models=_models(models),
+        seed=seed,
+        copies=copies,
+        finetune=FineTuneConfig(epochs=epochs, seed=seed),
+        cache_dir=cache or Path.home() / ".cache" / "hemascope" / "finetune",
+        log=lambda line: click.echo(line, err=True),
+        command=" ".join(["hemascope", *sys.argv[1:]]),
+    )
+    study = run_site_study(config)
+    click.echo(f"study: {out / 'study.md'}\nchosen: {study['chosen']}")

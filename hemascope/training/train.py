@@ -225,9 +225,7 @@ def train_classifiers(cfg: TrainConfig) -> dict[str, Any]:
         data.probe_x, data.probe_y = vectors[evaluation], sourced.y[evaluation]
         data.probe_sites = [f"{scan.records[i].dataset}:{sites[i]}" for i in evaluation]
     folder = _bundled_backbone(emb.backbone)
-    leakage = (
-        check_no_leakage(emb.backbone, folder, paths, data, rows) if folder is not None else None
-    )
+    leakage = check_no_leakage(emb.backbone, folder, paths, data, rows) if folder is not None else None
     augment_info = _add_augmented(data, [paths[i] for i in rows], cfg, where)
     settings = cfg.settings()
     scaler, ood = fit_scaler_and_ood(data, settings)
