@@ -121,7 +121,9 @@ def capabilities_response(caps: Capabilities) -> analysis_pb2.GetCapabilitiesRes
         max_stream_in_flight=caps.max_stream_in_flight,
         max_streams_per_caller=caps.max_streams_per_caller,
         services=[
-            analysis_pb2.ServiceState(name=s.name, serving=s.serving, circuit_open=s.circuit_open)
+            analysis_pb2.ServiceState(
+                name=s.name, serving=s.serving, circuit_open=s.circuit_open, not_running=s.not_running
+            )
             for s in caps.services
         ],
     )

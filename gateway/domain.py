@@ -121,6 +121,8 @@ class ServiceState:
     name: str
     serving: bool
     circuit_open: bool
+    not_running: bool = False
+    """The gateway runs without this service (no address configured)."""
 
 
 @dataclass(frozen=True)

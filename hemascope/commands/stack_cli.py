@@ -21,12 +21,12 @@ import click
     help="Port of one process (gateway 50050, feature 50051, classifier 50052, detector 50053, "
     "explain 50054 by default); repeatable.",
 )
-@click.option("--free-ports", is_flag=True, help="Pick free ports for everything (metrics on any port).")
+@click.option("--free-ports", is_flag=True, help="Pick free ports for everything (metrics ports too).")
 @click.option(
     "--without",
     multiple=True,
     type=click.Choice(["detector", "explain"]),
-    help="Do not start this service (the gateway reports its parts as unavailable); repeatable.",
+    help="Do not start this service (the gateway reports its parts as not running); repeatable.",
 )
 @click.option(
     "--bundle",
@@ -51,7 +51,43 @@ import click
     "--state-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Keep a JSON file with every process's address, pid and restarts up to date.",
+    help="Keep a JSON file with every process's address, metrics port, pid and restarts up to date.",
+)
+@click.option(
+    "--api-keys-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: require API keys from this file (`hemascope gateway add-key`); unset: no keys.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: TLS certificate chain (PEM); needs --tls-key. Unset: plaintext.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: private key of --tls-cert (PEM).",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: CA of client certificates; callers must present one (mutual TLS). Needs --tls-cert.",
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: append-only, hash-chained audit trail (JSON lines); unset: no audit.",
+)
+@click.option(
+    "--audit-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: secret (>= 32 bytes) that makes the audit chain an HMAC chain. Needs --audit-log.",
 )
 @click.option("--grace", default=15.0, show_default=True, help="Seconds each process gets to stop.")
 @click.option("--max-restarts", default=5, show_default=True, help="Restarts per process in 5 minutes.")
@@ -73,6 +109,12 @@ def up_command(
     backbone: str | None,
     redis_url: str | None,
     state_file: Path | None,
+    api_keys_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+    audit_log: Path | None,
+    audit_key_file: Path | None,
     grace: float,
     max_restarts: int,
     restart_backoff: float,
@@ -83,9 +125,23 @@ def up_command(
     import os
 
     from hemascope.commands.demo import DEFAULT_BUNDLE
-    from hemascope.commands.up import SERVICES, StackPlan, parse_ports, run_up
+    from hemascope.commands.up import SERVICES, GatewaySecurity, StackPlan, parse_ports, run_up
     from hemascope.supervisor import SupervisorConfig
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        raise click.UsageError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if audit_key_file is not None and audit_log is None:
+        raise click.UsageError("--audit-key-file needs --audit-log")
+    security = GatewaySecurity(
+        api_keys_file=api_keys_file,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
+        tls_client_ca_file=tls_client_ca,
+        audit_log=audit_log,
+        audit_key_file=audit_key_file,
+    )
     port_map, metrics_map = parse_ports(ports, free_ports)
     plan = StackPlan(
         host=host,
@@ -97,6 +153,7 @@ def up_command(
         backbone=backbone,
         redis_url=redis_url or None,
         child_log_level=service_log_level,
+        security=security,
     )
     config = SupervisorConfig(grace_s=grace, max_restarts=max_restarts, backoff_initial_s=restart_backoff)
     code = run_up(

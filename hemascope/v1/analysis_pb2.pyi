@@ -192,14 +192,16 @@ class ClassifierModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., explain_methods: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ServiceState(_message.Message):
-    __slots__ = ("name", "serving", "circuit_open")
+    __slots__ = ("name", "serving", "circuit_open", "not_running")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
     CIRCUIT_OPEN_FIELD_NUMBER: _ClassVar[int]
+    NOT_RUNNING_FIELD_NUMBER: _ClassVar[int]
     name: str
     serving: bool
     circuit_open: bool
-    def __init__(self, name: _Optional[str] = ..., serving: _Optional[bool] = ..., circuit_open: _Optional[bool] = ...) -> None: ...
+    not_running: bool
+    def __init__(self, name: _Optional[str] = ..., serving: _Optional[bool] = ..., circuit_open: _Optional[bool] = ..., not_running: _Optional[bool] = ...) -> None: ...
 
 class GetCapabilitiesResponse(_message.Message):
     __slots__ = ("classes", "malignant_classes", "models", "bundle_version", "embedding", "detector_version", "detector_classes", "max_image_bytes", "max_image_pixels", "max_stream_in_flight", "max_streams_per_caller", "services")
