@@ -175,7 +175,7 @@ class Downstream(Generic[S]):
 
     def not_running(self) -> ServiceNotRunning:
         return ServiceNotRunning(
-            f"the {self.name} service is not running (this gateway was started without it)"
+            f"the {self.name} service is not running (the gateway was started without it)"
         )
 
     def call(

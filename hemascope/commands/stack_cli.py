@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from hemascope.commands.addresses import GATEWAY_PORT, address_callback
+
 
 @click.command("up")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address of every process.")
@@ -167,23 +169,28 @@ def up_command(
     "images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option(
-    "--gateway",
+    "--address",
     envvar="HEMASCOPE_GATEWAY_ADDRESS",
     default="127.0.0.1:50050",
     show_default=True,
-    help="host:port of the gateway [env HEMASCOPE_GATEWAY_ADDRESS].",
+    callback=address_callback(GATEWAY_PORT),
+    help="host:port of the gateway (port 50050 when left out) [env HEMASCOPE_GATEWAY_ADDRESS].",
 )
+@click.option("--gateway", "old_address", default=None, hidden=True, callback=address_callback(GATEWAY_PORT))
 @click.option("--explain", is_flag=True, help="Explain the classification with a heat map.")
 @click.option("--detect", is_flag=True, help="Find the cells on the image (smears).")
 @click.option("--no-classify", is_flag=True, help="Skip classification (and explanation): detection only.")
 @click.option("--model", "models", multiple=True, help="Classifier model to run (default: all); repeatable.")
 @click.option("--explain-model", default="", help="Model to explain (default: the gateway's, LR).")
-@click.option("--json", "json_lines", is_flag=True, help="One JSON object per image on stdout.")
+@click.option(
+    "--json", "json_lines", is_flag=True, help="One JSON object per image on stdout, every field included."
+)
+@click.option("--wide", is_flag=True, help="One long line per image with every figure (and timings).")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for <image>-overlay.png (explanation) and <image>-boxes.png (detections).",
+    help="Folder for <image>-overlay.png and <image>-panel.png (--explain) and <image>-boxes.png (--detect).",
 )
 @click.option("--api-key", envvar="HEMASCOPE_API_KEY", default=None, help="[env HEMASCOPE_API_KEY].")
 @click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TLS: CA to trust.")
@@ -194,13 +201,15 @@ def up_command(
 @click.option("--wait", "wait_s", default=0.0, help="Wait up to N seconds for the gateway to be SERVING.")
 def analyze_command(
     images: tuple[Path, ...],
-    gateway: str,
+    address: str,
+    old_address: str | None,
     explain: bool,
     detect: bool,
     no_classify: bool,
     models: tuple[str, ...],
     explain_model: str,
     json_lines: bool,
+    wide: bool,
     out: Path | None,
     api_key: str | None,
     ca: Path | None,
@@ -212,7 +221,8 @@ def analyze_command(
 ) -> None:
     """Analyse IMAGES through the gateway: cell type, malignancy, refer flag; boxes and heat maps on request.
 
-    Exit status 0: all complete; 3: some parts failed (partial reports); 1: some image failed.
+    Exit status 0: all complete; 3: some parts failed (partial reports); 1: some image failed, or the
+    gateway could not be reached; 2: a wrong command (bad option, missing or refused API key).
     """
     from hemascope.client import TlsConfig
     from hemascope.commands.analyze import run_analyze
@@ -220,6 +230,12 @@ def analyze_command(
 
     if explain and no_classify:
         raise click.UsageError("--explain needs classification: drop --no-classify")
+    if no_classify and not detect:
+        raise click.UsageError("--no-classify leaves nothing to do: add --detect")
+    if out is not None and not (explain or detect):
+        raise click.UsageError(
+            "--out holds the heat-map pictures (--explain) and the box drawings (--detect): add one of them"
+        )
     tls = TlsConfig(ca=ca, cert=cert, key=key) if (use_tls or ca or cert or key) else None
     options = analysis_pb2.AnalyzeOptions(
         models=list(models),
@@ -230,7 +246,7 @@ def analyze_command(
     )
     code = run_analyze(
         list(images),
-        gateway=gateway,
+        gateway=old_address or address,
         api_key=api_key,
         tls=tls,
         options=options,
@@ -238,5 +254,6 @@ def analyze_command(
         json_lines=json_lines,
         timeout=timeout,
         wait_s=wait_s,
+        wide=wide,
     )
     sys.exit(code)

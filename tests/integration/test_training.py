@@ -95,7 +95,8 @@ def test_evaluate_cli_json_line(trained: tuple[Path, dict[str, Any]], small_data
         str(small_dataset),
     ]
     done = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=300, check=True)
-    last = json.loads(done.stdout.strip().splitlines()[-1])
+    last = json.loads(done.stdout)  # stdout is the JSON object and nothing else
+    assert "macroF1" in done.stderr  # the table went to stderr
     for name in ("logistic_regression", "kmeans"):
         keys = set(last["models"][name])
         assert keys >= {"accuracy", "macro_f1", "roc_auc", "malignant_sensitivity", "malignant_specificity"}
