@@ -6,16 +6,18 @@ from pathlib import Path
 
 import click
 
+from hemascope.commands.addresses import address_callback
 from hemascope.commands.audit_verify import audit_group, gateway_group
 from hemascope.commands.explain_cli import explain_command, serve_explain_command
 from hemascope.commands.explain_eval import explain_eval_command
+from hemascope.commands.failures import CliGroup
 from hemascope.commands.gateway import serve_gateway_command
 from hemascope.commands.health import health_command
 from hemascope.commands.stack_cli import analyze_command, up_command
 from hemascope.logs import configure_logging
 
 
-@click.group()
+@click.group(cls=CliGroup)
 @click.option("--log-level", default="WARNING", show_default=True, help="Log level for this command.")
 @click.option("--log-json/--log-console", default=False, show_default=True, help="Log format.")
 def main(log_level: str, log_json: bool) -> None:
@@ -108,7 +110,12 @@ def serve_detector(host: str | None, port: int | None, metrics_port: int | None,
 
 @main.command("detect")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--address", default=None, help="host:port of a running detector service; omit: in-process.")
+@click.option(
+    "--address",
+    default=None,
+    callback=address_callback(50053),
+    help="host:port of a running detector service; omit: in-process.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.option(
     "--draw",
@@ -165,7 +172,12 @@ def detect(
 
 @main.command("embed")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--address", default=None, help="host:port of a running feature service; omit: in-process.")
+@click.option(
+    "--address",
+    default=None,
+    callback=address_callback(50051),
+    help="host:port of a running feature service; omit: in-process.",
+)
 @click.option("--backbone", default=None, help="Backbone (in-process) or the one expected (service).")
 @click.option(
     "--preprocessing", default=None, help="Preprocessing option (in-process) or the one expected (service)."
@@ -235,7 +247,10 @@ def train() -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--backbone", default=None, help="Feature backbone (default efficientnet_lite0).")
 @click.option(
-    "--address", default=None, help="Embed through a feature service at host:port (else in-process)."
+    "--address",
+    default=None,
+    callback=address_callback(50051),
+    help="Embed through a feature service at host:port (else in-process).",
 )
 @click.option(
     "--models",
@@ -306,7 +321,10 @@ def train_classifiers(
 @click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
-    "--address", default=None, help="Embed through a feature service at host:port (else in-process)."
+    "--address",
+    default=None,
+    callback=address_callback(50051),
+    help="Embed through a feature service at host:port (else in-process).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with per-model metrics.")
 @click.option(

@@ -10,6 +10,28 @@ import grpc
 from hemascope.errors import HemascopeError
 
 
+class ServiceUnreachable(Exception):
+    """The service named by ``--address`` cannot be reached: no point trying the other images."""
+
+    def __init__(self, service: str, address: str, exc: grpc.RpcError) -> None:
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        super().__init__(
+            f"cannot reach the {service} service at {address} ({_unreachable_reason(details or '')}): "
+            f"start it with `hemascope serve {service}`, or check --address"
+        )
+
+
+def check_reachable(exc: Exception, service: str, address: str | None) -> None:
+    """Raises :class:`ServiceUnreachable` when ``exc`` says the service at ``address`` did not answer."""
+    if (
+        address
+        and isinstance(exc, grpc.RpcError)
+        and isinstance(exc, grpc.Call)
+        and exc.code() is grpc.StatusCode.UNAVAILABLE
+    ):
+        raise ServiceUnreachable(service, address, exc) from None
+
+
 def print_image_error(path: str, exc: Exception, as_json: bool) -> None:
     """One line per failed image: a JSON object on stdout with ``--json``, else a message on stderr."""
     if isinstance(exc, grpc.RpcError):

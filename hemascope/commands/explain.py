@@ -11,7 +11,7 @@ from typing import Any
 import click
 import grpc
 
-from hemascope.commands.errors import print_image_error
+from hemascope.commands.errors import check_reachable, print_image_error
 from hemascope.data import REPO_ROOT
 from hemascope.errors import HemascopeError
 
@@ -112,6 +112,7 @@ def run_explain(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(png)
     except (OSError, grpc.RpcError, HemascopeError) as exc:
+        check_reachable(exc, "explain", address)
         print_image_error(str(image), exc, as_json)
         return 1
     line = ExplainLine(str(image), model, ms=(time.perf_counter() - start) * 1000, **fields)

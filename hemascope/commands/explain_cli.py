@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from hemascope.commands.addresses import address_callback
+
 
 @click.command("explain")
 @click.option("--host", default=None, help="Bind address (default from settings: 127.0.0.1).")
@@ -49,7 +51,12 @@ def serve_explain_command(
     metavar="OVERLAY.png",
     help="Where to write the overlay PNG (original image size).",
 )
-@click.option("--address", default=None, help="host:port of a running explain service; omit: in-process.")
+@click.option(
+    "--address",
+    default=None,
+    callback=address_callback(50054),
+    help="host:port of a running explain service; omit: in-process.",
+)
 @click.option(
     "--bundle",
     type=click.Path(exists=True, file_okay=False, path_type=Path),

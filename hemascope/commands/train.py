@@ -140,7 +140,15 @@ def run_evaluate(
 ) -> None:
     from hemascope.training.evaluate import evaluate_bundle, summary_line
 
-    result = evaluate_bundle(bundle, data, address=address, progress=not as_json, probe=probe)
+    try:
+        result = evaluate_bundle(bundle, data, address=address, progress=not as_json, probe=probe)
+    except FileNotFoundError:
+        classes = json.loads((bundle / "manifest.json").read_text())["classes"]
+        raise click.BadParameter(
+            f"{data} holds no images of the bundle's classes: give a folder with one subfolder per class "
+            f"({', '.join(classes)}), each holding images (train/, val/ and test/ levels are allowed)",
+            param_hint="--data",
+        ) from None
     _print_table(result, err=as_json)  # with --json, stdout holds the JSON only
     if probe is not None:
         _print_probe(result, err=as_json)
