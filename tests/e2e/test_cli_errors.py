@@ -57,7 +57,9 @@ def cases(tmp: Path, taken: int, model_cache: Path) -> list[Case]:
     text_file.write_text("hello")
     cache = (("HEMASCOPE_FEATURE_MODEL_CACHE_DIR", str(model_cache)),)
     return [
-        Case(("evaluate", "--bundle", "models/bloodcells-5class", "--data", "samples"), 2, ("one subfolder",)),
+        Case(
+            ("evaluate", "--bundle", "models/bloodcells-5class", "--data", "samples"), 2, ("one subfolder",)
+        ),
         Case(("evaluate", "--bundle", "samples", "--data", "samples"), 2, ("manifest.json",)),
         Case(("embed", "--backbone", "vgg16", CELL), 2, ("unknown backbone 'vgg16'", "efficientnet_lite0")),
         Case(("embed", "--preprocessing", "fancy", CELL), 2, ("unknown preprocessing 'fancy'", "known:")),
@@ -72,19 +74,33 @@ def cases(tmp: Path, taken: int, model_cache: Path) -> list[Case]:
         Case(("data", "bccd-to-yolo", "--out", str(non_empty)), 2, ("not empty", "new or empty folder")),
         Case(("serve", "feature", "--port", str(taken), "--metrics-port", "0"), 2, ("in use", "--port")),
         Case(("serve", "feature", "--port", "99999"), 2, ("port",)),
-        Case(("serve", "classifier", "--bundle", "samples", "--port", "0", "--metrics-port", "0"), 2, ("manifest",)),
-        Case(("analyze", "--wait", "1", "--address", f"127.0.0.1:{closed}", CELL), 1, ("hemascope up", "--wait")),
-        Case(("analyze", "--address", f"127.0.0.1:{closed}", CELL), 1, ("connection refused", "hemascope up")),
+        Case(
+            ("serve", "classifier", "--bundle", "samples", "--port", "0", "--metrics-port", "0"),
+            2,
+            ("manifest",),
+        ),
+        Case(
+            ("analyze", "--wait", "1", "--address", f"127.0.0.1:{closed}", CELL),
+            1,
+            ("hemascope up", "--wait"),
+        ),
+        Case(
+            ("analyze", "--address", f"127.0.0.1:{closed}", CELL), 1, ("connection refused", "hemascope up")
+        ),
         Case(("analyze", "--address", "a:b:c", CELL), 2, ("HOST:PORT",)),
         Case(("analyze", CELL, "--out", str(tmp / "out")), 2, ("--explain", "--detect")),
         Case(("analyze", CELL, "--no-classify"), 2, ("--detect",)),
         Case(("analyze", "no-such.jpg"), 2, ("no-such.jpg",)),
-        Case(("embed", "--address", f"127.0.0.1:{closed}", CELL), 1, ("hemascope serve feature", "--address")),
+        Case(
+            ("embed", "--address", f"127.0.0.1:{closed}", CELL), 1, ("hemascope serve feature", "--address")
+        ),
         Case(("detect", "--address", f"127.0.0.1:{closed}", SMEAR), 1, ("hemascope serve detector",)),
         Case(("detect", SMEAR, "--conf", "2"), 2, ("--conf",)),
         Case(("detect", str(text_file)), 1, ("not-an-image.jpg",)),
         Case(("explain", CELL, "--model", "nosuch", "--out", str(tmp / "o.png")), 1, ("nosuch",)),
-        Case(("train", "classifiers", "--data", "samples", "--out", str(tmp / "b"), "--models", "x"), 2, ("x",)),
+        Case(
+            ("train", "classifiers", "--data", "samples", "--out", str(tmp / "b"), "--models", "x"), 2, ("x",)
+        ),
         Case(("health", f"127.0.0.1:{closed}"), 1, ("UNAVAILABLE",)),
         Case(("audit", "verify", str(tmp / "no-such-audit.jsonl")), 1, ("no-such-audit.jsonl",)),
         Case(("up", "--port", f"gateway={taken}"), 2, ("--free-ports",)),
@@ -93,8 +109,8 @@ def cases(tmp: Path, taken: int, model_cache: Path) -> list[Case]:
 
 
 def run(case: Case) -> Outcome:
-    env = {**os.environ, **dict(case.env)}
-    env.pop("HEMASCOPE_FEATURE_RESNET50_CHECKPOINT", None) if not case.env else None
+    env = {k: v for k, v in os.environ.items() if k != "HEMASCOPE_FEATURE_RESNET50_CHECKPOINT"}
+    env |= dict(case.env)
     done = subprocess.run(
         [str(HEMASCOPE), *case.argv],
         capture_output=True,
@@ -119,7 +135,9 @@ def test_wrong_inputs_get_one_line_and_no_traceback(
         if "Traceback" in text:
             problems.append(f"{name}: traceback:\n{text[-1500:]}")
         elif outcome.returncode != outcome.case.status:
-            problems.append(f"{name}: exit {outcome.returncode}, expected {outcome.case.status}:\n{text[-800:]}")
+            problems.append(
+                f"{name}: exit {outcome.returncode}, expected {outcome.case.status}:\n{text[-800:]}"
+            )
         else:
             missing = [phrase for phrase in outcome.case.says if phrase not in text]
             if missing:
