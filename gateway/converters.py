@@ -28,6 +28,7 @@ def options_from_request(request: analysis_pb2.AnalyzeRequest) -> AnalyzeOptions
         explain_model=o.explain_model,
         explain_class=o.explain_class,
         explain_method=o.explain_method,
+        explain_overlay=o.explain_overlay,
         detect_confidence=o.detect_confidence,
         detect_iou=o.detect_iou,
         malignant_threshold=o.malignant_threshold or DEFAULT_MALIGNANT_THRESHOLD,
@@ -91,6 +92,7 @@ def analyze_response(report: AnalysisReport) -> analysis_pb2.AnalyzeResponse:
                 heat_map=e.heat_map,
                 overlay_png=e.overlay_png,
                 region=e.region,
+                overlay=e.overlay,
             )
         )
     return response

@@ -4,7 +4,8 @@ All images go over one ``AnalyzeStream`` (the gateway bounds how many run at onc
 the reading of files to match), with a progress bar on a terminal. Reports are printed in the order of the
 images given, in short lines (``--wide``: one line per image with every figure) or as JSON lines with every
 field, zero and false values included. ``--out DIR`` receives, per image, the
-explanation overlay (``<name>-overlay.png``) and the detections drawn on the image (``<name>-boxes.png``).
+explanation overlay (``<name>-overlay.png``), the image beside it with model, class, probability and a colour
+bar (``<name>-panel.png``) and the detections drawn on the image (``<name>-boxes.png``).
 
 Exit status: 0 when every part of every image succeeded; 3 when some part failed (partial reports);
 1 when some image could not be analysed at all (e.g. not an image) or the gateway failed.
@@ -25,6 +26,7 @@ from google.protobuf.json_format import MessageToDict
 
 from hemascope.client import HemascopeClient, HemascopeClientError, StreamResult, TlsConfig
 from hemascope.commands.errors import gateway_failure, not_ready_message
+from hemascope.commands.pictures import Explained, write_boxes, write_explanation
 from hemascope.v1 import analysis_pb2
 
 SHORT = {"logistic_regression": "LR", "svm": "SVM", "random_forest": "RF", "xgboost": "XGB", "kmeans": "KM"}
@@ -54,23 +56,21 @@ def output_names(paths: Sequence[Path]) -> list[str]:
 
 
 def write_outputs(response: analysis_pb2.AnalyzeResponse, image: Path, out: Path, name: str) -> list[Path]:
-    """The overlay PNG and the box drawing of one report under ``out``; returns the files written."""
-    written: list[Path] = []
-    out.mkdir(parents=True, exist_ok=True)
-    if response.HasField("explanation") and response.explanation.overlay_png:
-        overlay = out / f"{name}-overlay.png"
-        overlay.write_bytes(response.explanation.overlay_png)
-        written.append(overlay)
-    if response.HasField("detection"):
-        from hemascope.imaging.decode import decode_image
-        from services.detector.core import Box
-        from services.detector.draw import save_drawing
+    """The pictures of one report under ``out`` (see :mod:`hemascope.commands.pictures`): the overlay and
+    the panel of the explanation, the drawing of the detections; returns the files written."""
+    from hemascope.imaging.decode import decode_image
 
-        boxes = [
-            Box(b.x1, b.y1, b.x2, b.y2, b.class_id, b.class_name, b.score) for b in response.detection.boxes
-        ]
-        pixels = decode_image(image.read_bytes()).pixels
-        written.append(save_drawing(pixels, boxes, out / f"{name}-boxes.png"))
+    written: list[Path] = []
+    explained = response.HasField("explanation") and response.explanation.overlay_png
+    if not explained and not response.HasField("detection"):
+        return written
+    pixels = decode_image(image.read_bytes()).pixels
+    if explained:
+        e = response.explanation
+        details = Explained(e.overlay_png, e.model, e.method, e.class_name, e.class_probability, e.overlay)
+        written += write_explanation(out, name, image.name, pixels, details)
+    if response.HasField("detection"):
+        written.append(write_boxes(out, name, pixels, response.detection.boxes))
     return written
 
 

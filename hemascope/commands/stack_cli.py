@@ -183,6 +183,14 @@ def up_command(
 @click.option("--model", "models", multiple=True, help="Classifier model to run (default: all); repeatable.")
 @click.option("--explain-model", default="", help="Model to explain (default: the gateway's, LR).")
 @click.option(
+    "--overlay",
+    type=click.Choice(["focus", "jet40"]),
+    default="focus",
+    show_default=True,
+    help="Heat map drawing: focus (colour only where the heat matters, the cell outlined) or jet40 (the "
+    "study's JET at 40% over the whole image).",
+)
+@click.option(
     "--json", "json_lines", is_flag=True, help="One JSON object per image on stdout, every field included."
 )
 @click.option("--wide", is_flag=True, help="One long line per image with every figure (and timings).")
@@ -208,6 +216,7 @@ def analyze_command(
     no_classify: bool,
     models: tuple[str, ...],
     explain_model: str,
+    overlay: str,
     json_lines: bool,
     wide: bool,
     out: Path | None,
@@ -243,6 +252,7 @@ def analyze_command(
         detect=detect,
         explain=explain,
         explain_model=explain_model,
+        explain_overlay=overlay,
     )
     code = run_analyze(
         list(images),

@@ -227,7 +227,7 @@ def test_analyze_command_writes_json_and_files(
     assert (out / f"{cells[0].stem}-overlay.png").read_bytes().startswith(b"\x89PNG")
     assert (out / f"{smear.stem}-boxes.png").read_bytes().startswith(b"\x89PNG")
     assert sorted(myeloblast["files"]) == sorted(
-        str(out / f"{cells[0].stem}-{kind}.png") for kind in ("boxes", "overlay")
+        str(out / f"{cells[0].stem}-{kind}.png") for kind in ("boxes", "overlay", "panel")
     )
     text = subprocess.run(
         [str(HEMASCOPE), "analyze", str(cells[1]), "--gateway", gateway],  # the older flag name still works

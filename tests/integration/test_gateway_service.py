@@ -370,3 +370,13 @@ def test_a_service_the_gateway_runs_without_is_not_running_never_a_circuit_trip(
         assert list(caps.classes)  # the classifier still described its bundle
     finally:
         gateway.stop(1)
+
+
+def test_the_overlay_style_passes_through_to_the_explanation(stub: Stub, cells: list[Path]) -> None:
+    data = cells[1].read_bytes()
+    assert analyze(stub, data, explain=True).explanation.overlay == "focus"
+    study = analyze(stub, data, explain=True, explain_overlay="jet40")
+    assert study.explanation.overlay == "jet40" and study.explanation.overlay_png
+    wrong = parts(analyze(stub, data, explain=True, explain_overlay="sepia"))["explanation"]
+    assert wrong.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "unknown overlay style" in wrong.message
