@@ -130,11 +130,13 @@ def _short(response: analysis_pb2.AnalyzeResponse, image: Path) -> list[str]:
         if not unanimous:
             lines.append(f"  votes: {_votes(c)}")
         if c.refer_reasons:
-            lines.append(f"  refer: {'; '.join(c.refer_reasons)}")
+            lines.append(f"  refer: {_grouped_reasons(c.refer_reasons)}")
+        if response.HasField("detection"):
+            lines.append(f"  found {_cells(response.detection)}")
+    elif response.HasField("detection"):
+        lines.append(f"{image.name}: {_cells(response.detection)}")
     else:
         lines.append(f"{image.name}:")
-    if response.HasField("detection"):
-        lines.append(f"  found {_cells(response.detection)}")
     if response.HasField("explanation"):
         e = response.explanation
         lines.append(
@@ -143,6 +145,20 @@ def _short(response: analysis_pb2.AnalyzeResponse, image: Path) -> list[str]:
         )
     lines += [f"  ! no {p.part}: {p.message}" for p in _failed_parts(response)]
     return lines
+
+
+def _grouped_reasons(reasons: Sequence[str]) -> str:
+    """``model: reason`` entries grouped by reason: ``out of distribution (LR, SVM); low confidence (KM)``."""
+    models: dict[str, list[str]] = {}
+    for entry in reasons:
+        model, sep, reason = entry.partition(": ")
+        if sep and " " not in model:  # "svm: low confidence"; not "models disagree: a, b"
+            models.setdefault(reason, []).append(SHORT.get(model, model))
+        else:
+            models.setdefault(entry, [])
+    return "; ".join(
+        f"{reason} ({', '.join(names)})" if names else reason for reason, names in models.items()
+    )
 
 
 def describe(response: analysis_pb2.AnalyzeResponse, image: Path, wide: bool = False) -> str:

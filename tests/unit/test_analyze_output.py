@@ -117,7 +117,7 @@ def test_short_lines_stay_short_and_say_what_matters() -> None:
     referred = describe(report(abstain=True, failed=True), Path("MYO_0004.jpg"))
     assert "REFER" in referred.splitlines()[0]
     assert "  votes: LR=myeloblast SVM=myeloblast* RF=myeloblast XGB=myeloblast KM=myeloblast" in referred
-    assert "  refer: svm: low confidence" in referred
+    assert "  refer: low confidence (SVM)" in referred
     assert "  ! no explanation: the explain service is not running" in referred
     assert "CIRCUIT" not in referred
     for line in referred.splitlines():
@@ -137,3 +137,20 @@ def test_out_without_explain_or_detect_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--out holds the heat-map pictures (--explain) and the box drawings (--detect)" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_refer_reasons_are_grouped_and_a_smear_gets_one_line() -> None:
+    response = report(abstain=True)
+    del response.classification.refer_reasons[:]
+    response.classification.refer_reasons.extend(
+        [f"{m}: out of distribution" for m in ("kmeans", "logistic_regression", "svm")]
+        + ["models disagree: monocyte, myeloblast"]
+    )
+    text = describe(response, Path("MO_100695.jpg"))
+    assert "  refer: out of distribution (KM, LR, SVM); models disagree: monocyte, myeloblast" in text
+    smear = analysis_pb2.AnalyzeResponse(
+        detection=analysis_pb2.CellDetection(
+            boxes=[detector_pb2.Box(class_name="RBC"), detector_pb2.Box(class_name="WBC")]
+        )
+    )
+    assert describe(smear, Path("BloodImage_00002.jpg")) == "BloodImage_00002.jpg: 2 cells (RBC 1, WBC 1)"
