@@ -97,7 +97,11 @@ def cases(tmp: Path, taken: int, model_cache: Path) -> list[Case]:
         Case(("detect", "--address", f"127.0.0.1:{closed}", SMEAR), 1, ("hemascope serve detector",)),
         Case(("detect", SMEAR, "--conf", "2"), 2, ("--conf",)),
         Case(("detect", str(text_file)), 1, ("not-an-image.jpg",)),
-        Case(("explain", CELL, "--model", "nosuch", "--out", str(tmp / "o.png")), 1, ("nosuch",)),
+        Case(
+            ("explain", CELL, "--model", "nosuch", "--out", str(tmp / "o.png")),
+            1,
+            ("nosuch", "loading the bundle"),
+        ),
         Case(
             ("train", "classifiers", "--data", "samples", "--out", str(tmp / "b"), "--models", "x"), 2, ("x",)
         ),
