@@ -132,7 +132,7 @@ class CapabilitiesCache:
             max_stream_in_flight=self._settings.max_stream_in_flight,
             max_streams_per_caller=self._settings.max_streams_per_caller,
             services=tuple(
-                ServiceState(service.name, ok, service.breaker.is_open)
+                ServiceState(service.name, ok, service.breaker.is_open, service.absent)
                 for service, ok in zip(self._downstreams.all(), serving, strict=True)
             ),
             explain_methods=tuple(sorted({m for ms in methods.values() for m in ms})),

@@ -28,6 +28,7 @@ def options_from_request(request: analysis_pb2.AnalyzeRequest) -> AnalyzeOptions
         explain_model=o.explain_model,
         explain_class=o.explain_class,
         explain_method=o.explain_method,
+        explain_overlay=o.explain_overlay,
         detect_confidence=o.detect_confidence,
         detect_iou=o.detect_iou,
         malignant_threshold=o.malignant_threshold or DEFAULT_MALIGNANT_THRESHOLD,
@@ -91,6 +92,7 @@ def analyze_response(report: AnalysisReport) -> analysis_pb2.AnalyzeResponse:
                 heat_map=e.heat_map,
                 overlay_png=e.overlay_png,
                 region=e.region,
+                overlay=e.overlay,
             )
         )
     return response
@@ -121,7 +123,9 @@ def capabilities_response(caps: Capabilities) -> analysis_pb2.GetCapabilitiesRes
         max_stream_in_flight=caps.max_stream_in_flight,
         max_streams_per_caller=caps.max_streams_per_caller,
         services=[
-            analysis_pb2.ServiceState(name=s.name, serving=s.serving, circuit_open=s.circuit_open)
+            analysis_pb2.ServiceState(
+                name=s.name, serving=s.serving, circuit_open=s.circuit_open, not_running=s.not_running
+            )
             for s in caps.services
         ],
     )

@@ -273,6 +273,7 @@ class GatewayCore:
             model=options.explain_model or self.settings.explain_default_model,
             target_class=options.explain_class,
             method=options.explain_method,
+            overlay=options.explain_overlay,
         )
         return d.explain.call(d.explain.stub.Explain, request, deadline)
 

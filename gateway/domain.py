@@ -30,6 +30,7 @@ class AnalyzeOptions:
     explain_model: str = ""
     explain_class: str = ""
     explain_method: str = ""
+    explain_overlay: str = ""
     detect_confidence: float = 0.0
     detect_iou: float = 0.0
     malignant_threshold: float = DEFAULT_MALIGNANT_THRESHOLD
@@ -44,6 +45,7 @@ class AnalyzeOptions:
             "explain_model": self.explain_model,
             "explain_class": self.explain_class,
             "explain_method": self.explain_method,
+            "explain_overlay": self.explain_overlay,
             "detect_confidence": self.detect_confidence,
             "detect_iou": self.detect_iou,
             "malignant_threshold": self.malignant_threshold,
@@ -121,6 +123,8 @@ class ServiceState:
     name: str
     serving: bool
     circuit_open: bool
+    not_running: bool = False
+    """The gateway runs without this service (no address configured)."""
 
 
 @dataclass(frozen=True)

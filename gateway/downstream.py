@@ -128,13 +128,23 @@ def domain_error(service: str, error: grpc.RpcError, by_caller_deadline: bool) -
     return cls(f"{service} service: {details}", reason=code.name)
 
 
+class ServiceNotRunning(errors.Unavailable):
+    """The gateway runs without this service: its parts fail at once, and its breaker is never involved."""
+
+    default_reason = "NOT_RUNNING"
+
+
 class Downstream(Generic[S]):
-    """One downstream service: its channel, stub, breaker and call policy."""
+    """One downstream service: its channel, stub, breaker and call policy.
+
+    Without a channel (no address configured) the service is *absent*: every call, and reading ``stub``,
+    raises :class:`ServiceNotRunning`, and its health check says not serving.
+    """
 
     def __init__(
         self,
         name: str,
-        channel: grpc.Channel,
+        channel: grpc.Channel | None,
         stub_factory: Callable[[grpc.Channel], S],
         breaker: CircuitBreaker,
         retry: RetryPolicy,
@@ -142,20 +152,38 @@ class Downstream(Generic[S]):
     ) -> None:
         self.name = name
         self.channel = channel
-        self.stub: S = stub_factory(channel)
+        self._stub: S | None = stub_factory(channel) if channel is not None else None
         self.breaker = breaker
         self.retry = retry
         self.cap_s = cap_s
-        self._health = health_pb2_grpc.HealthStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel) if channel is not None else None
         self._lock = threading.Lock()
         self._last_ok: bool | None = None
         self.generation = 0
         """Bumped whenever calls start or stop succeeding (so cached capabilities can be refreshed)."""
 
+    @property
+    def absent(self) -> bool:
+        """True when the gateway runs without this service."""
+        return self.channel is None
+
+    @property
+    def stub(self) -> S:
+        if self._stub is None:
+            raise self.not_running()
+        return self._stub
+
+    def not_running(self) -> ServiceNotRunning:
+        return ServiceNotRunning(
+            f"the {self.name} service is not running (the gateway was started without it)"
+        )
+
     def call(
         self, method: Callable[..., R], request: Any, deadline: Deadline, *, idempotent: bool = True
     ) -> R:
         """Calls ``method(request, timeout=...)`` under the deadline, breaker and retry policy."""
+        if self.absent:
+            raise self.not_running()
         attempt = 0
         while True:
             timeout, by_caller = call_timeout(deadline, self.cap_s)
@@ -185,6 +213,8 @@ class Downstream(Generic[S]):
 
     def check_health(self, timeout_s: float) -> bool:
         """True when the service's health check answers SERVING (bypasses the breaker)."""
+        if self._health is None:
+            return False
         try:
             response = self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
         except grpc.RpcError:
@@ -192,7 +222,8 @@ class Downstream(Generic[S]):
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     def close(self) -> None:
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
 
     def _record_failure(self, exc: grpc.RpcError, by_caller: bool) -> errors.HemascopeError:
         code = _code(exc)
@@ -242,7 +273,8 @@ class Downstreams:
 def open_downstreams(settings: GatewaySettings, clock: Callable[[], float] = time.monotonic) -> Downstreams:
     """Channels (TLS when the settings name downstream certificates) and breakers for every service.
 
-    Channels connect lazily, so this never fails because a service is down.
+    Channels connect lazily, so this never fails because a service is down. A service whose address is
+    empty is absent (see :class:`Downstream`).
     """
     credentials = channel_credentials(settings)
     options = [
@@ -259,11 +291,13 @@ def open_downstreams(settings: GatewaySettings, clock: Callable[[], float] = tim
     retry = RetryPolicy(settings.retries, settings.retry_backoff_ms / 1000)
 
     def make(name: str, address: str, stub: Callable[[grpc.Channel], S]) -> Downstream[S]:
-        channel = (
-            grpc.secure_channel(address, credentials, options=options)
-            if credentials is not None
-            else grpc.insecure_channel(address, options=options)
-        )
+        channel: grpc.Channel | None = None
+        if not address.strip():
+            channel = None  # absent: the gateway runs without this service
+        elif credentials is not None:
+            channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            channel = grpc.insecure_channel(address, options=options)
         breaker = CircuitBreaker(
             name, settings.breaker_failures, settings.breaker_reset_s, clock, metrics.breaker_changed
         )

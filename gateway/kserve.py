@@ -9,8 +9,9 @@ One model, ``hemascope`` (its version is the classifier bundle's version):
 
 - input ``IMAGE``: BYTES, shape ``[-1]``: a batch of encoded images (JPEG, PNG, TIFF, BMP), one per element;
 - outputs, one row per image: ``LABEL`` BYTES ``[-1]`` (consensus label), ``PROBABILITIES`` FP32 ``[-1, C]``
-  (mean calibrated probability per class over the models, in the classes' order, which ModelMetadata's
-  shape and the ``classes`` parameter of the response give), ``MALIGNANT_PROBABILITY`` FP32 ``[-1]``,
+  (mean calibrated probability per class over the models, in the classes' order, which the ``classes``
+  parameter of every response gives; ModelMetadata gives C, the number of classes, in the shape only),
+  ``MALIGNANT_PROBABILITY`` FP32 ``[-1]``,
   ``REFER`` BOOL ``[-1]`` (refer the cell to a human), ``CONTENT_HASH`` BYTES ``[-1]``;
 - optional request parameters: ``models`` (string, comma-separated classifier models; default all) and
   ``malignant_threshold`` (double, default 0.5).

@@ -18,10 +18,18 @@ class GatewaySettings(ServerSettings):
     port: int = Field(50050, ge=0, le=65535, description="gRPC port; 0 picks a free one (tests).")
     metrics_port: int | None = Field(9463, ge=0, le=65535, description="Prometheus port; None disables.")
 
-    feature_address: str = Field("127.0.0.1:50051", description="host:port of the feature service.")
-    classifier_address: str = Field("127.0.0.1:50052", description="host:port of the classifier service.")
-    detector_address: str = Field("127.0.0.1:50053", description="host:port of the detector service.")
-    explain_address: str = Field("127.0.0.1:50054", description="host:port of the explain service.")
+    feature_address: str = Field(
+        "127.0.0.1:50051", description="host:port of the feature service; empty: run without it."
+    )
+    classifier_address: str = Field(
+        "127.0.0.1:50052", description="host:port of the classifier service; empty: run without it."
+    )
+    detector_address: str = Field(
+        "127.0.0.1:50053", description="host:port of the detector service; empty: run without it."
+    )
+    explain_address: str = Field(
+        "127.0.0.1:50054", description="host:port of the explain service; empty: run without it."
+    )
 
     api_keys_file: Path | None = Field(
         None,

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from hemascope.commands.addresses import address_callback
 from hemascope.commands.audit_verify import audit_group, gateway_group
 from hemascope.commands.explain_cli import explain_command, serve_explain_command
 from hemascope.commands.explain_eval import explain_eval_command
+from hemascope.commands.failures import CliGroup
 from hemascope.commands.gateway import serve_gateway_command
 from hemascope.commands.health import health_command
 from hemascope.commands.stack_cli import analyze_command, up_command
@@ -21,7 +23,7 @@ from hemascope.commands.train_cli import (
 from hemascope.logs import configure_logging
 
 
-@click.group()
+@click.group(cls=CliGroup)
 @click.option("--log-level", default="WARNING", show_default=True, help="Log level for this command.")
 @click.option("--log-json/--log-console", default=False, show_default=True, help="Log format.")
 def main(log_level: str, log_json: bool) -> None:
@@ -114,7 +116,12 @@ def serve_detector(host: str | None, port: int | None, metrics_port: int | None,
 
 @main.command("detect")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--address", default=None, help="host:port of a running detector service; omit: in-process.")
+@click.option(
+    "--address",
+    default=None,
+    callback=address_callback(50053),
+    help="host:port of a running detector service; omit: in-process.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.option(
     "--draw",
@@ -171,7 +178,12 @@ def detect(
 
 @main.command("embed")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--address", default=None, help="host:port of a running feature service; omit: in-process.")
+@click.option(
+    "--address",
+    default=None,
+    callback=address_callback(50051),
+    help="host:port of a running feature service; omit: in-process.",
+)
 @click.option("--backbone", default=None, help="Backbone (in-process) or the one expected (service).")
 @click.option(
     "--preprocessing", default=None, help="Preprocessing option (in-process) or the one expected (service)."

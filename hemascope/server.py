@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from hemascope.errors import Unavailable
+from hemascope.errors import ConfigurationError, Unavailable
 from hemascope.interceptors import ServiceInterceptor
 from hemascope.logs import get_logger
 from hemascope.settings import ServerSettings
@@ -118,6 +118,20 @@ class ManagedServer:
         signal.signal(signal.SIGINT, handler)
 
 
+def _metrics_endpoint(host: str, port: int | None) -> MetricsEndpoint | None:
+    """The Prometheus endpoint, or None when disabled; a taken port is a ConfigurationError."""
+    if port is None:
+        return None
+    try:
+        return start_metrics_endpoint(host, port)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; choose another with "
+            "--metrics-port (0: any free port)",
+            reason="PORT_IN_USE",
+        ) from None
+
+
 def build_server(
     settings: ServerSettings,
     bindings: Sequence[ServiceBinding],
@@ -153,18 +167,25 @@ def build_server(
         binding.register(server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     address = f"{settings.host}:{settings.port}"
-    port = (
-        server.add_secure_port(address, credentials)
-        if credentials is not None
-        else server.add_insecure_port(address)
-    )
+    try:
+        port = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {settings.host}:{settings.port}")
-    metrics = (
-        start_metrics_endpoint(settings.host, settings.metrics_port)
-        if settings.metrics_port is not None
-        else None
-    )
+        raise ConfigurationError(
+            f"cannot listen on {address}: the port is in use (or the address is not this machine's); "
+            "choose another with --port (0: any free port)",
+            reason="PORT_IN_USE",
+        )
+    try:
+        metrics = _metrics_endpoint(settings.host, settings.metrics_port)
+    except ConfigurationError:
+        server.stop(None)
+        raise
     managed = ManagedServer(server, port, health_servicer, names, metrics, list(on_stop))
     managed._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     server.start()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,23 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 Reporter = Callable[[str], None]
+TAIL_LINES = 20
+"""Lines of each child's output kept to explain why it exited."""
+
+
+class ChildFailed(RuntimeError):
+    """A child exited before it was ready; carries its exit status and the end of its output."""
+
+    def __init__(self, name: str, exit_code: int, output: Sequence[str]) -> None:
+        super().__init__(f"{name} exited with status {exit_code} before it was ready")
+        self.name = name
+        self.exit_code = exit_code
+        self.output = list(output)
+
+    @property
+    def last_message(self) -> str:
+        """The child's last non-empty output line (its own account of why it stopped), or ''."""
+        return next((line.strip() for line in reversed(self.output) if line.strip()), "")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -60,6 +78,7 @@ class ChildSpec:
     port: int
     env: Mapping[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    metrics_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -78,6 +97,8 @@ class Child:
     restart_times: list[float] = field(default_factory=list)
     next_start: float | None = None
     gave_up: bool = False
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    pump: threading.Thread | None = None
 
     @property
     def pid(self) -> int | None:
@@ -91,6 +112,7 @@ class Child:
         return {
             "name": self.spec.name,
             "address": self.spec.address,
+            "metrics_port": self.spec.metrics_port,
             "pid": self.pid,
             "running": self.running,
             "restarts": self.restarts,
@@ -156,25 +178,31 @@ class Supervisor:
         child.process = process
         child.next_start = None
         pump = threading.Thread(
-            target=self._pump, args=(child.spec.name, process), name=f"out-{child.spec.name}", daemon=True
+            target=self._pump, args=(child, process), name=f"out-{child.spec.name}", daemon=True
         )
         pump.start()
+        child.pump = pump
         self._pumps.append(pump)
         self._write_state()
 
-    def _pump(self, name: str, process: subprocess.Popen[bytes]) -> None:
+    def _pump(self, child: Child, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
         for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
+            child.tail.append(line)
             try:
-                self._output.write(f"[{name}] {line}\n")
+                self._output.write(f"[{child.spec.name}] {line}\n")
                 self._output.flush()
             except ValueError:  # our output was closed (interpreter shutting down)
                 return
 
     def wait_healthy(self, names: Sequence[str] | None = None, timeout: float = 600.0) -> None:
         """Blocks until every named child (default: all) answers SERVING; raises ``RuntimeError`` when one
-        gives up (exits more often than the restart limit allows) or the time runs out."""
+        gives up (exits more often than the restart limit allows) or the time runs out.
+
+        Before :meth:`watch` has started (nothing restarts children yet), a child that exits fails the
+        wait at once with :class:`ChildFailed`, carrying its exit status and the end of its output.
+        """
         until = time.monotonic() + timeout
         pending = list(names) if names is not None else list(self._children)
         while pending:
@@ -184,12 +212,23 @@ class Supervisor:
                 child = self._children[name]
                 if child.gave_up:
                     raise RuntimeError(f"{name} exited {len(child.exits)} times ({child.exits}); gave up")
+                self._fail_if_exited(child)
                 if child.running and health_status(child.spec.address):
                     pending.remove(name)
             if pending and time.monotonic() > until:
                 raise RuntimeError(f"not SERVING after {timeout:.0f} s: {', '.join(pending)}")
             if pending:
                 self._stopping.wait(0.25)
+
+    def _fail_if_exited(self, child: Child) -> None:
+        if self._monitor is not None or child.process is None:
+            return
+        code = child.process.poll()
+        if code is None:
+            return
+        if child.pump is not None:
+            child.pump.join(timeout=5)  # the rest of its output, so the reason is in the tail
+        raise ChildFailed(child.spec.name, code, child.tail)
 
     # -- watching ---------------------------------------------------------------------------------------
     def watch(self) -> None:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up; `hemascope up` starts every service (feature, classifier,
-# detector, explain) and the gateway as their own processes; `hemascope analyze` sends the sample cells and
-# the BCCD smears through the gateway (classification, detection, explanation; overlays and box drawings
-# to out/); then everything stops cleanly on SIGTERM. `hemascope demo` is the older tour of the services.
+# detector, explain) and the gateway as their own processes; `hemascope analyze` sends each capability the
+# input it is meant for through the gateway: the single-cell samples to classification and explanation
+# (panels and overlays to out/), the BCCD smear to detection (box drawings to out/); then everything stops
+# cleanly on SIGTERM. `hemascope demo` is the older tour of the services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -30,9 +31,10 @@ print(next((c["address"] for c in children if c["name"] == "gateway"), ""))' "$S
 done
 [[ -n "$GATEWAY" ]] || { echo "no gateway after 10 minutes" >&2; exit 1; }
 echo
-echo "== single cells: classification, malignancy, refer flag, detection, Grad-CAM overlay =="
-.venv/bin/hemascope analyze samples/*.jpg --gateway "$GATEWAY" --explain --detect --out out/ --wait 600
+echo "== single cells: cell type, malignancy, refer flag, every model's vote, where the model looked =="
+.venv/bin/hemascope analyze samples/*.jpg --address "$GATEWAY" --explain --out out/ --wait 600
 echo
-echo "== blood smears: the cells the detector finds =="
-.venv/bin/hemascope analyze samples/smear/*.jpg --gateway "$GATEWAY" --detect --no-classify --out out/
+echo "== a blood smear: the cells the detector finds =="
+.venv/bin/hemascope analyze samples/smear/*.jpg --address "$GATEWAY" --detect --no-classify --out out/
 echo
+echo "pictures in out/: <cell>-panel.png (the cell beside its heat map), <cell>-overlay.png, <smear>-boxes.png"

@@ -38,6 +38,8 @@ class HemascopeClientError(Exception):
         self.message = message
         if code is not None:
             self.code = code
+        elif type(self).codes:
+            self.code = type(self).codes[0]
         self.reason = reason or self.code.name
         self.field = field
         self.detail = detail

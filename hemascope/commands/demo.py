@@ -17,6 +17,7 @@ import click
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from hemascope.commands.pictures import picture_path
 from hemascope.data import REPO_ROOT
 from hemascope.v1 import (
     classifier_pb2,
@@ -153,25 +154,26 @@ def _detect(stub: detector_pb2_grpc.DetectorServiceStub, path: Path, draw: Path 
             f"  {box.class_name:<9} {box.score:.2f}  [{box.x1:.0f}, {box.y1:.0f}, {box.x2:.0f}, {box.y2:.0f}]"
         )
     if draw is not None:
+        from hemascope.commands.pictures import write_boxes
         from hemascope.imaging.decode import decode_image
-        from services.detector.core import Box
-        from services.detector.draw import save_drawing
 
-        boxes = [Box(b.x1, b.y1, b.x2, b.y2, b.class_id, b.class_name, b.score) for b in response.boxes]
-        draw.parent.mkdir(parents=True, exist_ok=True)
-        save_drawing(decode_image(path.read_bytes()).pixels, boxes, draw)
-        click.echo(f"  boxes drawn to {draw}")
+        drawn = write_boxes(draw.parent, path.stem, decode_image(path.read_bytes()).pixels, response.boxes)
+        click.echo(f"  boxes drawn to {drawn}")
 
 
-def _explain(stub: explain_pb2_grpc.ExplainServiceStub, path: Path, model: str) -> None:
-    request = explain_pb2.ExplainRequest(image=common_pb2.Image(data=path.read_bytes()), model=model)
-    response = stub.Explain(request, timeout=120)
-    out = DEMO_OUT / f"{path.stem}-explain-{model}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(response.overlay_png)
+def _explain(stub: explain_pb2_grpc.ExplainServiceStub, path: Path, model: str, tag: str) -> None:
+    from hemascope.commands.pictures import Explained, write_explanation
+    from hemascope.imaging.decode import decode_image
+
+    data = path.read_bytes()
+    request = explain_pb2.ExplainRequest(image=common_pb2.Image(data=data), model=model)
+    r = stub.Explain(request, timeout=120)
+    explained = Explained(r.overlay_png, r.model, r.method, r.class_name, r.class_probability, r.overlay)
+    files = write_explanation(DEMO_OUT, path.stem, path.name, decode_image(data).pixels, explained, tag)
     click.echo(
-        f"{path.name}: {model} {response.method} explains {response.class_name} "
-        f"(p={response.class_probability:.3f}) in {response.timings.total_ms:.0f} ms; overlay: {out}"
+        f"{path.name}: {model} {r.method} explains {r.class_name} "
+        f"(p={r.class_probability:.3f}) in {r.timings.total_ms:.0f} ms; pictures: "
+        + ", ".join(map(str, files))
     )
 
 
@@ -210,8 +212,8 @@ def run_demo(images: list[Path], backbone: str | None, bundle: Path | None) -> N
                 stack.enter_context(_service("explain", ["--bundle", str(bundle)]))
             )
             click.echo("\nwhere the models look (Grad-CAM for LR, Ablation-CAM for the others):")
-            for model in ("logistic_regression", "xgboost"):
-                _explain(explainer, paths[0], model)
+            for model, tag in (("logistic_regression", ""), ("xgboost", "xgboost")):
+                _explain(explainer, paths[0], model, tag)
         smears = sorted(SMEARS.glob("*.jpg"))
         if smears and DEFAULT_DETECTOR.is_file():
             click.echo("")
@@ -219,4 +221,4 @@ def run_demo(images: list[Path], backbone: str | None, bundle: Path | None) -> N
             detector = detector_pb2_grpc.DetectorServiceStub(detector_channel)
             click.echo("\ncells found in a blood smear (YOLOv8n trained on BCCD):")
             for smear in smears:
-                _detect(detector, smear, DEMO_OUT / f"{smear.stem}-detections.png")
+                _detect(detector, smear, picture_path(DEMO_OUT, smear.stem, "boxes"))

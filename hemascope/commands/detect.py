@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import grpc
 
-from hemascope.commands.errors import print_image_error
+from hemascope.commands.errors import check_reachable, print_image_error
 from hemascope.errors import HemascopeError
 
 if TYPE_CHECKING:
@@ -163,6 +163,7 @@ def run_detect(
                 line = detector(path, data)
                 drawing = _draw(data, line.boxes, drawing_path(draw, path, len(paths) > 1)) if draw else None
             except (OSError, grpc.RpcError, HemascopeError) as exc:
+                check_reachable(exc, "detector", address)
                 failures += 1
                 print_image_error(path, exc, as_json)
                 continue

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import grpc
 
-from hemascope.commands.errors import print_image_error
+from hemascope.commands.errors import check_reachable, print_image_error
 from hemascope.errors import FailedPrecondition, HemascopeError
 
 
@@ -72,11 +72,13 @@ def _service_embedder(
 
 def _local_embedder(backbone: str | None, preprocessing: str | None) -> tuple[Embedder, Callable[[], None]]:
     from hemascope.imaging.inputs import ImageInput
+    from hemascope.imaging.preprocess import get_preprocessing
     from services.feature.core import FeatureCore
     from services.feature.settings import FeatureSettings
 
     overrides: dict[str, Any] = {"backbone": backbone} if backbone else {}
     if preprocessing:
+        get_preprocessing(preprocessing)  # an unknown name is refused here, named as the option given
         overrides["preprocessing"] = preprocessing
     settings = FeatureSettings(**overrides)
     core = FeatureCore(settings)
@@ -147,6 +149,7 @@ def run_embed(
             try:
                 line = embedder(path, Path(path).read_bytes())
             except (OSError, grpc.RpcError, HemascopeError) as exc:
+                check_reachable(exc, "feature", address)
                 failures += 1
                 print_image_error(path, exc, as_json)
                 continue

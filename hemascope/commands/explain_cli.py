@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from hemascope.commands.addresses import address_callback
+
 
 @click.command("explain")
 @click.option("--host", default=None, help="Bind address (default from settings: 127.0.0.1).")
@@ -47,9 +49,22 @@ def serve_explain_command(
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     metavar="OVERLAY.png",
-    help="Where to write the overlay PNG (original image size).",
+    help="Where to write the overlay PNG (original image size); the panel (the image beside the overlay, "
+    "with model, class, probability and a colour bar) goes beside it as OVERLAY-panel.png.",
 )
-@click.option("--address", default=None, help="host:port of a running explain service; omit: in-process.")
+@click.option(
+    "--overlay",
+    type=click.Choice(["focus", "jet40"]),
+    default="focus",
+    show_default=True,
+    help="focus: colour only where the heat matters, the cell outlined; jet40: the study's JET at 40%.",
+)
+@click.option(
+    "--address",
+    default=None,
+    callback=address_callback(50054),
+    help="host:port of a running explain service; omit: in-process.",
+)
 @click.option(
     "--bundle",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -64,6 +79,7 @@ def explain_command(
     target_class: str,
     method: str | None,
     out: Path,
+    overlay: str,
     address: str | None,
     bundle: Path | None,
     as_json: bool,
@@ -78,6 +94,7 @@ def explain_command(
         target_class=target_class,
         method=method or "",
         out=out,
+        overlay=overlay,
         address=address,
         bundle=bundle,
         timeout=timeout,

@@ -34,6 +34,11 @@ def run_explain_eval(
         sanity_images=sanity_images,
         log=lambda line: click.echo(line, err=True),
     )
+    click.echo(
+        f"explain-eval: {images} test images, {probe_images if probe else 0} probe images; loading the "
+        f"bundle and its backbone, then progress every ten images (reruns reuse the maps cached in {work})",
+        err=True,
+    )
     results = run_evaluation(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "faithfulness.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

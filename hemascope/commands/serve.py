@@ -24,7 +24,11 @@ def run_server(
 ) -> None:
     """Runs a service until SIGTERM/SIGINT; exits 2 with a clear message if its models cannot load."""
     configure_logging(settings.log_level, json=settings.log_json)
-    server, port = create_server(settings)
+    try:
+        server, port = create_server(settings)
+    except HemascopeError as exc:
+        click.echo(f"hemascope: {name} service cannot start: {exc.message}", err=True)
+        sys.exit(2)
     server.install_signal_handlers(settings.grace_period_s)
     try:
         server.wait_ready()

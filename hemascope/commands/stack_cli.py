@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from hemascope.commands.addresses import GATEWAY_PORT, address_callback
+
 
 @click.command("up")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address of every process.")
@@ -21,12 +23,12 @@ import click
     help="Port of one process (gateway 50050, feature 50051, classifier 50052, detector 50053, "
     "explain 50054 by default); repeatable.",
 )
-@click.option("--free-ports", is_flag=True, help="Pick free ports for everything (metrics on any port).")
+@click.option("--free-ports", is_flag=True, help="Pick free ports for everything (metrics ports too).")
 @click.option(
     "--without",
     multiple=True,
     type=click.Choice(["detector", "explain"]),
-    help="Do not start this service (the gateway reports its parts as unavailable); repeatable.",
+    help="Do not start this service (the gateway reports its parts as not running); repeatable.",
 )
 @click.option(
     "--bundle",
@@ -51,7 +53,43 @@ import click
     "--state-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Keep a JSON file with every process's address, pid and restarts up to date.",
+    help="Keep a JSON file with every process's address, metrics port, pid and restarts up to date.",
+)
+@click.option(
+    "--api-keys-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: require API keys from this file (`hemascope gateway add-key`); unset: no keys.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: TLS certificate chain (PEM); needs --tls-key. Unset: plaintext.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: private key of --tls-cert (PEM).",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: CA of client certificates; callers must present one (mutual TLS). Needs --tls-cert.",
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: append-only, hash-chained audit trail (JSON lines); unset: no audit.",
+)
+@click.option(
+    "--audit-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: secret (>= 32 bytes) that makes the audit chain an HMAC chain. Needs --audit-log.",
 )
 @click.option("--grace", default=15.0, show_default=True, help="Seconds each process gets to stop.")
 @click.option("--max-restarts", default=5, show_default=True, help="Restarts per process in 5 minutes.")
@@ -73,6 +111,12 @@ def up_command(
     backbone: str | None,
     redis_url: str | None,
     state_file: Path | None,
+    api_keys_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+    audit_log: Path | None,
+    audit_key_file: Path | None,
     grace: float,
     max_restarts: int,
     restart_backoff: float,
@@ -83,9 +127,23 @@ def up_command(
     import os
 
     from hemascope.commands.demo import DEFAULT_BUNDLE
-    from hemascope.commands.up import SERVICES, StackPlan, parse_ports, run_up
+    from hemascope.commands.up import SERVICES, GatewaySecurity, StackPlan, parse_ports, run_up
     from hemascope.supervisor import SupervisorConfig
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        raise click.UsageError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if audit_key_file is not None and audit_log is None:
+        raise click.UsageError("--audit-key-file needs --audit-log")
+    security = GatewaySecurity(
+        api_keys_file=api_keys_file,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
+        tls_client_ca_file=tls_client_ca,
+        audit_log=audit_log,
+        audit_key_file=audit_key_file,
+    )
     port_map, metrics_map = parse_ports(ports, free_ports)
     plan = StackPlan(
         host=host,
@@ -97,6 +155,7 @@ def up_command(
         backbone=backbone,
         redis_url=redis_url or None,
         child_log_level=service_log_level,
+        security=security,
     )
     config = SupervisorConfig(grace_s=grace, max_restarts=max_restarts, backoff_initial_s=restart_backoff)
     code = run_up(
@@ -110,23 +169,36 @@ def up_command(
     "images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option(
-    "--gateway",
+    "--address",
     envvar="HEMASCOPE_GATEWAY_ADDRESS",
     default="127.0.0.1:50050",
     show_default=True,
-    help="host:port of the gateway [env HEMASCOPE_GATEWAY_ADDRESS].",
+    callback=address_callback(GATEWAY_PORT),
+    help="host:port of the gateway (port 50050 when left out) [env HEMASCOPE_GATEWAY_ADDRESS].",
 )
+@click.option("--gateway", "old_address", default=None, hidden=True, callback=address_callback(GATEWAY_PORT))
 @click.option("--explain", is_flag=True, help="Explain the classification with a heat map.")
 @click.option("--detect", is_flag=True, help="Find the cells on the image (smears).")
 @click.option("--no-classify", is_flag=True, help="Skip classification (and explanation): detection only.")
 @click.option("--model", "models", multiple=True, help="Classifier model to run (default: all); repeatable.")
 @click.option("--explain-model", default="", help="Model to explain (default: the gateway's, LR).")
-@click.option("--json", "json_lines", is_flag=True, help="One JSON object per image on stdout.")
+@click.option(
+    "--overlay",
+    type=click.Choice(["focus", "jet40"]),
+    default="focus",
+    show_default=True,
+    help="Heat map drawing: focus (colour only where the heat matters, the cell outlined) or jet40 (the "
+    "study's JET at 40% over the whole image).",
+)
+@click.option(
+    "--json", "json_lines", is_flag=True, help="One JSON object per image on stdout, every field included."
+)
+@click.option("--wide", is_flag=True, help="One long line per image with every figure (and timings).")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for <image>-overlay.png (explanation) and <image>-boxes.png (detections).",
+    help="Folder for <image>-overlay.png and <image>-panel.png (--explain) and <image>-boxes.png (--detect).",
 )
 @click.option("--api-key", envvar="HEMASCOPE_API_KEY", default=None, help="[env HEMASCOPE_API_KEY].")
 @click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TLS: CA to trust.")
@@ -137,13 +209,16 @@ def up_command(
 @click.option("--wait", "wait_s", default=0.0, help="Wait up to N seconds for the gateway to be SERVING.")
 def analyze_command(
     images: tuple[Path, ...],
-    gateway: str,
+    address: str,
+    old_address: str | None,
     explain: bool,
     detect: bool,
     no_classify: bool,
     models: tuple[str, ...],
     explain_model: str,
+    overlay: str,
     json_lines: bool,
+    wide: bool,
     out: Path | None,
     api_key: str | None,
     ca: Path | None,
@@ -155,7 +230,8 @@ def analyze_command(
 ) -> None:
     """Analyse IMAGES through the gateway: cell type, malignancy, refer flag; boxes and heat maps on request.
 
-    Exit status 0: all complete; 3: some parts failed (partial reports); 1: some image failed.
+    Exit status 0: all complete; 3: some parts failed (partial reports); 1: some image failed, or the
+    gateway could not be reached; 2: a wrong command (bad option, missing or refused API key).
     """
     from hemascope.client import TlsConfig
     from hemascope.commands.analyze import run_analyze
@@ -163,6 +239,12 @@ def analyze_command(
 
     if explain and no_classify:
         raise click.UsageError("--explain needs classification: drop --no-classify")
+    if no_classify and not detect:
+        raise click.UsageError("--no-classify leaves nothing to do: add --detect")
+    if out is not None and not (explain or detect):
+        raise click.UsageError(
+            "--out holds the heat-map pictures (--explain) and the box drawings (--detect): add one of them"
+        )
     tls = TlsConfig(ca=ca, cert=cert, key=key) if (use_tls or ca or cert or key) else None
     options = analysis_pb2.AnalyzeOptions(
         models=list(models),
@@ -170,10 +252,11 @@ def analyze_command(
         detect=detect,
         explain=explain,
         explain_model=explain_model,
+        explain_overlay=overlay,
     )
     code = run_analyze(
         list(images),
-        gateway=gateway,
+        gateway=old_address or address,
         api_key=api_key,
         tls=tls,
         options=options,
@@ -181,5 +264,6 @@ def analyze_command(
         json_lines=json_lines,
         timeout=timeout,
         wait_s=wait_s,
+        wide=wide,
     )
     sys.exit(code)

@@ -75,52 +75,84 @@ def _audit_summary(audit: dict[str, Any], file: str) -> dict[str, Any]:
     }
 
 
-def _print_table(result: dict[str, Any]) -> None:
-    data = result["data"]
-    click.echo(f"bundle {result['bundle']['version']} on {data['images']} images: {data['root']}")
-    for folder in data["unknown_folders"]:
-        click.echo(f"  not a known class, skipped: {folder}")
-    for name in data["trained_on"]:
-        click.echo(f"  note: the bundle was trained on {name}: its scores are not held-out scores")
-    click.echo(
-        f"{'model':<22}{'acc':>7}{'macroF1':>9}{'AUC':>7}{'mal.sens':>10}{'mal.spec':>10}{'coverage':>10}"
-        f"{'cov.ref':>9}"
-    )
-    for name, m in result["models"].items():
-        auc = "  n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        sens, spec = m["malignant"]["sensitivity"], m["malignant"]["specificity"]
-        click.echo(
-            f"{name:<22}{m['accuracy']:7.3f}{m['macro_f1']:9.3f}{auc:>7}"
-            f"{'n/a' if sens is None else f'{sens:.3f}':>10}{'n/a' if spec is None else f'{spec:.3f}':>10}"
-            f"{m['abstain']['coverage']:10.3f}{m['referral']['coverage']:9.3f}"
-        )
+COLUMNS = (
+    "acc: accuracy; macroF1: F1 averaged over the bundle's classes (n/a when the data lacks some); AUC: "
+    "one-vs-rest ROC-AUC; mal.sens / mal.spec: sensitivity and specificity of the malignant call; coverage: "
+    "share of cells answered (not referred) at the bundle's confidence threshold; cov.ref: share answered "
+    "when out-of-distribution referral is added"
+)
+SITE_COLUMNS = (
+    "per site, macroF1 is over the classes that site has; mye.sens / mye.spec: myeloblast sensitivity and "
+    "specificity of the argmax call; referred: share referred (low confidence or out of distribution)"
+)
+
+
+def _missing_classes(metrics: dict[str, Any]) -> list[str]:
+    """The bundle's classes without a single image in the data (macro averages are meaningless then)."""
+    return [cls for cls, row in metrics["per_class"].items() if row["support"] == 0]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _print_sites(result: dict[str, Any]) -> None:
+def _print_table(result: dict[str, Any], err: bool = False) -> None:
+    def echo(line: str) -> None:
+        click.echo(line, err=err)
+
+    data = result["data"]
+    echo(f"bundle {result['bundle']['version']} on {data['root']}: {_count(data['images'], 'image')}")
+    for folder in data["unknown_folders"]:
+        echo(f"  not a known class, skipped: {folder}")
+    for name in data["trained_on"]:
+        echo(f"  note: the bundle was trained on {name}: its scores there are not held-out scores")
+    echo(
+        f"{'model':<22}{'acc':>7}{'macroF1':>9}{'AUC':>7}{'mal.sens':>10}{'mal.spec':>10}{'coverage':>10}"
+        f"{'cov.ref':>9}"
+    )
+    missing: list[str] = []
+    for name, m in result["models"].items():
+        missing = _missing_classes(m)
+        auc = "  n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        f1 = "n/a" if missing else f"{m['macro_f1']:.3f}"
+        sens, spec = m["malignant"]["sensitivity"], m["malignant"]["specificity"]
+        echo(
+            f"{name:<22}{m['accuracy']:7.3f}{f1:>9}{auc:>7}"
+            f"{'n/a' if sens is None else f'{sens:.3f}':>10}{'n/a' if spec is None else f'{spec:.3f}':>10}"
+            f"{m['abstain']['coverage']:10.3f}{m['referral']['coverage']:9.3f}"
+        )
+    if missing:
+        echo(f"no images of {', '.join(missing)}: macro-F1 is not shown (it would count those classes as 0)")
+    echo(COLUMNS)
+
+
+def _print_sites(result: dict[str, Any], err: bool = False) -> None:
     """Per site: macro-F1 over the classes the site has, the myeloblast view and the referral rate."""
-    click.echo("per site (macro-F1 over the classes each site has):")
     click.echo(
-        f"{'site':<28}{'model':<22}{'n':>6}{'acc':>7}{'macroF1':>9}{'mye.sens':>10}{'mye.spec':>10}{'referred':>10}"
+        f"{'site':<24}{'model':<22}{'n':>6}{'acc':>7}{'macroF1':>9}{'mye.sens':>10}{'mye.spec':>10}"
+        f"{'referred':>10}",
+        err=err,
     )
     for name, sites in result["per_site"].items():
         for site, m in sites.items():
             click.echo(
-                f"{site:<28}{name:<22}{m['n']:>6}{m['accuracy']:7.3f}{m['macro_f1']:9.3f}"
+                f"{site:<24}{name:<22}{m['n']:>6}{m['accuracy']:7.3f}{m['macro_f1']:9.3f}"
                 f"{_fmt(m['myeloblast_sensitivity']):>10}{_fmt(m['myeloblast_specificity']):>10}"
-                f"{_fmt(m.get('referred')):>10}"
+                f"{_fmt(m.get('referred')):>10}",
+                err=err,
             )
+    click.echo(SITE_COLUMNS, err=err)
 
 
 def run_evaluate(bundle: Path, specs: list[DatasetSpec], *, address: str | None, as_json: bool) -> None:
     from hemascope.training.evaluate import evaluate_bundle, summary_line
 
     result = evaluate_bundle(bundle, specs, address=address, progress=not as_json)
+    _print_table(result, err=as_json)  # with --json, stdout holds the JSON only
+    _print_sites(result, err=as_json)
     if as_json:
         click.echo(json.dumps({"models": summary_line(result), "data": result["data"]}))
-        return
-    _print_table(result)
-    _print_sites(result)

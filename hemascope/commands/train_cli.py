@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from hemascope.commands.addresses import address_callback
 from hemascope.training.sources import DatasetSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,7 +104,10 @@ def data_options(fn: F) -> F:
     "resnet50.",
 )
 @click.option(
-    "--address", default=None, help="Embed through a feature service at host:port (else in-process)."
+    "--address",
+    default=None,
+    callback=address_callback(50051),
+    help="Embed through a feature service at host:port (else in-process).",
 )
 @click.option("--models", default=DEFAULT_MODELS, show_default=True, help="Comma-separated models to train.")
 @click.option(
@@ -255,7 +259,10 @@ def train_backbone_command(
 @click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @data_options
 @click.option(
-    "--address", default=None, help="Embed through a feature service at host:port (else in-process)."
+    "--address",
+    default=None,
+    callback=address_callback(50051),
+    help="Embed through a feature service at host:port (else in-process).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with per-model metrics.")
 @user_errors

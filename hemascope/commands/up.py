@@ -7,11 +7,17 @@ Ctrl-C or SIGTERM stops the gateway first, then the services (SIGTERM, a grace p
 
 Without a Redis URL the feature and explain services keep their caches in process (nothing else to run);
 with ``--redis-url`` (or ``HEMASCOPE_REDIS_URL``) both use that Redis.
+
+Before anything starts, every port is checked: a taken one stops ``up`` at once (exit 2) naming the port,
+``--port`` and ``--free-ports``. A service that exits before it is ready stops the whole stack at once with
+that service's own last message and exit status. A service left out with ``--without`` is absent for the
+gateway too (its address is empty), so the gateway reports it as not running.
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +26,7 @@ from types import FrameType
 
 import click
 
-from hemascope.supervisor import ChildSpec, Supervisor, SupervisorConfig, free_port
+from hemascope.supervisor import ChildFailed, ChildSpec, Supervisor, SupervisorConfig, free_port
 
 SERVICES = ("feature", "classifier", "detector", "explain")
 DEFAULT_PORTS = {"gateway": 50050, "feature": 50051, "classifier": 50052, "detector": 50053, "explain": 50054}
@@ -36,6 +42,34 @@ REDIS_SERVICES = ("feature", "explain")
 
 
 @dataclass(frozen=True)
+class GatewaySecurity:
+    """The gateway's API keys, TLS and audit trail (each off when None)."""
+
+    api_keys_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    audit_log: Path | None = None
+    audit_key_file: Path | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The gateway's settings (HEMASCOPE_GATEWAY_*) for what is set, as absolute paths."""
+        settings = {
+            "API_KEYS_FILE": self.api_keys_file,
+            "TLS_CERT_FILE": self.tls_cert_file,
+            "TLS_KEY_FILE": self.tls_key_file,
+            "TLS_CLIENT_CA_FILE": self.tls_client_ca_file,
+            "AUDIT_LOG": self.audit_log,
+            "AUDIT_KEY_FILE": self.audit_key_file,
+        }
+        return {
+            f"HEMASCOPE_GATEWAY_{key}": str(path.absolute())
+            for key, path in settings.items()
+            if path is not None
+        }
+
+
+@dataclass(frozen=True)
 class StackPlan:
     """What ``up`` runs: ports, models, caches."""
 
@@ -48,19 +82,50 @@ class StackPlan:
     backbone: str | None = None
     redis_url: str | None = None
     child_log_level: str = "WARNING"
+    security: GatewaySecurity = field(default_factory=GatewaySecurity)
 
 
 def parse_ports(pairs: Sequence[str], free: bool) -> tuple[dict[str, int], dict[str, int]]:
-    """``NAME=PORT`` overrides on top of the defaults, or free ports everywhere (metrics on port 0)."""
+    """``NAME=PORT`` overrides on top of the defaults, or free ports everywhere (metrics included)."""
     names = ("gateway", *SERVICES)
     ports = {name: free_port() for name in names} if free else dict(DEFAULT_PORTS)
-    metrics = dict.fromkeys(names, 0) if free else dict(DEFAULT_METRICS_PORTS)
+    metrics = {name: free_port() for name in names} if free else dict(DEFAULT_METRICS_PORTS)
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or name not in ports or not value.isdigit():
             raise click.BadParameter(f"{pair!r}: expected NAME=PORT with NAME one of {', '.join(names)}")
         ports[name] = int(value)
     return ports, metrics
+
+
+def port_taken(host: str, port: int) -> bool:
+    """True when ``port`` cannot be bound on ``host`` now (another process listens there)."""
+    if port == 0:
+        return False
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def taken_ports(plan: StackPlan) -> list[str]:
+    """One line per port of the plan that is taken, naming the process and what to do."""
+    problems: list[str] = []
+    for name in ("gateway", *plan.services):
+        if port_taken(plan.host, plan.ports[name]):
+            problems.append(
+                f"port {plan.ports[name]} ({name}) on {plan.host} is in use: stop what holds it, choose "
+                f"another with --port {name}=PORT, or pick free ports with --free-ports"
+            )
+        if port_taken(plan.host, plan.metrics_ports[name]):
+            problems.append(
+                f"metrics port {plan.metrics_ports[name]} ({name}) on {plan.host} is in use: stop what "
+                "holds it, or pick free ports with --free-ports"
+            )
+    return problems
 
 
 def _serve_argv(name: str, plan: StackPlan) -> list[str]:
@@ -89,32 +154,89 @@ def _env(name: str, plan: StackPlan, environ: Mapping[str, str]) -> dict[str, st
 
 def service_specs(plan: StackPlan, environ: Mapping[str, str]) -> list[ChildSpec]:
     return [
-        ChildSpec(name, _serve_argv(name, plan), plan.ports[name], _env(name, plan, environ), plan.host)
+        ChildSpec(
+            name,
+            _serve_argv(name, plan),
+            plan.ports[name],
+            _env(name, plan, environ),
+            plan.host,
+            plan.metrics_ports[name],
+        )
         for name in plan.services
     ]
 
 
 def gateway_spec(plan: StackPlan, environ: Mapping[str, str]) -> ChildSpec:
-    """The gateway, told where each service listens (HEMASCOPE_GATEWAY_<SERVICE>_ADDRESS)."""
+    """The gateway, told where each service listens (HEMASCOPE_GATEWAY_<SERVICE>_ADDRESS; empty for a
+    service left out, which the gateway then reports as not running) and its security settings."""
     env = _env("gateway", plan, environ)
     host = "127.0.0.1" if plan.host in ("0.0.0.0", "") else plan.host
     for name in SERVICES:
-        env[f"HEMASCOPE_GATEWAY_{name.upper()}_ADDRESS"] = f"{host}:{plan.ports[name]}"
+        address = f"{host}:{plan.ports[name]}" if name in plan.services else ""
+        env[f"HEMASCOPE_GATEWAY_{name.upper()}_ADDRESS"] = address
+    env |= plan.security.environment()
     argv = [sys.executable, "-m", "hemascope", "serve", "gateway", "--host", plan.host]
     argv += ["--port", str(plan.ports["gateway"]), "--metrics-port", str(plan.metrics_ports["gateway"])]
-    return ChildSpec("gateway", argv, plan.ports["gateway"], env, plan.host)
+    return ChildSpec("gateway", argv, plan.ports["gateway"], env, plan.host, plan.metrics_ports["gateway"])
 
 
-def _print_addresses(supervisor: Supervisor, redis_url: str | None) -> None:
+def try_commands(plan: StackPlan, gateway: str) -> list[str]:
+    """``hemascope analyze`` commands that work against this stack as it was started."""
+    flags = f"--address {gateway}"
+    security = plan.security
+    if security.api_keys_file is not None:
+        flags += " --api-key $HEMASCOPE_API_KEY"
+    if security.tls_cert_file is not None:
+        flags += " --ca CA.pem"
+        if security.tls_client_ca_file is not None:
+            flags += " --cert CLIENT.pem --key CLIENT-KEY.pem"
+    explain = " --explain" if "explain" in plan.services else ""
+    commands = [f"hemascope analyze samples/*.jpg {flags}{explain} --out out/"]
+    if "detector" in plan.services:
+        commands.append(f"hemascope analyze samples/smear/*.jpg {flags} --detect --no-classify --out out/")
+    return commands
+
+
+def _notes(plan: StackPlan) -> list[str]:
+    security, notes = plan.security, []
+    if security.api_keys_file is not None:
+        notes.append(
+            f"API keys: {security.api_keys_file} (set HEMASCOPE_API_KEY to one of its keys, or pass "
+            "--api-key; `hemascope gateway add-key` makes one)"
+        )
+    if security.tls_cert_file is not None:
+        mutual = " and a client certificate (--cert/--key)" if security.tls_client_ca_file else ""
+        notes.append(f"TLS: clients need the CA of {security.tls_cert_file} (--ca){mutual}")
+    if security.audit_log is not None:
+        notes.append(f"audit trail: {security.audit_log} (`hemascope audit verify` checks it)")
+    absent = [name for name in SERVICES if name not in plan.services]
+    if absent:
+        notes.append(f"not running: {', '.join(absent)} (the gateway reports those parts as not running)")
+    return notes
+
+
+def _print_addresses(supervisor: Supervisor, plan: StackPlan) -> None:
     click.echo("hemascope is up:")
     for child in supervisor.children():
-        click.echo(f"  {child.spec.name:<11} {child.spec.address:<21} pid {child.pid}")
-    cache = f"Redis at {redis_url}" if redis_url else "in-process (no Redis)"
+        metrics = f"metrics :{child.spec.metrics_port}" if child.spec.metrics_port else "no metrics"
+        click.echo(f"  {child.spec.name:<11} {child.spec.address:<21} {metrics:<14} pid {child.pid}")
+    cache = f"Redis at {plan.redis_url}" if plan.redis_url else "in-process (no Redis)"
     click.echo(f"caches: {cache}")
+    for note in _notes(plan):
+        click.echo(note)
     gateway = supervisor.child("gateway").spec.address
-    click.echo(f"try: hemascope analyze samples/*.jpg --gateway {gateway} --explain --detect --out out/")
+    for command in try_commands(plan, gateway):
+        click.echo(f"try: {command}")
     click.echo("Ctrl-C (or SIGTERM) stops them all.", nl=True)
     sys.stdout.flush()
+
+
+def _start_failed(exc: ChildFailed) -> int:
+    """Reports a child that exited before it was ready; returns ``up``'s exit status (the child's)."""
+    message = exc.last_message.removeprefix("hemascope: ") or "it printed nothing"
+    click.echo(f"hemascope up: {exc}: {message}", err=True)
+    click.echo("hemascope up: stopping the others", err=True)
+    return exc.exit_code if exc.exit_code > 0 else 1
 
 
 def run_up(
@@ -126,6 +248,11 @@ def run_up(
     environ: Mapping[str, str],
 ) -> int:
     """Runs the stack until a signal; returns the exit status for the command."""
+    problems = taken_ports(plan)
+    if problems:
+        for problem in problems:
+            click.echo(f"hemascope up: {problem}", err=True)
+        return 2
     supervisor = Supervisor(config, state_file=state_file)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -140,6 +267,10 @@ def run_up(
             supervisor.wait_healthy(timeout=start_timeout_s)
             supervisor.start(gateway_spec(plan, environ))
             supervisor.wait_healthy(["gateway"], timeout=start_timeout_s)
+        except ChildFailed as exc:
+            status = _start_failed(exc)
+            supervisor.stop()
+            return status
         except RuntimeError as exc:
             if supervisor.stop_requested:
                 click.echo("stopping before everything was up", err=True)
@@ -149,7 +280,7 @@ def run_up(
             supervisor.stop()
             return 1
         supervisor.watch()
-        _print_addresses(supervisor, plan.redis_url)
+        _print_addresses(supervisor, plan)
         supervisor.wait_stop_requested()
         click.echo("stopping ...", err=True)
         codes = supervisor.stop()

@@ -234,7 +234,11 @@ def scan_sources(specs: Sequence[DatasetSpec], classes: tuple[str, ...] = CLASSE
             raise SourceSpecError(f"dataset {spec.name!r}: folder not found: {spec.root}")
         scan = scan_dataset(spec.root, classes=classes)
         if not scan.records:
-            raise SourceSpecError(f"dataset {spec.name!r}: no images of the classes {list(classes)}")
+            raise SourceSpecError(
+                f"dataset {spec.name!r} ({spec.root}) holds no images of the classes: give a folder with one "
+                f"subfolder per class ({', '.join(classes)}), each holding images (train/, val/ and test/ "
+                "levels are allowed)"
+            )
         unknown += scan.unknown_folders
         patients = _manifest_patients(spec.root) if spec.groups == "patient" else None
         if spec.groups == "patient" and patients is None:

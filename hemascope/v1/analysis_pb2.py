@@ -28,7 +28,7 @@ from hemascope.v1 import detector_pb2 as hemascope_dot_v1_dot_detector__pb2
 from hemascope.v1 import explain_pb2 as hemascope_dot_v1_dot_explain__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bhemascope/v1/analysis.proto\x12\x0chemascope.v1\x1a\x1dhemascope/v1/classifier.proto\x1a\x19hemascope/v1/common.proto\x1a\x1bhemascope/v1/detector.proto\x1a\x1ahemascope/v1/explain.proto\"\xf0\x01\n\x0e\x41nalyzeOptions\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x1b\n\x13skip_classification\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tect\x18\x03 \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x04 \x01(\x08\x12\x15\n\rexplain_model\x18\x05 \x01(\t\x12\x15\n\rexplain_class\x18\x06 \x01(\t\x12\x16\n\x0e\x65xplain_method\x18\x07 \x01(\t\x12\x19\n\x11\x64\x65tect_confidence\x18\x08 \x01(\x02\x12\x12\n\ndetect_iou\x18\t \x01(\x02\x12\x1b\n\x13malignant_threshold\x18\n \x01(\x01\"c\n\x0e\x41nalyzeRequest\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.hemascope.v1.Image\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.hemascope.v1.AnalyzeOptions\"]\n\nPartStatus\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nelapsed_ms\x18\x05 \x01(\x01\"a\n\rEmbeddingInfo\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12\x14\n\x0cweights_hash\x18\x02 \x01(\t\x12\x15\n\rpreprocessing\x18\x03 \x01(\t\x12\x11\n\tcache_hit\x18\x04 \x01(\x08\"\x83\x02\n\x12\x43\x65llClassification\x12\x32\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1d.hemascope.v1.ModelPrediction\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x17\n\x0f\x63onsensus_label\x18\x03 \x01(\t\x12\x1d\n\x15\x63onsensus_probability\x18\x04 \x01(\x01\x12\x11\n\tagreement\x18\x05 \x01(\x01\x12\x1d\n\x15malignant_probability\x18\x06 \x01(\x01\x12\x11\n\tmalignant\x18\x07 \x01(\x08\x12\r\n\x05refer\x18\x08 \x01(\x08\x12\x15\n\rrefer_reasons\x18\t \x03(\t\"H\n\rCellDetection\x12 \n\x05\x62oxes\x18\x01 \x03(\x0b\x32\x11.hemascope.v1.Box\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\xda\x01\n\x0f\x43\x65llExplanation\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x12\n\nclass_name\x18\x04 \x01(\t\x12\x19\n\x11\x63lass_probability\x18\x05 \x01(\x01\x12\'\n\x08heat_map\x18\x06 \x01(\x0b\x32\x15.hemascope.v1.HeatMap\x12\x13\n\x0boverlay_png\x18\x07 \x01(\x0c\x12$\n\x06region\x18\x08 \x01(\x0b\x32\x14.hemascope.v1.Region\"(\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\"\xfb\x03\n\x0f\x41nalyzeResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12.\n\tembedding\x18\x05 \x01(\x0b\x32\x1b.hemascope.v1.EmbeddingInfo\x12\x38\n\x0e\x63lassification\x18\x06 \x01(\x0b\x32 .hemascope.v1.CellClassification\x12.\n\tdetection\x18\x07 \x01(\x0b\x32\x1b.hemascope.v1.CellDetection\x12\x32\n\x0b\x65xplanation\x18\x08 \x01(\x0b\x32\x1d.hemascope.v1.CellExplanation\x12\'\n\x05parts\x18\t \x03(\x0b\x32\x18.hemascope.v1.PartStatus\x12*\n\x07timings\x18\n \x03(\x0b\x32\x19.hemascope.v1.StageTiming\x12H\n\x0emodel_versions\x18\x0b \x03(\x0b\x32\x30.hemascope.v1.AnalyzeResponse.ModelVersionsEntry\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x14\x41nalyzeStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x07request\x18\x02 \x01(\x0b\x32\x1c.hemascope.v1.AnalyzeRequest\"\x93\x01\n\x15\x41nalyzeStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.hemascope.v1.AnalyzeResponseH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.hemascope.v1.ErrorDetailH\x00\x42\t\n\x07outcome\"\x18\n\x16GetCapabilitiesRequest\"I\n\x0f\x43lassifierModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x17\n\x0f\x65xplain_methods\x18\x03 \x03(\t\"C\n\x0cServiceState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07serving\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ircuit_open\x18\x03 \x01(\x08\"\x8f\x03\n\x17GetCapabilitiesResponse\x12\x0f\n\x07\x63lasses\x18\x01 \x03(\t\x12\x19\n\x11malignant_classes\x18\x02 \x03(\t\x12-\n\x06models\x18\x03 \x03(\x0b\x32\x1d.hemascope.v1.ClassifierModel\x12\x16\n\x0e\x62undle_version\x18\x04 \x01(\t\x12.\n\tembedding\x18\x05 \x01(\x0b\x32\x1b.hemascope.v1.EmbeddingInfo\x12\x18\n\x10\x64\x65tector_version\x18\x06 \x01(\t\x12\x18\n\x10\x64\x65tector_classes\x18\x07 \x03(\t\x12\x17\n\x0fmax_image_bytes\x18\x08 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\t \x01(\x04\x12\x1c\n\x14max_stream_in_flight\x18\n \x01(\r\x12\x1e\n\x16max_streams_per_caller\x18\x0b \x01(\r\x12,\n\x08services\x18\x0c \x03(\x0b\x32\x1a.hemascope.v1.ServiceState2\x97\x02\n\x0f\x41nalysisService\x12\x46\n\x07\x41nalyze\x12\x1c.hemascope.v1.AnalyzeRequest\x1a\x1d.hemascope.v1.AnalyzeResponse\x12\\\n\rAnalyzeStream\x12\".hemascope.v1.AnalyzeStreamRequest\x1a#.hemascope.v1.AnalyzeStreamResponse(\x01\x30\x01\x12^\n\x0fGetCapabilities\x12$.hemascope.v1.GetCapabilitiesRequest\x1a%.hemascope.v1.GetCapabilitiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bhemascope/v1/analysis.proto\x12\x0chemascope.v1\x1a\x1dhemascope/v1/classifier.proto\x1a\x19hemascope/v1/common.proto\x1a\x1bhemascope/v1/detector.proto\x1a\x1ahemascope/v1/explain.proto\"\x89\x02\n\x0e\x41nalyzeOptions\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x1b\n\x13skip_classification\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tect\x18\x03 \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x04 \x01(\x08\x12\x15\n\rexplain_model\x18\x05 \x01(\t\x12\x15\n\rexplain_class\x18\x06 \x01(\t\x12\x16\n\x0e\x65xplain_method\x18\x07 \x01(\t\x12\x19\n\x11\x64\x65tect_confidence\x18\x08 \x01(\x02\x12\x12\n\ndetect_iou\x18\t \x01(\x02\x12\x1b\n\x13malignant_threshold\x18\n \x01(\x01\x12\x17\n\x0f\x65xplain_overlay\x18\x0b \x01(\t\"c\n\x0e\x41nalyzeRequest\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.hemascope.v1.Image\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.hemascope.v1.AnalyzeOptions\"]\n\nPartStatus\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nelapsed_ms\x18\x05 \x01(\x01\"a\n\rEmbeddingInfo\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12\x14\n\x0cweights_hash\x18\x02 \x01(\t\x12\x15\n\rpreprocessing\x18\x03 \x01(\t\x12\x11\n\tcache_hit\x18\x04 \x01(\x08\"\x83\x02\n\x12\x43\x65llClassification\x12\x32\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1d.hemascope.v1.ModelPrediction\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x17\n\x0f\x63onsensus_label\x18\x03 \x01(\t\x12\x1d\n\x15\x63onsensus_probability\x18\x04 \x01(\x01\x12\x11\n\tagreement\x18\x05 \x01(\x01\x12\x1d\n\x15malignant_probability\x18\x06 \x01(\x01\x12\x11\n\tmalignant\x18\x07 \x01(\x08\x12\r\n\x05refer\x18\x08 \x01(\x08\x12\x15\n\rrefer_reasons\x18\t \x03(\t\"H\n\rCellDetection\x12 \n\x05\x62oxes\x18\x01 \x03(\x0b\x32\x11.hemascope.v1.Box\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\xeb\x01\n\x0f\x43\x65llExplanation\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x12\n\nclass_name\x18\x04 \x01(\t\x12\x19\n\x11\x63lass_probability\x18\x05 \x01(\x01\x12\'\n\x08heat_map\x18\x06 \x01(\x0b\x32\x15.hemascope.v1.HeatMap\x12\x13\n\x0boverlay_png\x18\x07 \x01(\x0c\x12$\n\x06region\x18\x08 \x01(\x0b\x32\x14.hemascope.v1.Region\x12\x0f\n\x07overlay\x18\t \x01(\t\"(\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\"\xfb\x03\n\x0f\x41nalyzeResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12.\n\tembedding\x18\x05 \x01(\x0b\x32\x1b.hemascope.v1.EmbeddingInfo\x12\x38\n\x0e\x63lassification\x18\x06 \x01(\x0b\x32 .hemascope.v1.CellClassification\x12.\n\tdetection\x18\x07 \x01(\x0b\x32\x1b.hemascope.v1.CellDetection\x12\x32\n\x0b\x65xplanation\x18\x08 \x01(\x0b\x32\x1d.hemascope.v1.CellExplanation\x12\'\n\x05parts\x18\t \x03(\x0b\x32\x18.hemascope.v1.PartStatus\x12*\n\x07timings\x18\n \x03(\x0b\x32\x19.hemascope.v1.StageTiming\x12H\n\x0emodel_versions\x18\x0b \x03(\x0b\x32\x30.hemascope.v1.AnalyzeResponse.ModelVersionsEntry\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x14\x41nalyzeStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x07request\x18\x02 \x01(\x0b\x32\x1c.hemascope.v1.AnalyzeRequest\"\x93\x01\n\x15\x41nalyzeStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.hemascope.v1.AnalyzeResponseH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.hemascope.v1.ErrorDetailH\x00\x42\t\n\x07outcome\"\x18\n\x16GetCapabilitiesRequest\"I\n\x0f\x43lassifierModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x17\n\x0f\x65xplain_methods\x18\x03 \x03(\t\"X\n\x0cServiceState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07serving\x18\x02 \x01(\x08\x12\x14\n\x0c\x63ircuit_open\x18\x03 \x01(\x08\x12\x13\n\x0bnot_running\x18\x04 \x01(\x08\"\x8f\x03\n\x17GetCapabilitiesResponse\x12\x0f\n\x07\x63lasses\x18\x01 \x03(\t\x12\x19\n\x11malignant_classes\x18\x02 \x03(\t\x12-\n\x06models\x18\x03 \x03(\x0b\x32\x1d.hemascope.v1.ClassifierModel\x12\x16\n\x0e\x62undle_version\x18\x04 \x01(\t\x12.\n\tembedding\x18\x05 \x01(\x0b\x32\x1b.hemascope.v1.EmbeddingInfo\x12\x18\n\x10\x64\x65tector_version\x18\x06 \x01(\t\x12\x18\n\x10\x64\x65tector_classes\x18\x07 \x03(\t\x12\x17\n\x0fmax_image_bytes\x18\x08 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\t \x01(\x04\x12\x1c\n\x14max_stream_in_flight\x18\n \x01(\r\x12\x1e\n\x16max_streams_per_caller\x18\x0b \x01(\r\x12,\n\x08services\x18\x0c \x03(\x0b\x32\x1a.hemascope.v1.ServiceState2\x97\x02\n\x0f\x41nalysisService\x12\x46\n\x07\x41nalyze\x12\x1c.hemascope.v1.AnalyzeRequest\x1a\x1d.hemascope.v1.AnalyzeResponse\x12\\\n\rAnalyzeStream\x12\".hemascope.v1.AnalyzeStreamRequest\x1a#.hemascope.v1.AnalyzeStreamResponse(\x01\x30\x01\x12^\n\x0fGetCapabilities\x12$.hemascope.v1.GetCapabilitiesRequest\x1a%.hemascope.v1.GetCapabilitiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,37 +38,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._loaded_options = None
   _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._serialized_options = b'8\001'
   _globals['_ANALYZEOPTIONS']._serialized_start=161
-  _globals['_ANALYZEOPTIONS']._serialized_end=401
-  _globals['_ANALYZEREQUEST']._serialized_start=403
-  _globals['_ANALYZEREQUEST']._serialized_end=502
-  _globals['_PARTSTATUS']._serialized_start=504
-  _globals['_PARTSTATUS']._serialized_end=597
-  _globals['_EMBEDDINGINFO']._serialized_start=599
-  _globals['_EMBEDDINGINFO']._serialized_end=696
-  _globals['_CELLCLASSIFICATION']._serialized_start=699
-  _globals['_CELLCLASSIFICATION']._serialized_end=958
-  _globals['_CELLDETECTION']._serialized_start=960
-  _globals['_CELLDETECTION']._serialized_end=1032
-  _globals['_CELLEXPLANATION']._serialized_start=1035
-  _globals['_CELLEXPLANATION']._serialized_end=1253
-  _globals['_STAGETIMING']._serialized_start=1255
-  _globals['_STAGETIMING']._serialized_end=1295
-  _globals['_ANALYZERESPONSE']._serialized_start=1298
-  _globals['_ANALYZERESPONSE']._serialized_end=1805
-  _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._serialized_start=1753
-  _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._serialized_end=1805
-  _globals['_ANALYZESTREAMREQUEST']._serialized_start=1807
-  _globals['_ANALYZESTREAMREQUEST']._serialized_end=1896
-  _globals['_ANALYZESTREAMRESPONSE']._serialized_start=1899
-  _globals['_ANALYZESTREAMRESPONSE']._serialized_end=2046
-  _globals['_GETCAPABILITIESREQUEST']._serialized_start=2048
-  _globals['_GETCAPABILITIESREQUEST']._serialized_end=2072
-  _globals['_CLASSIFIERMODEL']._serialized_start=2074
-  _globals['_CLASSIFIERMODEL']._serialized_end=2147
-  _globals['_SERVICESTATE']._serialized_start=2149
-  _globals['_SERVICESTATE']._serialized_end=2216
-  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=2219
-  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=2618
-  _globals['_ANALYSISSERVICE']._serialized_start=2621
-  _globals['_ANALYSISSERVICE']._serialized_end=2900
+  _globals['_ANALYZEOPTIONS']._serialized_end=426
+  _globals['_ANALYZEREQUEST']._serialized_start=428
+  _globals['_ANALYZEREQUEST']._serialized_end=527
+  _globals['_PARTSTATUS']._serialized_start=529
+  _globals['_PARTSTATUS']._serialized_end=622
+  _globals['_EMBEDDINGINFO']._serialized_start=624
+  _globals['_EMBEDDINGINFO']._serialized_end=721
+  _globals['_CELLCLASSIFICATION']._serialized_start=724
+  _globals['_CELLCLASSIFICATION']._serialized_end=983
+  _globals['_CELLDETECTION']._serialized_start=985
+  _globals['_CELLDETECTION']._serialized_end=1057
+  _globals['_CELLEXPLANATION']._serialized_start=1060
+  _globals['_CELLEXPLANATION']._serialized_end=1295
+  _globals['_STAGETIMING']._serialized_start=1297
+  _globals['_STAGETIMING']._serialized_end=1337
+  _globals['_ANALYZERESPONSE']._serialized_start=1340
+  _globals['_ANALYZERESPONSE']._serialized_end=1847
+  _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._serialized_start=1795
+  _globals['_ANALYZERESPONSE_MODELVERSIONSENTRY']._serialized_end=1847
+  _globals['_ANALYZESTREAMREQUEST']._serialized_start=1849
+  _globals['_ANALYZESTREAMREQUEST']._serialized_end=1938
+  _globals['_ANALYZESTREAMRESPONSE']._serialized_start=1941
+  _globals['_ANALYZESTREAMRESPONSE']._serialized_end=2088
+  _globals['_GETCAPABILITIESREQUEST']._serialized_start=2090
+  _globals['_GETCAPABILITIESREQUEST']._serialized_end=2114
+  _globals['_CLASSIFIERMODEL']._serialized_start=2116
+  _globals['_CLASSIFIERMODEL']._serialized_end=2189
+  _globals['_SERVICESTATE']._serialized_start=2191
+  _globals['_SERVICESTATE']._serialized_end=2279
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=2282
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=2681
+  _globals['_ANALYSISSERVICE']._serialized_start=2684
+  _globals['_ANALYSISSERVICE']._serialized_end=2963
 # @@protoc_insertion_point(module_scope)

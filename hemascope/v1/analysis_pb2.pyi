@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AnalyzeOptions(_message.Message):
-    __slots__ = ("models", "skip_classification", "detect", "explain", "explain_model", "explain_class", "explain_method", "detect_confidence", "detect_iou", "malignant_threshold")
+    __slots__ = ("models", "skip_classification", "detect", "explain", "explain_model", "explain_class", "explain_method", "detect_confidence", "detect_iou", "malignant_threshold", "explain_overlay")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     SKIP_CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     DETECT_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class AnalyzeOptions(_message.Message):
     DETECT_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     DETECT_IOU_FIELD_NUMBER: _ClassVar[int]
     MALIGNANT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_OVERLAY_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedScalarFieldContainer[str]
     skip_classification: bool
     detect: bool
@@ -32,7 +33,8 @@ class AnalyzeOptions(_message.Message):
     detect_confidence: float
     detect_iou: float
     malignant_threshold: float
-    def __init__(self, models: _Optional[_Iterable[str]] = ..., skip_classification: _Optional[bool] = ..., detect: _Optional[bool] = ..., explain: _Optional[bool] = ..., explain_model: _Optional[str] = ..., explain_class: _Optional[str] = ..., explain_method: _Optional[str] = ..., detect_confidence: _Optional[float] = ..., detect_iou: _Optional[float] = ..., malignant_threshold: _Optional[float] = ...) -> None: ...
+    explain_overlay: str
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., skip_classification: _Optional[bool] = ..., detect: _Optional[bool] = ..., explain: _Optional[bool] = ..., explain_model: _Optional[str] = ..., explain_class: _Optional[str] = ..., explain_method: _Optional[str] = ..., detect_confidence: _Optional[float] = ..., detect_iou: _Optional[float] = ..., malignant_threshold: _Optional[float] = ..., explain_overlay: _Optional[str] = ...) -> None: ...
 
 class AnalyzeRequest(_message.Message):
     __slots__ = ("image", "options")
@@ -99,7 +101,7 @@ class CellDetection(_message.Message):
     def __init__(self, boxes: _Optional[_Iterable[_Union[_detector_pb2.Box, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class CellExplanation(_message.Message):
-    __slots__ = ("model", "model_version", "method", "class_name", "class_probability", "heat_map", "overlay_png", "region")
+    __slots__ = ("model", "model_version", "method", "class_name", "class_probability", "heat_map", "overlay_png", "region", "overlay")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +110,7 @@ class CellExplanation(_message.Message):
     HEAT_MAP_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_version: str
     method: str
@@ -116,7 +119,8 @@ class CellExplanation(_message.Message):
     heat_map: _explain_pb2.HeatMap
     overlay_png: bytes
     region: _explain_pb2.Region
-    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., method: _Optional[str] = ..., class_name: _Optional[str] = ..., class_probability: _Optional[float] = ..., heat_map: _Optional[_Union[_explain_pb2.HeatMap, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., region: _Optional[_Union[_explain_pb2.Region, _Mapping]] = ...) -> None: ...
+    overlay: str
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., method: _Optional[str] = ..., class_name: _Optional[str] = ..., class_probability: _Optional[float] = ..., heat_map: _Optional[_Union[_explain_pb2.HeatMap, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., region: _Optional[_Union[_explain_pb2.Region, _Mapping]] = ..., overlay: _Optional[str] = ...) -> None: ...
 
 class StageTiming(_message.Message):
     __slots__ = ("stage", "ms")
@@ -192,14 +196,16 @@ class ClassifierModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., explain_methods: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ServiceState(_message.Message):
-    __slots__ = ("name", "serving", "circuit_open")
+    __slots__ = ("name", "serving", "circuit_open", "not_running")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
     CIRCUIT_OPEN_FIELD_NUMBER: _ClassVar[int]
+    NOT_RUNNING_FIELD_NUMBER: _ClassVar[int]
     name: str
     serving: bool
     circuit_open: bool
-    def __init__(self, name: _Optional[str] = ..., serving: _Optional[bool] = ..., circuit_open: _Optional[bool] = ...) -> None: ...
+    not_running: bool
+    def __init__(self, name: _Optional[str] = ..., serving: _Optional[bool] = ..., circuit_open: _Optional[bool] = ..., not_running: _Optional[bool] = ...) -> None: ...
 
 class GetCapabilitiesResponse(_message.Message):
     __slots__ = ("classes", "malignant_classes", "models", "bundle_version", "embedding", "detector_version", "detector_classes", "max_image_bytes", "max_image_pixels", "max_stream_in_flight", "max_streams_per_caller", "services")

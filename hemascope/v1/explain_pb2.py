@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hemascope.v1 import common_pb2 as hemascope_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahemascope/v1/explain.proto\x12\x0chemascope.v1\x1a\x19hemascope/v1/common.proto\"\xa9\x01\n\x0e\x45xplainRequest\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.hemascope.v1.Image\x12*\n\tembedding\x18\x02 \x01(\x0b\x32\x17.hemascope.v1.Embedding\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0ctarget_class\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x12\n\nskip_cache\x18\x06 \x01(\x08\"8\n\x07HeatMap\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06values\x18\x03 \x03(\x02\"8\n\x06Region\x12\n\n\x02x0\x18\x01 \x01(\x05\x12\n\n\x02y0\x18\x02 \x01(\x05\x12\n\n\x02x1\x18\x03 \x01(\x05\x12\n\n\x02y1\x18\x04 \x01(\x05\"j\n\x0e\x45xplainTimings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x0e\n\x06\x63\x61m_ms\x18\x03 \x01(\x01\x12\x11\n\trender_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"\xd9\x03\n\x0f\x45xplainResponse\x12\'\n\x08heat_map\x18\x01 \x01(\x0b\x32\x15.hemascope.v1.HeatMap\x12\x13\n\x0boverlay_png\x18\x02 \x01(\x0c\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\x19\n\x11\x63lass_probability\x18\x04 \x01(\x01\x12\x17\n\x0fpredicted_class\x18\x05 \x01(\t\x12\x1d\n\x15predicted_probability\x18\x06 \x01(\x01\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x16\n\x0e\x62undle_version\x18\n \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x0b \x01(\t\x12\x11\n\tcache_hit\x18\x0c \x01(\x08\x12-\n\x07timings\x18\r \x01(\x0b\x32\x1c.hemascope.v1.ExplainTimings\x12\r\n\x05width\x18\x0e \x01(\r\x12\x0e\n\x06height\x18\x0f \x01(\r\x12\x10\n\x08image_id\x18\x10 \x01(\t\x12$\n\x1cprobabilities_from_embedding\x18\x11 \x01(\x08\x12$\n\x06region\x18\x12 \x01(\x0b\x32\x14.hemascope.v1.Region\"\x11\n\x0f\x44\x65scribeRequest\"\x80\x01\n\x10\x45xplainableModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07methods\x18\x04 \x03(\t\x12\x16\n\x0e\x64\x65\x66\x61ult_method\x18\x05 \x01(\t\x12\x16\n\x0e\x64ifferentiable\x18\x06 \x01(\x08\"\x9f\x02\n\x10\x44\x65scribeResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x14\n\x0cweights_hash\x18\x03 \x01(\t\x12\x15\n\rpreprocessing\x18\x04 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x05 \x03(\t\x12.\n\x06models\x18\x06 \x03(\x0b\x32\x1e.hemascope.v1.ExplainableModel\x12\x17\n\x0fmax_image_bytes\x18\x07 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\x08 \x01(\x04\x12\x16\n\x0emax_concurrent\x18\t \x01(\r\x12\x11\n\tmax_queue\x18\n \x01(\r\x12\x15\n\rcache_backend\x18\x0b \x01(\t2\xa3\x01\n\x0e\x45xplainService\x12\x46\n\x07\x45xplain\x12\x1c.hemascope.v1.ExplainRequest\x1a\x1d.hemascope.v1.ExplainResponse\x12I\n\x08\x44\x65scribe\x12\x1d.hemascope.v1.DescribeRequest\x1a\x1e.hemascope.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahemascope/v1/explain.proto\x12\x0chemascope.v1\x1a\x19hemascope/v1/common.proto\"\xba\x01\n\x0e\x45xplainRequest\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.hemascope.v1.Image\x12*\n\tembedding\x18\x02 \x01(\x0b\x32\x17.hemascope.v1.Embedding\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0ctarget_class\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x12\n\nskip_cache\x18\x06 \x01(\x08\x12\x0f\n\x07overlay\x18\x07 \x01(\t\"8\n\x07HeatMap\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06values\x18\x03 \x03(\x02\"8\n\x06Region\x12\n\n\x02x0\x18\x01 \x01(\x05\x12\n\n\x02y0\x18\x02 \x01(\x05\x12\n\n\x02x1\x18\x03 \x01(\x05\x12\n\n\x02y1\x18\x04 \x01(\x05\"j\n\x0e\x45xplainTimings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x0e\n\x06\x63\x61m_ms\x18\x03 \x01(\x01\x12\x11\n\trender_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"\xea\x03\n\x0f\x45xplainResponse\x12\'\n\x08heat_map\x18\x01 \x01(\x0b\x32\x15.hemascope.v1.HeatMap\x12\x13\n\x0boverlay_png\x18\x02 \x01(\x0c\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\x19\n\x11\x63lass_probability\x18\x04 \x01(\x01\x12\x17\n\x0fpredicted_class\x18\x05 \x01(\t\x12\x1d\n\x15predicted_probability\x18\x06 \x01(\x01\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x16\n\x0e\x62undle_version\x18\n \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x0b \x01(\t\x12\x11\n\tcache_hit\x18\x0c \x01(\x08\x12-\n\x07timings\x18\r \x01(\x0b\x32\x1c.hemascope.v1.ExplainTimings\x12\r\n\x05width\x18\x0e \x01(\r\x12\x0e\n\x06height\x18\x0f \x01(\r\x12\x10\n\x08image_id\x18\x10 \x01(\t\x12$\n\x1cprobabilities_from_embedding\x18\x11 \x01(\x08\x12$\n\x06region\x18\x12 \x01(\x0b\x32\x14.hemascope.v1.Region\x12\x0f\n\x07overlay\x18\x13 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"\x80\x01\n\x10\x45xplainableModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07methods\x18\x04 \x03(\t\x12\x16\n\x0e\x64\x65\x66\x61ult_method\x18\x05 \x01(\t\x12\x16\n\x0e\x64ifferentiable\x18\x06 \x01(\x08\"\x9f\x02\n\x10\x44\x65scribeResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x14\n\x0cweights_hash\x18\x03 \x01(\t\x12\x15\n\rpreprocessing\x18\x04 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x05 \x03(\t\x12.\n\x06models\x18\x06 \x03(\x0b\x32\x1e.hemascope.v1.ExplainableModel\x12\x17\n\x0fmax_image_bytes\x18\x07 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\x08 \x01(\x04\x12\x16\n\x0emax_concurrent\x18\t \x01(\r\x12\x11\n\tmax_queue\x18\n \x01(\r\x12\x15\n\rcache_backend\x18\x0b \x01(\t2\xa3\x01\n\x0e\x45xplainService\x12\x46\n\x07\x45xplain\x12\x1c.hemascope.v1.ExplainRequest\x1a\x1d.hemascope.v1.ExplainResponse\x12I\n\x08\x44\x65scribe\x12\x1d.hemascope.v1.DescribeRequest\x1a\x1e.hemascope.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hemascope.v1.explain_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXPLAINREQUEST']._serialized_start=72
-  _globals['_EXPLAINREQUEST']._serialized_end=241
-  _globals['_HEATMAP']._serialized_start=243
-  _globals['_HEATMAP']._serialized_end=299
-  _globals['_REGION']._serialized_start=301
-  _globals['_REGION']._serialized_end=357
-  _globals['_EXPLAINTIMINGS']._serialized_start=359
-  _globals['_EXPLAINTIMINGS']._serialized_end=465
-  _globals['_EXPLAINRESPONSE']._serialized_start=468
-  _globals['_EXPLAINRESPONSE']._serialized_end=941
-  _globals['_DESCRIBEREQUEST']._serialized_start=943
-  _globals['_DESCRIBEREQUEST']._serialized_end=960
-  _globals['_EXPLAINABLEMODEL']._serialized_start=963
-  _globals['_EXPLAINABLEMODEL']._serialized_end=1091
-  _globals['_DESCRIBERESPONSE']._serialized_start=1094
-  _globals['_DESCRIBERESPONSE']._serialized_end=1381
-  _globals['_EXPLAINSERVICE']._serialized_start=1384
-  _globals['_EXPLAINSERVICE']._serialized_end=1547
+  _globals['_EXPLAINREQUEST']._serialized_end=258
+  _globals['_HEATMAP']._serialized_start=260
+  _globals['_HEATMAP']._serialized_end=316
+  _globals['_REGION']._serialized_start=318
+  _globals['_REGION']._serialized_end=374
+  _globals['_EXPLAINTIMINGS']._serialized_start=376
+  _globals['_EXPLAINTIMINGS']._serialized_end=482
+  _globals['_EXPLAINRESPONSE']._serialized_start=485
+  _globals['_EXPLAINRESPONSE']._serialized_end=975
+  _globals['_DESCRIBEREQUEST']._serialized_start=977
+  _globals['_DESCRIBEREQUEST']._serialized_end=994
+  _globals['_EXPLAINABLEMODEL']._serialized_start=997
+  _globals['_EXPLAINABLEMODEL']._serialized_end=1125
+  _globals['_DESCRIBERESPONSE']._serialized_start=1128
+  _globals['_DESCRIBERESPONSE']._serialized_end=1415
+  _globals['_EXPLAINSERVICE']._serialized_start=1418
+  _globals['_EXPLAINSERVICE']._serialized_end=1581
 # @@protoc_insertion_point(module_scope)

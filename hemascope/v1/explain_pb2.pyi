@@ -8,20 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("image", "embedding", "model", "target_class", "method", "skip_cache")
+    __slots__ = ("image", "embedding", "model", "target_class", "method", "skip_cache", "overlay")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TARGET_CLASS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     SKIP_CACHE_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.Image
     embedding: _common_pb2.Embedding
     model: str
     target_class: str
     method: str
     skip_cache: bool
-    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., model: _Optional[str] = ..., target_class: _Optional[str] = ..., method: _Optional[str] = ..., skip_cache: _Optional[bool] = ...) -> None: ...
+    overlay: str
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., model: _Optional[str] = ..., target_class: _Optional[str] = ..., method: _Optional[str] = ..., skip_cache: _Optional[bool] = ..., overlay: _Optional[str] = ...) -> None: ...
 
 class HeatMap(_message.Message):
     __slots__ = ("height", "width", "values")
@@ -60,7 +62,7 @@ class ExplainTimings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., cam_ms: _Optional[float] = ..., render_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("heat_map", "overlay_png", "class_name", "class_probability", "predicted_class", "predicted_probability", "method", "model", "model_version", "bundle_version", "content_hash", "cache_hit", "timings", "width", "height", "image_id", "probabilities_from_embedding", "region")
+    __slots__ = ("heat_map", "overlay_png", "class_name", "class_probability", "predicted_class", "predicted_probability", "method", "model", "model_version", "bundle_version", "content_hash", "cache_hit", "timings", "width", "height", "image_id", "probabilities_from_embedding", "region", "overlay")
     HEAT_MAP_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +81,7 @@ class ExplainResponse(_message.Message):
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FROM_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_FIELD_NUMBER: _ClassVar[int]
     heat_map: HeatMap
     overlay_png: bytes
     class_name: str
@@ -97,7 +100,8 @@ class ExplainResponse(_message.Message):
     image_id: str
     probabilities_from_embedding: bool
     region: Region
-    def __init__(self, heat_map: _Optional[_Union[HeatMap, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., class_name: _Optional[str] = ..., class_probability: _Optional[float] = ..., predicted_class: _Optional[str] = ..., predicted_probability: _Optional[float] = ..., method: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., bundle_version: _Optional[str] = ..., content_hash: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[ExplainTimings, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., image_id: _Optional[str] = ..., probabilities_from_embedding: _Optional[bool] = ..., region: _Optional[_Union[Region, _Mapping]] = ...) -> None: ...
+    overlay: str
+    def __init__(self, heat_map: _Optional[_Union[HeatMap, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., class_name: _Optional[str] = ..., class_probability: _Optional[float] = ..., predicted_class: _Optional[str] = ..., predicted_probability: _Optional[float] = ..., method: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., bundle_version: _Optional[str] = ..., content_hash: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[ExplainTimings, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., image_id: _Optional[str] = ..., probabilities_from_embedding: _Optional[bool] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., overlay: _Optional[str] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()

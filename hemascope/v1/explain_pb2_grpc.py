@@ -63,8 +63,8 @@ class ExplainServiceServicer:
 
     def Explain(self, request, context):
         """Explains one model's decision on one image: a heat map over the backbone's last convolutional block
-        and an overlay of it on the original image (JET colormap, 40% heat). Unknown model -> NOT_FOUND;
-        unknown class or method, or an unreadable, truncated or oversized image -> INVALID_ARGUMENT; a
+        and an overlay of it on the original image (see ExplainRequest.overlay). Unknown model -> NOT_FOUND;
+        unknown class, method or overlay style, or an unreadable, truncated or oversized image -> INVALID_ARGUMENT; a
         gradient method on a non-differentiable model, or an embedding from another backbone, weights or
         preprocessing than the bundle's -> FAILED_PRECONDITION; too many calls at once -> RESOURCE_EXHAUSTED.
         """

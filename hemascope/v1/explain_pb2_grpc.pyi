@@ -41,8 +41,8 @@ class ExplainServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ExplainServiceAsyncStub: ...
     Explain: _grpc.UnaryUnaryMultiCallable[_explain_pb2.ExplainRequest, _explain_pb2.ExplainResponse]
     """Explains one model's decision on one image: a heat map over the backbone's last convolutional block
-    and an overlay of it on the original image (JET colormap, 40% heat). Unknown model -> NOT_FOUND;
-    unknown class or method, or an unreadable, truncated or oversized image -> INVALID_ARGUMENT; a
+    and an overlay of it on the original image (see ExplainRequest.overlay). Unknown model -> NOT_FOUND;
+    unknown class, method or overlay style, or an unreadable, truncated or oversized image -> INVALID_ARGUMENT; a
     gradient method on a non-differentiable model, or an embedding from another backbone, weights or
     preprocessing than the bundle's -> FAILED_PRECONDITION; too many calls at once -> RESOURCE_EXHAUSTED.
     """
@@ -62,8 +62,8 @@ class ExplainServiceAsyncStub(ExplainServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Explain: _aio.UnaryUnaryMultiCallable[_explain_pb2.ExplainRequest, _explain_pb2.ExplainResponse]  # type: ignore[assignment]
     """Explains one model's decision on one image: a heat map over the backbone's last convolutional block
-    and an overlay of it on the original image (JET colormap, 40% heat). Unknown model -> NOT_FOUND;
-    unknown class or method, or an unreadable, truncated or oversized image -> INVALID_ARGUMENT; a
+    and an overlay of it on the original image (see ExplainRequest.overlay). Unknown model -> NOT_FOUND;
+    unknown class, method or overlay style, or an unreadable, truncated or oversized image -> INVALID_ARGUMENT; a
     gradient method on a non-differentiable model, or an embedding from another backbone, weights or
     preprocessing than the bundle's -> FAILED_PRECONDITION; too many calls at once -> RESOURCE_EXHAUSTED.
     """
@@ -86,8 +86,8 @@ class ExplainServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_explain_pb2.ExplainResponse, _abc.Awaitable[_explain_pb2.ExplainResponse]]:
         """Explains one model's decision on one image: a heat map over the backbone's last convolutional block
-        and an overlay of it on the original image (JET colormap, 40% heat). Unknown model -> NOT_FOUND;
-        unknown class or method, or an unreadable, truncated or oversized image -> INVALID_ARGUMENT; a
+        and an overlay of it on the original image (see ExplainRequest.overlay). Unknown model -> NOT_FOUND;
+        unknown class, method or overlay style, or an unreadable, truncated or oversized image -> INVALID_ARGUMENT; a
         gradient method on a non-differentiable model, or an embedding from another backbone, weights or
         preprocessing than the bundle's -> FAILED_PRECONDITION; too many calls at once -> RESOURCE_EXHAUSTED.
         """

@@ -58,6 +58,7 @@ def explain_response(result: Explanation) -> explain_pb2.ExplainResponse:
         height=result.height,
         image_id=result.image_id,
         probabilities_from_embedding=result.from_embedding,
+        overlay=result.overlay,
         region=explain_pb2.Region(x0=x0, y0=y0, x1=x1, y1=y1),
     )
 

@@ -31,7 +31,7 @@ from services.explain.cam import GRADIENT_METHODS, METHODS, CamExplainer, defaul
 from services.explain.heads import is_differentiable
 from services.explain.metrics import CAM_SECONDS
 from services.explain.network import split_backbone
-from services.explain.overlay import full_size_map, overlay, to_png
+from services.explain.overlay import DEFAULT_STYLE, cell_mask, check_style, render, to_png
 from services.explain.settings import ExplainSettings
 from services.feature.backbones import check_graph_compatible, get_spec, weights_file
 
@@ -91,6 +91,7 @@ class Explanation:
     from_embedding: bool
     timings: Timings
     image_id: str = ""
+    overlay: str = DEFAULT_STYLE
 
 
 def _ms(seconds: float) -> float:
@@ -194,11 +195,14 @@ class ExplainCore:
         *,
         skip_cache: bool = False,
         timeout: float | None = None,
+        overlay: str = "",
     ) -> Explanation:
-        """Explains ``model``'s decision for ``target_class`` (default: its predicted class) on ``image``."""
+        """Explains ``model``'s decision for ``target_class`` (default: its predicted class) on ``image``;
+        the overlay is drawn in style ``overlay`` (see :mod:`services.explain.overlay`; empty: focus)."""
         started = time.perf_counter()
         loaded = self.loaded
         chosen = loaded.explainer.check(model, method or None)
+        style = check_style(overlay)
         class_index = self._class_index(loaded, target_class)
         given = self._embedding_probabilities(loaded, model, embedding)
         if class_index is None and given is not None:
@@ -225,8 +229,8 @@ class ExplainCore:
             self.cache.put(key, heat)
         render_started = time.perf_counter()
         width, height = decoded.width, decoded.height
-        mask = full_size_map(heat.heatmap, width, height, heat.box)
-        png = to_png(overlay(pixels, mask))
+        cell = cell_mask(pixels) if style == "focus" else None
+        png = to_png(render(pixels, heat.heatmap, heat.box, style, cell))
         done = time.perf_counter()
         probabilities = heat.probabilities if given is None else given
         predicted = int(np.argmax(probabilities))
@@ -256,6 +260,7 @@ class ExplainCore:
                 total_ms=_ms(done - started),
             ),
             image_id=image.image_id,
+            overlay=style,
         )
 
     # internals -------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
             request.method,
             converters.embedding_from_request(request),
             skip_cache=request.skip_cache,
+            overlay=request.overlay,
             timeout=remaining_seconds(context),
         )
         return converters.explain_response(result)

@@ -62,6 +62,19 @@ def test_serve_explain_then_explain_through_it_then_sigterm(data_dir: Path, tmp_
         record = json.loads(result.stdout.strip().splitlines()[-1])
         assert record["method"] == "gradcam" and record["class_name"] == "myeloblast"
         assert Image.open(out).size == Image.open(image).size == (record["width"], record["height"])
+        panel = Image.open(record["panel"])  # the image beside its overlay, wider than both together
+        assert record["panel"] == str(tmp_path / "overlay-panel.png")
+        assert panel.width > 2 * record["width"] * panel.height / record["height"] * 0.6
+        study = tmp_path / "study.png"
+        jet40 = subprocess.run(
+            [str(HEMASCOPE), *args[:-3], str(study), "--address", address, "--overlay", "jet40"],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert jet40.returncode == 0, jet40.stderr
+        assert Image.open(study).tobytes() != Image.open(out).tobytes()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:

@@ -208,7 +208,7 @@ def test_analyze_command_writes_json_and_files(
     out = tmp_path / "out"
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(cells[0].read_bytes()[:200])
-    flags = ["--gateway", gateway, "--explain", "--detect", "--json", "--out", str(out)]
+    flags = ["--address", gateway, "--explain", "--detect", "--json", "--out", str(out)]
     result = subprocess.run(
         [str(HEMASCOPE), "analyze", *map(str, cells), str(smear), str(bad), *flags],
         capture_output=True,
@@ -217,8 +217,9 @@ def test_analyze_command_writes_json_and_files(
         check=False,
     )
     assert result.returncode == 1, result.stderr  # the broken image failed
-    records = {Path(r["image"]).name: r for r in map(json.loads, result.stdout.splitlines())}
-    assert set(records) == {*(p.name for p in cells), smear.name, bad.name}
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(r["image"]).name for r in lines] == [*(p.name for p in cells), smear.name, bad.name]
+    records = {Path(r["image"]).name: r for r in lines}
     assert records[bad.name]["error"]["code"] == "INVALID_ARGUMENT"
     myeloblast = records[cells[0].name]
     assert myeloblast["report"]["classification"]["consensus_label"] == "myeloblast"
@@ -226,10 +227,10 @@ def test_analyze_command_writes_json_and_files(
     assert (out / f"{cells[0].stem}-overlay.png").read_bytes().startswith(b"\x89PNG")
     assert (out / f"{smear.stem}-boxes.png").read_bytes().startswith(b"\x89PNG")
     assert sorted(myeloblast["files"]) == sorted(
-        str(out / f"{cells[0].stem}-{kind}.png") for kind in ("boxes", "overlay")
+        str(out / f"{cells[0].stem}-{kind}.png") for kind in ("boxes", "overlay", "panel")
     )
     text = subprocess.run(
-        [str(HEMASCOPE), "analyze", str(cells[1]), "--gateway", gateway],
+        [str(HEMASCOPE), "analyze", str(cells[1]), "--gateway", gateway],  # the older flag name still works
         capture_output=True,
         text=True,
         timeout=300,
@@ -237,7 +238,7 @@ def test_analyze_command_writes_json_and_files(
     )
     assert text.returncode == 0, text.stderr
     assert "basophil" in text.stdout
-    assert "1 images: 1 complete, 0 partial, 0 failed" in text.stdout
+    assert "1 image: 1 complete, 0 partial, 0 failed" in text.stdout
 
 
 def test_sigterm_stops_everything_cleanly(up: UpProcess) -> None:

@@ -332,3 +332,51 @@ def test_every_call_is_audited_without_image_ids(stack: Stack) -> None:
     full = next(r for r in records if r["parts"].get("explanation") == "OK")
     assert full["options"]["explain"] is True and full["model_versions"]["classifier"]
     assert len(full["content_hash"]) == 64
+
+
+def test_a_service_the_gateway_runs_without_is_not_running_never_a_circuit_trip(
+    stack: Stack, channel_to: Callable[[int], grpc.Channel], cells: list[Path]
+) -> None:
+    settings = GatewaySettings(
+        port=0,
+        metrics_port=None,
+        log_json=False,
+        feature_address=f"127.0.0.1:{stack.ports['feature']}",
+        classifier_address=f"127.0.0.1:{stack.ports['classifier']}",
+        detector_address="",
+        explain_address="",
+        breaker_failures=2,
+    )
+    gateway, port = create_server(settings)
+    try:
+        gateway.wait_ready(WAIT)
+        without = Stub(channel_to(port))
+        data = cells[0].read_bytes()
+        for _ in range(4):  # twice the breaker's threshold
+            response = analyze(without, data, explain=True, detect=True)
+            found = parts(response)
+            assert found["classification"].code == OK
+            for part, service in (("explanation", "explain"), ("detection", "detector")):
+                assert found[part].code == UNAVAILABLE
+                assert found[part].reason == "NOT_RUNNING"
+                assert f"the {service} service is not running" in found[part].message
+        caps = without.GetCapabilities(analysis_pb2.GetCapabilitiesRequest(), timeout=30)
+        assert [(s.name, s.serving, s.circuit_open, s.not_running) for s in caps.services] == [
+            ("feature", True, False, False),
+            ("classifier", True, False, False),
+            ("detector", False, False, True),
+            ("explain", False, False, True),
+        ]
+        assert list(caps.classes)  # the classifier still described its bundle
+    finally:
+        gateway.stop(1)
+
+
+def test_the_overlay_style_passes_through_to_the_explanation(stub: Stub, cells: list[Path]) -> None:
+    data = cells[1].read_bytes()
+    assert analyze(stub, data, explain=True).explanation.overlay == "focus"
+    study = analyze(stub, data, explain=True, explain_overlay="jet40")
+    assert study.explanation.overlay == "jet40" and study.explanation.overlay_png
+    wrong = parts(analyze(stub, data, explain=True, explain_overlay="sepia"))["explanation"]
+    assert wrong.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "unknown overlay style" in wrong.message

@@ -403,3 +403,24 @@ def test_no_maximum_age_keeps_the_connection(harness: Callable[..., Harness]) ->
     states = _states_after_a_call(h, 1.5)
     ready = states.index(grpc.ChannelConnectivity.READY)
     assert grpc.ChannelConnectivity.IDLE not in states[ready:]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ports that are taken
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_a_taken_port_is_a_configuration_error_naming_the_port() -> None:
+    import socket
+
+    from hemascope.errors import ConfigurationError
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{taken}.*--port") as info:
+            build_server(ServerSettings(port=taken, metrics_port=None), [], lambda: None)
+        assert info.value.reason == "PORT_IN_USE"
+        with pytest.raises(ConfigurationError, match=f"metrics on 127.0.0.1:{taken}.*--metrics-port"):
+            build_server(ServerSettings(port=0, metrics_port=taken), [], lambda: None)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hemascope.supervisor import (
+    ChildFailed,
     ChildSpec,
     Supervisor,
     SupervisorConfig,
@@ -140,3 +141,23 @@ def test_output_is_forwarded_with_the_child_name(tmp_path: Path) -> None:
         wait_for(lambda: "[gamma] child serving" in output.getvalue())
     finally:
         supervisor.stop()
+
+
+def test_a_child_that_exits_while_starting_fails_the_wait_with_its_message(
+    make_supervisor: Callable[..., Supervisor],
+) -> None:
+    supervisor = make_supervisor()
+    supervisor.start(health_spec("steady"))
+    failing = (
+        "import sys; print('loading the bundle', flush=True); "
+        "print('hemascope: classifier service cannot start: no manifest.json in samples', file=sys.stderr); "
+        "raise SystemExit(2)"
+    )
+    supervisor.start(ChildSpec("classifier", [sys.executable, "-c", failing], free_port()))
+    with pytest.raises(ChildFailed) as info:
+        supervisor.wait_healthy(timeout=600)  # fails when the child exits, not when the time runs out
+    assert info.value.name == "classifier"
+    assert info.value.exit_code == 2
+    message = "hemascope: classifier service cannot start: no manifest.json in samples"
+    assert info.value.last_message == message
+    assert "loading the bundle" in info.value.output

@@ -128,7 +128,8 @@ def test_evaluate_cli_prints_only_json_with_sites(
     jhu = three_labs.parent / "jhu"
     command = [sys.executable, "-m", "hemascope", "evaluate", "--bundle", str(out), "--data", f"jhu={jhu}"]
     done = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=300, check=True)
-    line = json.loads(done.stdout)
+    line = json.loads(done.stdout)  # stdout is the JSON object and nothing else
+    assert "macroF1" in done.stderr  # the table went to stderr
     for name in ("logistic_regression", "kmeans"):
         keys = set(line["models"][name])
         assert keys >= {"accuracy", "macro_f1", "roc_auc", "malignant_sensitivity", "malignant_specificity"}

@@ -100,3 +100,10 @@ def test_requests_from_paths_and_bytes(tmp_path: Path) -> None:
     assert analyze_request(b"x", None, "id-7", "", {}).image.image_id == "id-7"
     assert call_metadata("k") == (("x-api-key", "k"),)
     assert call_metadata(None) is None
+
+
+def test_an_error_made_without_a_code_carries_its_class_code() -> None:
+    error = DeadlineExceeded("the gateway at 127.0.0.1:1 was not SERVING after 3 s")
+    assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert str(error).startswith("DEADLINE_EXCEEDED: ")
+    assert ServiceUnavailable("down").code is grpc.StatusCode.UNAVAILABLE

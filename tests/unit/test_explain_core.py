@@ -92,9 +92,25 @@ def test_explains_the_predicted_class_with_an_overlay_at_the_original_size(
     assert result.region == expected
     assert result.bundle_version == core.loaded.bundle.manifest.bundle_version
     assert result.model_version == "logistic_regression-1" and not result.from_embedding
-    # the overlay is the image with heat blended in: close to the original where heat is low, never equal
-    blended = np.asarray(overlay, dtype=np.float64)
-    assert 5 < np.abs(blended - np.asarray(original.convert("RGB"), dtype=np.float64)).mean() < 120
+    # the focus overlay leaves the image as it is where the heat is low, and colours it where it is high
+    blended = np.asarray(overlay, dtype=np.int16)
+    changed = np.abs(blended - np.asarray(original.convert("RGB"), dtype=np.int16)).max(axis=2) > 3
+    assert 0.01 < changed.mean() < 0.6
+    assert not changed[:10, :10].any()  # a corner (background) keeps its stain colours
+    assert result.overlay == "focus"
+
+
+def test_the_studys_overlay_is_an_option_and_an_unknown_style_is_refused(
+    core: ExplainCore, paths: dict[str, Path]
+) -> None:
+    path = paths["monocyte"]
+    study = core.explain(image(path), "logistic_regression", overlay="jet40")
+    assert study.overlay == "jet40"
+    original = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+    tinted = np.asarray(Image.open(io.BytesIO(study.overlay_png)), dtype=np.int16)
+    assert (np.abs(tinted - original).max(axis=2) > 3).mean() > 0.9  # JET at 40% over everything
+    with pytest.raises(InvalidArgument, match="unknown overlay style 'sepia'; known: focus, jet40"):
+        core.explain(image(path), "logistic_regression", overlay="sepia")
 
 
 def test_second_identical_call_is_a_cache_hit(core: ExplainCore, paths: dict[str, Path]) -> None:

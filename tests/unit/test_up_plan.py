@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 import pytest
 
-from hemascope.commands.up import DEFAULT_PORTS, StackPlan, gateway_spec, parse_ports, service_specs
+from hemascope.commands.up import (
+    DEFAULT_PORTS,
+    GatewaySecurity,
+    StackPlan,
+    gateway_spec,
+    parse_ports,
+    service_specs,
+    taken_ports,
+    try_commands,
+)
 
 
 def test_ports_default_overridden_or_free() -> None:
@@ -17,7 +26,8 @@ def test_ports_default_overridden_or_free() -> None:
     assert metrics["gateway"] == 9463
     free, free_metrics = parse_ports((), free=True)
     assert len(set(free.values())) == 5
-    assert set(free_metrics.values()) == {0}
+    assert len(set(free_metrics.values()) - set(free.values())) == 5  # known, so they can be printed
+    assert 0 not in free_metrics.values()
     for bad in ("gateway", "nosuch=1", "feature=x"):
         with pytest.raises(click.BadParameter):
             parse_ports((bad,), free=False)
@@ -55,3 +65,60 @@ def test_gateway_is_pointed_at_every_service() -> None:
     assert spec.address == "127.0.0.1:50050"
     assert spec.env["HEMASCOPE_GATEWAY_FEATURE_ADDRESS"] == "127.0.0.1:50051"
     assert spec.env["HEMASCOPE_GATEWAY_EXPLAIN_ADDRESS"] == "127.0.0.1:50054"
+
+
+def test_every_process_carries_its_metrics_port() -> None:
+    plan = StackPlan()
+    assert {spec.name: spec.metrics_port for spec in service_specs(plan, {})} == {
+        "feature": 9464,
+        "classifier": 9465,
+        "detector": 9466,
+        "explain": 9467,
+    }
+    assert gateway_spec(plan, {}).metrics_port == 9463
+
+
+def test_a_service_left_out_has_an_empty_address_for_the_gateway() -> None:
+    plan = StackPlan(services=("feature", "classifier", "detector"))
+    env = gateway_spec(plan, {}).env
+    assert env["HEMASCOPE_GATEWAY_EXPLAIN_ADDRESS"] == ""
+    assert env["HEMASCOPE_GATEWAY_DETECTOR_ADDRESS"] == "127.0.0.1:50053"
+    commands = try_commands(plan, "127.0.0.1:50050")
+    assert not any("--explain" in command for command in commands)
+    assert any("--detect" in command for command in commands)
+    without_detector = try_commands(StackPlan(services=("feature", "classifier")), "127.0.0.1:50050")
+    assert not any("--detect" in command or "--explain" in command for command in without_detector)
+
+
+def test_keys_tls_and_audit_reach_the_gateway_and_the_hint(tmp_path: Path) -> None:
+    security = GatewaySecurity(
+        api_keys_file=tmp_path / "keys.json",
+        tls_cert_file=tmp_path / "server.pem",
+        tls_key_file=tmp_path / "server-key.pem",
+        audit_log=tmp_path / "audit.jsonl",
+    )
+    plan = StackPlan(security=security)
+    env = gateway_spec(plan, {}).env
+    assert env["HEMASCOPE_GATEWAY_API_KEYS_FILE"] == str(tmp_path / "keys.json")
+    assert env["HEMASCOPE_GATEWAY_TLS_CERT_FILE"] == str(tmp_path / "server.pem")
+    assert env["HEMASCOPE_GATEWAY_TLS_KEY_FILE"] == str(tmp_path / "server-key.pem")
+    assert env["HEMASCOPE_GATEWAY_AUDIT_LOG"] == str(tmp_path / "audit.jsonl")
+    assert "HEMASCOPE_GATEWAY_TLS_CLIENT_CA_FILE" not in env
+    first = try_commands(plan, "127.0.0.1:50050")[0]
+    assert "--address 127.0.0.1:50050" in first
+    assert "--api-key" in first and "--ca" in first
+    assert "HEMASCOPE_GATEWAY_API_KEYS_FILE" not in gateway_spec(StackPlan(), {}).env
+
+
+def test_taken_ports_name_the_process_and_the_way_out() -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        ports, metrics = parse_ports((f"classifier={port}",), free=True)
+        problems = taken_ports(StackPlan(ports=ports, metrics_ports=metrics))
+    assert len(problems) == 1
+    assert f"port {port} (classifier)" in problems[0]
+    assert "--port classifier=PORT" in problems[0] and "--free-ports" in problems[0]
