@@ -187,7 +187,7 @@ def train_classifiers_command(
 @click.option(
     "--copies", type=click.IntRange(min=0), default=5, show_default=True, help="Re-acquired copies per image."
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option(
     "--lr", type=float, default=3e-4, show_default=True, help="Learning rate of the fine-tuned stages."
 )
@@ -295,7 +295,7 @@ def evaluate_command(
 )
 @click.option("--models", default="logistic_regression", show_default=True, help="Models scored per fold.")
 @click.option("--copies", type=click.IntRange(min=0), default=5, show_default=True, help="Copies per image.")
-@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=50, show_default=True)
 @click.option(
     "--cache",

@@ -16,6 +16,7 @@ gateway too (its address is empty), so the gateway reports it as not running.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import sys
@@ -128,6 +129,23 @@ def taken_ports(plan: StackPlan) -> list[str]:
     return problems
 
 
+def bundle_embedding(bundle: Path) -> tuple[str | None, str | None]:
+    """The backbone and preprocessing option a bundle was trained on (so the feature service ``up`` starts
+    makes the embeddings its classifier accepts); ``(None, None)`` when the manifest cannot be read."""
+    from hemascope.errors import NotFound
+    from hemascope.imaging.preprocess import preprocessing_for_version
+
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        backbone, version = str(manifest["backbone"]), str(manifest["preprocessing"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+    try:
+        return backbone, preprocessing_for_version(version).name
+    except NotFound:
+        return backbone, None
+
+
 def _serve_argv(name: str, plan: StackPlan) -> list[str]:
     argv = [sys.executable, "-m", "hemascope", "serve", name, "--host", plan.host]
     argv += ["--port", str(plan.ports[name]), "--metrics-port", str(plan.metrics_ports[name])]
@@ -135,8 +153,12 @@ def _serve_argv(name: str, plan: StackPlan) -> list[str]:
         argv += ["--bundle", str(plan.bundle)]
     if name == "detector" and plan.detector_model is not None:
         argv += ["--model", str(plan.detector_model)]
-    if name == "feature" and plan.backbone:
-        argv += ["--backbone", plan.backbone]
+    if name == "feature":
+        backbone, option = plan.backbone, None
+        if backbone is None and plan.bundle is not None:
+            backbone, option = bundle_embedding(plan.bundle)
+        argv += ["--backbone", backbone] if backbone else []
+        argv += ["--preprocessing", option] if option else []
     if name in REDIS_SERVICES and plan.redis_url:
         argv += ["--redis-url", plan.redis_url]
     return argv

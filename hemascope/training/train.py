@@ -168,7 +168,9 @@ def _fold_embedder(
 
     def features() -> NDArray[np.float16]:
         front, _ = split_network(load_embedding(base), recipe.plan.split)
-        return front_features(paths, recipe.plan, front, base_hash, cfg.cache_dir, log=cfg.log)
+        return front_features(
+            paths, recipe.plan, front, base_hash, cfg.cache_dir, log=cfg.log, until=recipe.finetune.split
+        )
 
     embed = RecipeEmbedder(
         features,

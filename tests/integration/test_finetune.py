@@ -18,7 +18,7 @@ from hemascope.imaging.decode import decode_image
 from hemascope.imaging.inputs import ImageInput
 from hemascope.imaging.preprocess import get_preprocessing
 from hemascope.training.finetune import features as features_module
-from hemascope.training.finetune.features import VariantPlan, front_features, prepare_variants
+from hemascope.training.finetune.features import VariantPlan, advance, front_features, prepare_variants
 from hemascope.training.finetune.loop import FineTuneConfig, embed_cached, fine_tune
 from hemascope.training.finetune.network import load_embedding, split_network
 from hemascope.training.finetune.recipe import Recipe, read_metadata
@@ -32,6 +32,7 @@ from services.feature.settings import FeatureSettings
 pytestmark = pytest.mark.slow
 OPTION = "cellcrop-hematoxylin"
 TINY = FineTuneConfig(epochs=1, batch_size=8, seed=3)
+TINY8 = FineTuneConfig(epochs=1, batch_size=8, seed=3, split=8)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_fine_tuning_is_deterministic_and_changes_only_the_back(
     y = np.repeat(np.arange(5), 2).astype(np.int64)
     sites = ["a", "b"] * 5
     train = np.arange(10, dtype=np.int64)
-    runs = [fine_tune(feats, y, sites, train, load_embedding(imagenet), 5, TINY) for _ in range(2)]
+    runs = [fine_tune(feats, y, sites, train, load_embedding(imagenet), 5, TINY8) for _ in range(2)]
     reference = load_embedding(imagenet).state_dict()
     a, b = (r.embedding.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -95,9 +96,18 @@ def test_fine_tuning_is_deterministic_and_changes_only_the_back(
         if k.startswith("trunk.net._blocks.") and not torch.equal(a[k], reference[k])
     }
     assert changed and min(int(i) for i in changed) >= 8  # blocks 8-15 only
+    assert embed_cached(feats, runs[0].embedding, 8).shape == (10, 1280)
+    later = advance(feats, load_embedding(imagenet), 8, 14)
+    assert later.shape == (10, 2, 192, 7, 7)
+    tuned = fine_tune(later, y, sites, train, load_embedding(imagenet), 5, TINY).embedding.state_dict()
+    moved = {
+        k.split(".")[3]
+        for k in tuned
+        if k.startswith("trunk.net._blocks.") and not torch.equal(tuned[k], reference[k])
+    }
+    assert moved == {"14", "15"}
     assert torch.equal(a["trunk.net._conv_stem.weight"], reference["trunk.net._conv_stem.weight"])
     assert runs[0].history[0]["epoch"] == 1 and np.isfinite(runs[0].history[0]["loss"])
-    assert embed_cached(feats, runs[0].embedding).shape == (10, 1280)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from hemascope.commands.up import (
     taken_ports,
     try_commands,
 )
+from hemascope.imaging.preprocess import get_preprocessing
 
 
 def test_ports_default_overridden_or_free() -> None:
@@ -122,3 +124,22 @@ def test_taken_ports_name_the_process_and_the_way_out() -> None:
     assert len(problems) == 1
     assert f"port {port} (classifier)" in problems[0]
     assert "--port classifier=PORT" in problems[0] and "--free-ports" in problems[0]
+
+
+def test_the_feature_service_runs_the_backbone_and_preprocessing_of_the_bundle(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    version = get_preprocessing("cellcrop-gray").version
+    (bundle / "manifest.json").write_text(
+        json.dumps({"backbone": "efficientnet_lite0_blood", "preprocessing": version})
+    )
+    feature = service_specs(StackPlan(bundle=bundle, services=("feature",)), {})[0]
+    assert feature.argv[feature.argv.index("--backbone") + 1] == "efficientnet_lite0_blood"
+    assert feature.argv[feature.argv.index("--preprocessing") + 1] == "cellcrop-gray"
+    chosen = service_specs(StackPlan(bundle=bundle, backbone="resnet50", services=("feature",)), {})[0]
+    assert (
+        chosen.argv[chosen.argv.index("--backbone") + 1] == "resnet50"
+        and "--preprocessing" not in chosen.argv
+    )
+    unreadable = service_specs(StackPlan(bundle=tmp_path / "none", services=("feature",)), {})[0]
+    assert "--backbone" not in unreadable.argv and "--preprocessing" not in unreadable.argv

@@ -37,8 +37,8 @@ def backbone_card(meta: Mapping[str, Any]) -> str:
         f"# Model card: backbone `{meta['name']}`",
         "",
         f"EfficientNet-Lite0 (1280-d embedding), from its ImageNet weights (`{recipe['base']}`, SHA-256 "
-        f"`{meta['base_weights_sha256'][:16]}...`): stem and blocks 0-{plan['split_block'] - 1} frozen, "
-        f"blocks {plan['split_block']}-15 and the head convolution fine-tuned on blood cells. Weights "
+        f"`{meta['base_weights_sha256'][:16]}...`): stem and blocks 0-{tune['split'] - 1} frozen, "
+        f"blocks {tune['split']}-15 and the head convolution fine-tuned on blood cells. Weights "
         f"`weights.pth` (SHA-256 `{meta['weights_sha256'][:16]}...`, the backbone's weights hash in every "
         "cache key, embedding and bundle manifest). Served like any backbone: `HEMASCOPE_FEATURE_BACKBONE="
         f"{meta['name']}`; the ONNX export is made from these weights and cached by their hash. It serves "

@@ -32,6 +32,7 @@ from hemascope.training.acquisition import (
     reacquire,
 )
 from hemascope.training.finetune.network import SPLIT_BLOCK, Front
+from services.feature.torch_modules import EfficientNetTrunk, EmbeddingModule
 
 CHUNK = 128
 FORMAT = 1
@@ -93,6 +94,29 @@ class _Variants(torch.utils.data.Dataset[tuple[int, torch.Tensor]]):
         return index, torch.from_numpy(prepare_variants(self.paths[index].read_bytes(), self.plan))
 
 
+def advance(
+    features: NDArray[np.float16], embedding: EmbeddingModule, start: int, stop: int, chunk: int = 512
+) -> NDArray[np.float16]:
+    """Front features cached at block ``start`` carried through the frozen blocks ``start..stop-1``, so a
+    recipe that fine-tunes from block ``stop`` never recomputes them (every variant, float16)."""
+    if stop == start:
+        return features
+    trunk = embedding.trunk
+    assert isinstance(trunk, EfficientNetTrunk)
+    blocks = list(trunk.net._blocks)[start:stop]
+    n, v = features.shape[:2]
+    flat = features.reshape(n * v, *features.shape[2:])
+    out: list[NDArray[np.float16]] = []
+    with torch.inference_mode():
+        for begin in range(0, len(flat), chunk):
+            x = torch.from_numpy(flat[begin : begin + chunk].astype(np.float32))
+            for block in blocks:
+                x = block(x)
+            out.append(x.to(torch.float16).numpy())
+    stacked = np.concatenate(out)
+    return stacked.reshape(n, v, *stacked.shape[1:])
+
+
 def cache_key(paths: Sequence[Path], plan: VariantPlan, weights_hash: str) -> str:
     digest = hashlib.sha256()
     for path in paths:
@@ -110,10 +134,26 @@ def front_features(
     *,
     workers: int = 1,
     log: Callable[[str], None] | None = None,
+    until: int | None = None,
 ) -> NDArray[np.float16]:
-    """``N x (copies + 1) x C x H x W`` front features of ``paths`` (cached; see the module docstring)."""
+    """``N x (copies + 1) x C x H x W`` front features of ``paths`` (cached; see the module docstring):
+    the inputs of block ``plan.split``, or with ``until`` those of a later block (carried through the
+    frozen blocks in between once, and cached too)."""
     folder = cache_dir / f"front-{cache_key(paths, plan, weights_hash)}"
     folder.mkdir(parents=True, exist_ok=True)
+    if until is not None and until > plan.split:
+        target = folder / f"block-{until:02d}.npy"
+        if target.is_file():
+            stored: NDArray[np.float16] = np.load(target)
+            return stored
+        base = front_features(paths, plan, front, weights_hash, cache_dir, workers=workers, log=log)
+        if log is not None:
+            log(f"  carrying the front features through the frozen blocks {plan.split}-{until - 1}")
+        advanced = advance(base, front.embedding, plan.split, until)
+        partial = target.with_suffix(".partial.npy")
+        np.save(partial, advanced)
+        partial.replace(target)
+        return advanced
     (folder / "plan.json").write_text(json.dumps({**plan.describe(), "images": len(paths)}, indent=1))
     chunks = []
     for number, start in enumerate(range(0, len(paths), CHUNK)):

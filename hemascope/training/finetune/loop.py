@@ -22,7 +22,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from hemascope.training.finetune.network import SPLIT_BLOCK, split_network
+from hemascope.training.finetune.network import TRAIN_FROM, split_network
 from services.feature.torch_modules import EmbeddingModule
 
 EMBEDDING_DIM = 1280
@@ -32,7 +32,7 @@ EMBEDDING_DIM = 1280
 class FineTuneConfig:
     """The recipe (recorded in the backbone's model card)."""
 
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 3e-4
     head_lr: float = 1e-3
@@ -44,7 +44,8 @@ class FineTuneConfig:
     #: images drawn per epoch; 0: as many as there are training images
     samples_per_epoch: int = 0
     bn: Literal["frozen", "train"] = "frozen"
-    split: int = SPLIT_BLOCK
+    #: the first fine-tuned block; the features given to :func:`fine_tune` are this block's inputs
+    split: int = TRAIN_FROM
     seed: int = 50
 
     def describe(self) -> dict[str, Any]:
@@ -85,7 +86,8 @@ def fine_tune(
     cfg: FineTuneConfig = FineTuneConfig(),
     log: Callable[[str], None] | None = None,
 ) -> FineTuneResult:
-    """Fine-tunes ``embedding``'s back in place on the rows ``train`` of the cached ``features``."""
+    """Fine-tunes ``embedding``'s back in place on the rows ``train`` of ``features`` (inputs of block
+    ``cfg.split``, see :func:`hemascope.training.finetune.features.advance`)."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -150,7 +152,7 @@ def fine_tune(
 
 
 def embed_cached(
-    features: NDArray[np.float16], embedding: EmbeddingModule, split: int = SPLIT_BLOCK, variant: int = 0
+    features: NDArray[np.float16], embedding: EmbeddingModule, split: int = TRAIN_FROM, variant: int = 0
 ) -> NDArray[np.float32]:
     """Embeddings of the cached front features' ``variant`` (0: the served input) through the back."""
     _, back = split_network(embedding, split)

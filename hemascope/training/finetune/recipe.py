@@ -37,8 +37,11 @@ class Recipe:
     base: str = "efficientnet_lite0"
 
     def __post_init__(self) -> None:
-        if self.plan.split != self.finetune.split:
-            raise ValueError(f"the front is cached up to block {self.plan.split}, not {self.finetune.split}")
+        if self.finetune.split < self.plan.split:
+            raise ValueError(
+                f"the front is cached up to block {self.plan.split}: it cannot fine-tune from block "
+                f"{self.finetune.split}"
+            )
 
     def describe(self) -> dict[str, Any]:
         return {"base": self.base, "plan": self.plan.describe(), "finetune": self.finetune.describe()}
@@ -80,7 +83,8 @@ def read_metadata(folder: Path) -> dict[str, Any]:
 
 class RecipeEmbedder:
     """``embed(fold)``: fine-tunes a fresh backbone with ``recipe`` on ``fold.fit`` and embeds every image
-    (their served inputs) with it; cached per (features, recipe, fold) under ``cache_dir``."""
+    (their served inputs) with it; cached per (features, recipe, fold) under ``cache_dir``. ``features``
+    returns the inputs of the recipe's first fine-tuned block (``front_features(..., until=...)``)."""
 
     def __init__(
         self,
@@ -102,6 +106,7 @@ class RecipeEmbedder:
         self.histories: dict[str, list[dict[str, float]]] = {}
 
     def features(self) -> NDArray[np.float16]:
+        """The inputs of the recipe's first fine-tuned block for every image and variant (loaded once)."""
         if self._loaded is None:
             self._loaded = self._features()
         return self._loaded

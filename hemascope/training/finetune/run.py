@@ -59,14 +59,21 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict[str, Any]:
     front, _ = split_network(load_embedding(base), recipe.plan.split)
     cfg.log(f"front features of {len(paths)} images x {recipe.plan.copies + 1} inputs (cached)")
     features = front_features(
-        paths, recipe.plan, front, base_hash, cfg.cache_dir, workers=cfg.workers, log=cfg.log
+        paths,
+        recipe.plan,
+        front,
+        base_hash,
+        cfg.cache_dir,
+        workers=cfg.workers,
+        log=cfg.log,
+        until=recipe.finetune.split,
     )
     features_seconds = time.perf_counter() - started
     malignant = [CLASSES.index(c) for c in MALIGNANT_CLASSES]
     results: dict[str, Any] = {}
     if cfg.loso and len(sourced.scan.training_sites()) > 1:
         folds = loso_folds(sourced.y, sourced.sites, sourced.groups, sourced.training, seed=cfg.seed)
-        frozen = embed_cached(features, load_embedding(base), recipe.plan.split)
+        frozen = embed_cached(features, load_embedding(base), recipe.finetune.split)
         cfg.log("leave-one-source-out, frozen ImageNet backbone on the same inputs")
         results["loso_frozen"] = run_loso(
             lambda _fold: frozen, sourced.y, folds, CLASSES, malignant, cfg.loso_models, seed=cfg.seed
