@@ -50,6 +50,9 @@ class ManagedServer:
     _done: threading.Event = field(default_factory=threading.Event)
     _load_error: BaseException | None = None
     _stopped: bool = False
+    _loaded: bool = False
+    _faults: set[str] = field(default_factory=set)
+    _status_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def metrics_port(self) -> int | None:
@@ -58,6 +61,26 @@ class ManagedServer:
     @property
     def is_ready(self) -> bool:
         return self._ready.is_set() and self._load_error is None and not self._stopped
+
+    def set_fault(self, name: str, faulty: bool) -> None:
+        """Marks a condition that makes the server unable to serve (e.g. its audit trail cannot be
+        written): health is NOT_SERVING while any fault is set, and SERVING again once all are cleared
+        (when the models are loaded)."""
+        with self._status_lock:
+            if faulty:
+                self._faults.add(name)
+            else:
+                self._faults.discard(name)
+            self._refresh_status()
+
+    def _refresh_status(self) -> None:
+        if self._stopped:
+            return
+        serving = self._loaded and not self._faults
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        self._set_status(status)
 
     def _set_status(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         self.health.set("", status)
@@ -74,8 +97,10 @@ class ManagedServer:
                 self._load_error = exc
                 log.error("model_load_failed", error=str(exc))
             else:
+                with self._status_lock:
+                    self._loaded = True
+                    self._refresh_status()
                 if not self._stopped:
-                    self._set_status(health_pb2.HealthCheckResponse.SERVING)
                     log.info("serving", port=self.port, services=list(self.service_names))
             finally:
                 self._ready.set()
