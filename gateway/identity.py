@@ -23,6 +23,7 @@ from typing import Any
 
 from gateway.auth import ANONYMOUS, API_KEY_HEADER, ApiKeyStore
 from hemascope.errors import ConfigurationError, Unauthenticated
+from hemascope.tls import peer_common_name
 
 MISSING_MESSAGE = f"missing API key: send it in the '{API_KEY_HEADER}' metadata entry"
 INVALID_MESSAGE = "invalid API key"
@@ -53,15 +54,6 @@ class Caller:
 
 
 ANONYMOUS_CALLER = Caller(ANONYMOUS)
-
-
-def certificate_subject(auth_context: Mapping[str, Any]) -> str | None:
-    """The common name of the verified client certificate in a gRPC auth context, or None."""
-    names = auth_context.get("x509_common_name") or ()
-    if not names:
-        return None
-    name = names[0].decode("utf-8", "replace") if isinstance(names[0], bytes) else str(names[0])
-    return name or None
 
 
 def certificate_caller_id(common_name: str) -> str:
@@ -100,7 +92,7 @@ class Identifier:
             return Caller(caller, peer, API_KEY)
         if self.required:
             raise Unauthenticated(MISSING_MESSAGE)
-        subject = certificate_subject(auth_context)
+        subject = peer_common_name(auth_context)
         if subject is not None:
             return Caller(certificate_caller_id(subject), peer, CERTIFICATE)
         return Caller(ANONYMOUS, peer, NOBODY)

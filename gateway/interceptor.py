@@ -15,17 +15,14 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import status_pb2
-from grpc_status import rpc_status
 
 from gateway.dataplane import DataPlane, short_rpc
 from gateway.identity import ANONYMOUS_CALLER, Caller
 from hemascope.errors import HemascopeError
-from hemascope.interceptors import error_detail
+from hemascope.interceptors import Behavior, abort_with, rewrap
 from hemascope.telemetry import RPC_REQUESTS
 
 # Kubernetes probes and tooling must work without a key.
@@ -52,38 +49,6 @@ def _bind(context: grpc.ServicerContext, caller: Caller) -> None:
         _callers[context] = caller
 
 
-def abort_with(context: grpc.ServicerContext, error: HemascopeError) -> None:
-    """Ends the call with ``error``'s status, message and ErrorDetail (raises)."""
-    detail = any_pb2.Any()
-    packed = error_detail(error)
-    detail.Pack(packed)
-    status = status_pb2.Status(code=error.code.value[0], message=packed.message, details=[detail])
-    context.abort_with_status(cast(grpc.Status, rpc_status.to_status(status)))
-
-
-_Behavior = Callable[[Any, grpc.ServicerContext], Any]
-
-
-def _rewrap(
-    handler: grpc.RpcMethodHandler[Any, Any], wrap: Callable[[_Behavior, bool], _Behavior]
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """``handler`` with its behavior replaced by ``wrap(behavior, streams_responses)``, same kind."""
-    kinds = (
-        (handler.unary_unary, grpc.unary_unary_rpc_method_handler, False),
-        (handler.stream_unary, grpc.stream_unary_rpc_method_handler, False),
-        (handler.unary_stream, grpc.unary_stream_rpc_method_handler, True),
-        (handler.stream_stream, grpc.stream_stream_rpc_method_handler, True),
-    )
-    for behavior, factory, streaming in kinds:
-        if behavior is not None:
-            return factory(
-                wrap(behavior, streaming),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-    return handler
-
-
 class GatewayInterceptor(grpc.ServerInterceptor):
     """Admits every non-exempt call through ``plane``."""
 
@@ -100,7 +65,7 @@ class GatewayInterceptor(grpc.ServerInterceptor):
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
         metadata = handler_call_details.invocation_metadata
-        return _rewrap(handler, self._wrap(method, metadata))
+        return rewrap(handler, self._wrap(method, metadata))
 
     def _admit(self, method: str, metadata: Any, context: grpc.ServicerContext) -> Caller:
         try:
@@ -112,7 +77,7 @@ class GatewayInterceptor(grpc.ServerInterceptor):
         _bind(context, caller)
         return caller
 
-    def _wrap(self, method: str, metadata: Any) -> Callable[[_Behavior, bool], _Behavior]:
+    def _wrap(self, method: str, metadata: Any) -> Callable[[Behavior, bool], Behavior]:
         plane, rpc = self._plane, short_rpc(method)
         self_audited = rpc in SELF_AUDITED
 
@@ -128,7 +93,7 @@ class GatewayInterceptor(grpc.ServerInterceptor):
                 RPC_REQUESTS.labels(method, exc.code.name).inc()
                 abort_with(context, exc)
 
-        def wrap(behavior: _Behavior, streaming: bool) -> _Behavior:
+        def wrap(behavior: Behavior, streaming: bool) -> Behavior:
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 caller = self._admit(method, metadata, context)
                 if self_audited:

@@ -54,8 +54,6 @@ def create_server(settings: GatewaySettings) -> tuple[ManagedServer, int]:
         log.warning("authentication_off", detail="no api_keys_file: callers are anonymous or named by cert")
     identifier = Identifier(store, required=settings.require_api_key and store is not None)
     credentials = server_credentials(settings)
-    if credentials is None:
-        log.warning("tls_off", detail="no tls_cert_file: the gateway port is plaintext")
     audit = _audit_trail(settings)
 
     core = GatewayCore(settings)

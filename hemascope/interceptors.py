@@ -55,6 +55,35 @@ def _status_for(error: HemascopeError) -> grpc.Status:
     return cast(grpc.Status, rpc_status.to_status(status))
 
 
+def abort_with(context: grpc.ServicerContext, error: HemascopeError) -> None:
+    """Ends the call with ``error``'s status, message and ErrorDetail (raises); for interceptors that
+    refuse a call before the kernel's ServiceInterceptor runs."""
+    context.abort_with_status(_status_for(error))
+
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def rewrap(
+    handler: grpc.RpcMethodHandler[Any, Any], wrap: Callable[[Behavior, bool], Behavior]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with its behavior replaced by ``wrap(behavior, streams_responses)``, same kind."""
+    kinds = (
+        (handler.unary_unary, grpc.unary_unary_rpc_method_handler, False),
+        (handler.stream_unary, grpc.stream_unary_rpc_method_handler, False),
+        (handler.unary_stream, grpc.unary_stream_rpc_method_handler, True),
+        (handler.stream_stream, grpc.stream_stream_rpc_method_handler, True),
+    )
+    for behavior, factory, streaming in kinds:
+        if behavior is not None:
+            return factory(
+                wrap(behavior, streaming),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
 def _status_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     """The code set on the call so far (grpcio's context has ``code()``; the stubs lack it)."""
     code: grpc.StatusCode | None = context.code()  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
@@ -19,11 +19,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from hemascope.admin import AdminInterceptor
 from hemascope.errors import ConfigurationError, Unavailable
 from hemascope.interceptors import ServiceInterceptor
 from hemascope.logs import get_logger
 from hemascope.settings import ServerSettings
 from hemascope.telemetry import MetricsEndpoint, start_metrics_endpoint
+from hemascope.tls import server_credentials
 
 log = get_logger(__name__)
 
@@ -164,12 +166,24 @@ def build_server(
     on_stop: Sequence[Callable[[], None]] = (),
     interceptors: Sequence[grpc.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
+    admin_methods: Collection[str] = (),
 ) -> tuple[ManagedServer, int]:
     """Creates, binds and starts a server for ``bindings``; returns it with the bound port.
 
-    ``interceptors`` run before the kernel's ServiceInterceptor (e.g. authentication); with
-    ``credentials`` the port is bound with TLS (``add_secure_port``), otherwise in plaintext.
+    ``interceptors`` run before the kernel's ServiceInterceptor (e.g. authentication). The port speaks
+    TLS (``add_secure_port``) with ``credentials``, or else with the settings' own TLS files
+    (:func:`hemascope.tls.server_credentials`: mutual TLS when ``tls_client_ca_file`` is set), and plaintext
+    without either. ``admin_methods`` (full method names) answer only the settings' ``admin_subjects``
+    (:mod:`hemascope.admin`).
     """
+    env_prefix = str(settings.model_config.get("env_prefix", "HEMASCOPE_"))
+    if credentials is None:
+        credentials = server_credentials(settings, env_prefix)
+    if credentials is None:
+        log.warning("tls_off", detail="no tls_cert_file: the port is plaintext")
+    if admin_methods:
+        admin = AdminInterceptor(admin_methods, settings.admin_subjects, env_prefix)
+        interceptors = [admin, *interceptors]
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
