@@ -372,7 +372,7 @@ def _registered_metrics() -> set[str]:
 
 def test_gpu_services_scale_with_keda_on_their_exported_metrics(gpu_docs: tuple[Doc, ...]) -> None:
     from hemascope.telemetry import QUEUE_DEPTH
-    from services.detector.core import IN_FLIGHT, QUEUE_NAME
+    from services.detector.metrics import IN_FLIGHT, QUEUE_NAME
 
     scaled = kinds(gpu_docs, "ScaledObject")
     assert set(scaled) == set(GPU_SERVICES)
