@@ -12,10 +12,18 @@ the verifier needs it, the attacker does not have it), and anchors: record the `
 ``verify`` somewhere else from time to time; :func:`verify` with ``anchors`` fails when one of them is no
 longer in the chain.
 
-What a record holds: caller id, content hash of the decoded pixels, the request's option fields, model
-versions, outcome and per-part status codes, latency and the RPC name. Never image bytes, never the
-caller's image id (which may be a patient identifier): :class:`AuditRecord` has no field for them,
-options go through :func:`sanitize_options`, and ``content_hash`` must be a hex SHA-256.
+What a record holds: caller id, the caller's network peer (format 2), content hash of the decoded pixels,
+the request's option fields, model versions, outcome and per-part status codes, latency and the RPC name.
+Never image bytes, never the caller's image id (which may be a patient identifier): :class:`AuditRecord`
+has no field for them, options go through :func:`sanitize_options`, and ``content_hash`` must be a hex
+SHA-256.
+
+Formats: version 2 lines add ``peer`` (the caller's address, e.g. ``ipv4:10.0.0.7:51234``); version 1 lines
+(without it) still verify, and a log may hold both.
+
+A failed write (disk full, I/O error) refuses that request (Unavailable) and cuts the file back to its last
+complete line, so the chain stays intact; the next append tries again (see :class:`gateway.audit_trail.
+AuditTrail` for failing closed and recovering).
 
 Restart: :class:`AuditLog` resumes the chain from the file's last line. It refuses to start (a
 :class:`~hemascope.errors.ConfigurationError`) when that line is incomplete or does not verify: appending
@@ -33,7 +41,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +52,8 @@ from google.protobuf.message import Message
 
 from hemascope.errors import ConfigurationError, InvalidArgument, Unavailable
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_V1 = 1
 GENESIS_HASH = "0" * 64
 ALG_SHA256 = "sha256"
 ALG_HMAC = "hmac-sha256"
@@ -52,10 +61,12 @@ MAX_OPTION_STRING = 128
 MAX_OPTION_ITEMS = 32
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _OPTION_KEY = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
-_ENTRY_FIELDS = frozenset(
+_V1_FIELDS = frozenset(
     {"v", "seq", "time", "alg", "prev_hash", "hash", "caller_id", "content_hash", "options"}
     | {"model_versions", "outcome", "parts", "latency_ms", "rpc"}
 )
+_ENTRY_FIELDS = {_V1: _V1_FIELDS, FORMAT_VERSION: _V1_FIELDS | {"peer"}}
+MAX_PEER_CHARS = 128
 
 
 @dataclass
@@ -73,6 +84,8 @@ class AuditRecord:
     """Status code name per part, e.g. ``{"classification": "OK", "detection": "DEADLINE_EXCEEDED"}``."""
     latency_ms: float
     rpc: str
+    peer: str = ""
+    """The caller's network address as gRPC gives it (``ipv4:host:port``); empty when unknown."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,7 @@ def _entry(record: AuditRecord, seq: int, prev_hash: str, key: bytes | None) -> 
     entry["model_versions"] = {str(k): str(v) for k, v in record.model_versions.items()}
     entry["parts"] = {str(k): str(v) for k, v in record.parts.items()}
     entry["latency_ms"] = round(float(record.latency_ms), 3)
+    entry["peer"] = str(record.peer)[:MAX_PEER_CHARS]
     entry |= {
         "v": FORMAT_VERSION,
         "seq": seq,
@@ -202,9 +216,12 @@ def _check_line(raw: bytes, key: bytes | None) -> dict[str, Any]:
         entry = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _BadLine("is not valid JSON") from None
-    if not isinstance(entry, dict) or set(entry) != _ENTRY_FIELDS:
+    if not isinstance(entry, dict) or "v" not in entry:
         raise _BadLine("is not an audit record (fields missing or added)")
-    if entry["v"] != FORMAT_VERSION or not isinstance(entry["seq"], int):
+    fields = _ENTRY_FIELDS.get(entry["v"]) if isinstance(entry["v"], int) else None
+    if fields is not None and set(entry) != fields:
+        raise _BadLine("is not an audit record (fields missing or added)")
+    if fields is None or not isinstance(entry["seq"], int):
         raise _BadLine(f"has an unknown format version {entry['v']!r} or a bad sequence number")
     expected_alg = ALG_HMAC if key is not None else ALG_SHA256
     if entry["alg"] != expected_alg:
@@ -263,6 +280,22 @@ def _head(count: int, prev_hash: str) -> str:
     return prev_hash if count else ""
 
 
+REASON = "AUDIT_UNAVAILABLE"
+
+
+def _open(path: Path) -> int:
+    """Opens (creating it, mode 0600) the log for appending; ConfigurationError naming the path and the
+    setting when that is impossible."""
+    fix = "choose a writable file with --audit-log (HEMASCOPE_GATEWAY_AUDIT_LOG)"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot open the audit log {path}: {exc.strerror or exc}; {fix}", field="audit_log"
+        ) from None
+
+
 def _last_line(fd: int) -> tuple[bytes, bool]:
     """The last line of a non-empty file (without its newline) and whether the file ends with a newline."""
     chunk, end = 4096, os.fstat(fd).st_size
@@ -278,16 +311,24 @@ def _last_line(fd: int) -> tuple[bytes, bool]:
     return body.rsplit(b"\n", 1)[-1], complete
 
 
-class AuditLog:
-    """Appends hash-chained records to ``path``; thread-safe; each write is fsync'd."""
+Writer = Callable[[int, bytes], int]
 
-    def __init__(self, path: Path, key: bytes | None = None, fsync: bool = True) -> None:
+
+class AuditLog:
+    """Appends hash-chained records to ``path``; thread-safe; each write is fsync'd.
+
+    ``write`` is the system call that writes a line (``os.write``; tests inject failures through it).
+    """
+
+    def __init__(
+        self, path: Path, key: bytes | None = None, fsync: bool = True, write: Writer = os.write
+    ) -> None:
         self.path = Path(path)
         self._key = key
         self._fsync = fsync
+        self._write = write
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fd: int | None = _open(self.path)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -320,24 +361,36 @@ class AuditLog:
             return self._seq, self._head
 
     def append(self, record: AuditRecord) -> str:
-        """Writes ``record`` as the next line; returns its hash. Unavailable once closed or after a failed
-        write (the request should then fail: nothing goes unaudited)."""
+        """Writes ``record`` as the next line; returns its hash. Unavailable once closed, or when this write
+        fails (the request should then fail: nothing goes unaudited); the file is then cut back to its last
+        complete line and the next append tries again."""
         with self._lock:
             if self._fd is None:
-                raise Unavailable("the audit log is closed or failed; requests cannot be audited")
+                raise Unavailable("the audit log is closed; requests cannot be audited", reason=REASON)
             entry = _entry(record, self._seq + 1, self._head, self._key)
             line = _canonical(entry) + b"\n"
+            size = os.fstat(self._fd).st_size
             try:
-                written = os.write(self._fd, line)
+                written = self._write(self._fd, line)
                 if written != len(line):
                     raise OSError(f"short write ({written} of {len(line)} bytes)")
                 if self._fsync:
                     os.fsync(self._fd)
             except OSError as exc:
-                self._close_fd()
-                raise Unavailable(f"the audit log cannot be written: {exc}") from None
+                self._cut_back(size)
+                raise Unavailable(f"the audit log cannot be written: {exc}", reason=REASON) from None
             self._seq, self._head = entry["seq"], entry["hash"]
             return self._head
+
+    def _cut_back(self, size: int) -> None:
+        """Removes what a failed write left after the last complete line (best effort: a device such as
+        /dev/full cannot be truncated, and nothing was written to it)."""
+        assert self._fd is not None
+        try:
+            if os.fstat(self._fd).st_size > size:
+                os.ftruncate(self._fd, size)
+        except OSError:
+            pass
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""API keys: a store of hashed keys, and the server interceptor that checks the ``x-api-key`` metadata.
+"""API keys: a store of hashed keys (the ``x-api-key`` metadata is checked by :mod:`gateway.identity`).
 
 Key file format (JSON lines, one record per key; blank lines and lines starting with ``#`` are ignored)::
 
@@ -14,7 +14,9 @@ plaintext key is shown once, when it is made, and never written anywhere.
 A presented key is hashed and compared with *every* stored hash with ``hmac.compare_digest`` (no early exit),
 so the time taken does not depend on which record, if any, matches. Several keys may share a caller id
 (rotation: add the new key, move the caller over, delete the old line). The file is re-read when it changes
-(checked at most every ``reload_interval_s``), so keys can be added or revoked without a restart.
+(checked at most every ``reload_interval_s``), so keys can be added or revoked without a restart. Reloading
+fails closed: a key file that disappears, cannot be read or is malformed revokes *every* key (each call is
+UNAUTHENTICATED, logged at ERROR) until a valid file is back; it never keeps the old keys.
 
 Caller ids name calling *systems* (``lis-north``, ``pathology-lab``); they appear in logs and the audit
 trail, so they are restricted to ``[A-Za-z0-9._-]`` and must never be a person's or patient's name.
@@ -30,22 +32,13 @@ import re
 import secrets
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
 
-import grpc
-from google.protobuf import any_pb2
-from google.rpc import status_pb2
-from grpc_status import rpc_status
-
-from hemascope.errors import ConfigurationError, InvalidArgument, Unauthenticated
-from hemascope.interceptors import error_detail
+from hemascope.errors import ConfigurationError, InvalidArgument
 from hemascope.logs import get_logger
-from hemascope.telemetry import RPC_REQUESTS
 
 log = get_logger(__name__)
 
@@ -55,14 +48,6 @@ KEY_PREFIX = "hsk_"
 HASH_PREFIX = "sha256:"
 MAX_KEY_LENGTH = 256
 CALLER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# Kubernetes probes and tooling must work without a key.
-EXEMPT_PREFIXES = (
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/grpc.reflection.v1.ServerReflection/",
-)
-MISSING_MESSAGE = f"missing API key: send it in the '{API_KEY_HEADER}' metadata entry"
-INVALID_MESSAGE = "invalid API key"
 
 
 @dataclass(frozen=True)
@@ -118,23 +103,31 @@ class ApiKeyStore:
     """Hashed API keys loaded from a key file; maps a presented key to its caller id."""
 
     def __init__(
-        self, records: list[_KeyRecord], path: Path | None = None, reload_interval_s: float = 2.0
+        self,
+        records: list[_KeyRecord],
+        path: Path | None = None,
+        reload_interval_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._records = tuple(records)
         self._path = path
         self._reload_interval_s = reload_interval_s
+        self._clock = clock
         self._stamp = self._file_stamp()
-        self._checked = time.monotonic()
+        self._checked = clock()
         self._lock = threading.Lock()
 
     @classmethod
-    def from_file(cls, path: Path, reload_interval_s: float = 2.0) -> ApiKeyStore:
+    def from_file(
+        cls, path: Path, reload_interval_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> ApiKeyStore:
         """Loads ``path``; ConfigurationError when it is missing or malformed."""
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read API key file {path}: {exc.strerror or exc}") from None
-        return cls(_parse(Path(path), text), Path(path), reload_interval_s)
+        except (OSError, UnicodeDecodeError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigurationError(f"cannot read API key file {path}: {detail}") from None
+        return cls(_parse(Path(path), text), Path(path), reload_interval_s, clock)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -166,23 +159,31 @@ class ApiKeyStore:
         return (stat.st_mtime_ns, stat.st_size)
 
     def _maybe_reload(self) -> None:
-        if self._path is None or time.monotonic() - self._checked < self._reload_interval_s:
+        if self._path is None or self._clock() - self._checked < self._reload_interval_s:
             return
         with self._lock:
-            if time.monotonic() - self._checked < self._reload_interval_s:
+            if self._clock() - self._checked < self._reload_interval_s:
                 return
-            self._checked = time.monotonic()
+            self._checked = self._clock()
             stamp = self._file_stamp()
             if stamp == self._stamp:
                 return
+            self._stamp = stamp
             try:
+                if stamp is None:
+                    raise ConfigurationError(f"API key file {self._path} is missing or unreadable")
                 records = _parse(self._path, self._path.read_text(encoding="utf-8"))
-            except (OSError, ConfigurationError) as exc:
-                # Keep serving with the keys we have; the operator sees the error.
-                log.error("api_keys_reload_failed", error=str(exc))
+            except (OSError, UnicodeDecodeError, ConfigurationError) as exc:
+                # Fail closed: a revocation must never be undone by a broken file.
+                self._records = ()
+                detail = exc.message if isinstance(exc, ConfigurationError) else str(exc)
+                log.error(
+                    "api_keys_reload_failed",
+                    error=detail,
+                    detail="every API key is refused until the key file is valid again",
+                )
                 return
             self._records = tuple(records)
-            self._stamp = stamp
             log.info("api_keys_reloaded", keys=len(records))
 
 
@@ -206,133 +207,3 @@ def add_key(path: Path, caller_id: str) -> str:
     finally:
         os.close(fd)
     return key
-
-
-# ----------------------------------------------------------------------
-# Interceptor
-# ----------------------------------------------------------------------
-
-_callers: weakref.WeakKeyDictionary[grpc.ServicerContext, str] = weakref.WeakKeyDictionary()
-_callers_lock = threading.Lock()
-
-
-def caller_id(context: grpc.ServicerContext) -> str:
-    """The authenticated caller of the RPC ``context`` belongs to; ``"anonymous"`` when auth is off."""
-    with _callers_lock:
-        return _callers.get(context, ANONYMOUS)
-
-
-def _bind(context: grpc.ServicerContext, caller: str) -> None:
-    with _callers_lock:
-        _callers[context] = caller
-
-
-def _abort(context: grpc.ServicerContext, error: Unauthenticated) -> None:
-    detail = any_pb2.Any()
-    detail.Pack(error_detail(error))
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
-    context.abort_with_status(cast(grpc.Status, rpc_status.to_status(status)))
-
-
-_Behavior = Callable[[Any, grpc.ServicerContext], Any]
-
-
-def _rewrap(
-    handler: grpc.RpcMethodHandler[Any, Any], wrap: Callable[[_Behavior, bool], _Behavior]
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """``handler`` with its behavior replaced by ``wrap(behavior, streams_responses)``, same kind."""
-    kinds = (
-        (handler.unary_unary, grpc.unary_unary_rpc_method_handler, False),
-        (handler.stream_unary, grpc.stream_unary_rpc_method_handler, False),
-        (handler.unary_stream, grpc.unary_stream_rpc_method_handler, True),
-        (handler.stream_stream, grpc.stream_stream_rpc_method_handler, True),
-    )
-    for behavior, factory, streaming in kinds:
-        if behavior is not None:
-            return factory(
-                wrap(behavior, streaming),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-    return handler
-
-
-class AuthInterceptor(grpc.ServerInterceptor):
-    """Checks the ``x-api-key`` metadata of every RPC except health and reflection.
-
-    ``store=None`` with ``required=False``: authentication off, every caller is ``"anonymous"``. With a
-    store and ``required=True``: a missing or wrong key is refused with UNAUTHENTICATED. With a store and
-    ``required=False``: a missing key is let through as ``"anonymous"``, a wrong key is still refused.
-    The refusal never says whether a key or caller exists.
-    """
-
-    def __init__(self, store: ApiKeyStore | None, required: bool) -> None:
-        if store is None and required:
-            raise ConfigurationError(
-                "API keys are required but no key file is set: set HEMASCOPE_GATEWAY_API_KEYS_FILE "
-                "(create keys with `hemascope gateway add-key`) or HEMASCOPE_GATEWAY_REQUIRE_API_KEY=false"
-            )
-        self._store = store
-        self._required = required
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        method = str(handler_call_details.method)
-        if handler is None or self._store is None or method.startswith(EXEMPT_PREFIXES):
-            return handler
-        key = _metadata_value(handler_call_details.invocation_metadata, API_KEY_HEADER)
-        if key is None and not self._required:
-            return handler
-        caller = self._store.caller_for(key) if key is not None else None
-        if caller is None:
-            reason = "missing" if key is None else "invalid"
-            log.warning("auth_rejected", method=method, reason=reason)
-            error = Unauthenticated(MISSING_MESSAGE if key is None else INVALID_MESSAGE)
-            return _rewrap(handler, _refuse(error, method))
-        return _rewrap(handler, _as_caller(caller))
-
-
-def _metadata_value(metadata: Any, name: str) -> str | None:
-    for entry_key, value in metadata or ():
-        if entry_key == name:
-            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-            return text.strip() or None
-    return None
-
-
-def _refuse(error: Unauthenticated, method: str) -> Callable[[_Behavior, bool], _Behavior]:
-    """Handlers that fail the call with ``error``; counted in the kernel's per-RPC counter (the kernel's
-    interceptor, which counts the other calls, never sees a refused one)."""
-
-    def wrap(_behavior: _Behavior, streaming: bool) -> _Behavior:
-        def unary(_request: Any, context: grpc.ServicerContext) -> Any:
-            RPC_REQUESTS.labels(method, error.code.name).inc()
-            _abort(context, error)
-
-        def stream(_request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            RPC_REQUESTS.labels(method, error.code.name).inc()
-            _abort(context, error)
-            yield from ()
-
-        return stream if streaming else unary
-
-    return wrap
-
-
-def _as_caller(caller: str) -> Callable[[_Behavior, bool], _Behavior]:
-    def wrap(behavior: _Behavior, streaming: bool) -> _Behavior:
-        def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            _bind(context, caller)
-            return behavior(request, context)
-
-        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            _bind(context, caller)
-            yield from behavior(request, context)
-
-        return stream if streaming else unary
-
-    return wrap

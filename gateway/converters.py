@@ -4,10 +4,32 @@ from __future__ import annotations
 
 from gateway.consensus import DEFAULT_MALIGNANT_THRESHOLD
 from gateway.domain import AnalysisReport, AnalyzeOptions, Capabilities, EmbeddingInfo
-from hemascope.errors import HemascopeError, InvalidArgument
+from hemascope.errors import HemascopeError, InvalidArgument, echo
 from hemascope.imaging.inputs import ImageInput
 from hemascope.interceptors import error_detail
 from hemascope.v1 import analysis_pb2, common_pb2
+
+#: Longest name (model, class, method, overlay, media type) a request may carry; names are short words.
+MAX_NAME_CHARS = 128
+#: Longest image id (the caller's own reference, returned unchanged, never logged or audited).
+MAX_IMAGE_ID_CHARS = 256
+MAX_MODELS = 32
+
+
+def checked_name(value: str, field: str, limit: int = MAX_NAME_CHARS) -> str:
+    """``value`` when it is a plausible name: at most ``limit`` characters and no NUL or other control
+    characters; INVALID_ARGUMENT (reason ``BAD_STRING``) naming the field otherwise."""
+    if len(value) > limit:
+        raise InvalidArgument(
+            f"{field} is {len(value)} characters long; the limit is {limit}", reason="BAD_STRING", field=field
+        )
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise InvalidArgument(
+            f"{field} {echo(value)} holds a NUL or another control character",
+            reason="BAD_STRING",
+            field=field,
+        )
+    return value
 
 
 def image_from_request(request: analysis_pb2.AnalyzeRequest) -> ImageInput:
@@ -15,11 +37,23 @@ def image_from_request(request: analysis_pb2.AnalyzeRequest) -> ImageInput:
     if not request.HasField("image") or not request.image.data:
         raise InvalidArgument("the request holds no image bytes", reason="EMPTY_IMAGE", field="image.data")
     image = request.image
-    return ImageInput(data=image.data, media_type=image.media_type, image_id=image.image_id)
+    media_type = checked_name(image.media_type, "image.media_type")
+    image_id = checked_name(image.image_id, "image.image_id", MAX_IMAGE_ID_CHARS)
+    return ImageInput(data=image.data, media_type=media_type, image_id=image_id)
 
 
 def options_from_request(request: analysis_pb2.AnalyzeRequest) -> AnalyzeOptions:
     o = request.options
+    if len(o.models) > MAX_MODELS:
+        raise InvalidArgument(
+            f"options.models names {len(o.models)} models; the limit is {MAX_MODELS}",
+            reason="BAD_OPTION",
+            field="options.models",
+        )
+    for index, model in enumerate(o.models):
+        checked_name(model, f"options.models[{index}]")
+    for name in ("explain_model", "explain_class", "explain_method", "explain_overlay"):
+        checked_name(getattr(o, name), f"options.{name}")
     return AnalyzeOptions(
         models=tuple(o.models),
         skip_classification=o.skip_classification,

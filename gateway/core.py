@@ -37,7 +37,7 @@ from gateway.domain import (
 )
 from gateway.downstream import Deadline, Downstreams, open_downstreams
 from gateway.settings import GatewaySettings
-from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, Unavailable
+from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, Unavailable, echo
 from hemascope.imaging import ImageLimits, content_hash, decode_image
 from hemascope.imaging.inputs import ImageInput
 from hemascope.logs import get_logger
@@ -183,7 +183,7 @@ class GatewayCore:
             return
         field, value, known = problem
         raise InvalidArgument(
-            f"unknown {field.split('.')[-1].replace('_', ' ')} {value!r}; known: {', '.join(known)}",
+            f"unknown {field.split('.')[-1].replace('_', ' ')} {echo(value)}; known: {', '.join(known)}",
             reason="UNKNOWN_OPTION",
             field=field,
         )

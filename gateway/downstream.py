@@ -38,14 +38,6 @@ R = TypeVar("R")
 S = TypeVar("S")
 
 _DETAILS_KEY = "grpc-status-details-bin"
-_ERRORS: dict[grpc.StatusCode, type[errors.HemascopeError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-}
 #: Codes that say the service itself is unwell (they count against its breaker).
 _UNHEALTHY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 _UNHEALTHY |= {grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNIMPLEMENTED}
@@ -115,7 +107,14 @@ def domain_error(service: str, error: grpc.RpcError, by_caller_deadline: bool) -
     code = _code(error)
     detail = _detail(error)
     details = getattr(error, "details", lambda: "")() or ""
-    cls = _ERRORS.get(code, errors.HemascopeError)
+    cls = errors.error_class(code)
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        # The service refused the *gateway*, not the caller: a deployment fault, not the caller's.
+        return errors.HemascopeError(
+            f"the {service} service refused the gateway's credentials ({code.name}); check the "
+            "downstream certificates",
+            reason="SERVICE_REFUSED_GATEWAY",
+        )
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         whose = "the caller's deadline" if by_caller_deadline else "the gateway's downstream timeout"
         return cls(f"the {service} service did not answer within {whose}", reason="DEADLINE_EXCEEDED")

@@ -1,8 +1,9 @@
 """Gateway entry point: ``create_server(settings) -> (server, port)``.
 
-Hosts AnalysisService and the Open Inference Protocol (KServe v2 GRPCInferenceService), behind API-key
-authentication, optional (m)TLS, per-caller stream limits and the audit trail. Health is NOT_SERVING until
-the downstream channels are open and described.
+Hosts AnalysisService and the Open Inference Protocol (KServe v2 GRPCInferenceService) as two thin
+adapters over one data plane (:mod:`gateway.dataplane`: identity, fail-closed audit, limits, deadlines),
+with optional (m)TLS. Health is NOT_SERVING until the downstream channels are open and described, and
+while the audit trail cannot be written.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ import grpc
 
 from gateway import kserve
 from gateway.audit import AuditLog, read_key_file
-from gateway.auth import ApiKeyStore, AuthInterceptor
+from gateway.audit_trail import AuditTrail
+from gateway.auth import ApiKeyStore
 from gateway.core import GatewayCore
+from gateway.dataplane import BoundedRunner, DataPlane
+from gateway.identity import Identifier
+from gateway.interceptor import GatewayInterceptor
 from gateway.limits import StreamLimiter
 from gateway.servicer import AnalysisServicer
 from gateway.settings import GatewaySettings
@@ -28,17 +33,15 @@ log = get_logger(__name__)
 
 SERVICE_NAME = analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name
 KSERVE_SERVICE_NAME = "inference.GRPCInferenceService"
+AUDIT_FAULT = "audit"
 
 
-def _kserve_binding(core: GatewayCore) -> ServiceBinding:
-    """The KServe v2 binding (Open Inference Protocol) over the same core."""
-
-    def register(server: grpc.Server) -> None:
-        name = kserve.add_to_server(server, core)
-        if name != KSERVE_SERVICE_NAME:
-            raise RuntimeError(f"gateway.kserve registered {name!r}, expected {KSERVE_SERVICE_NAME!r}")
-
-    return ServiceBinding(KSERVE_SERVICE_NAME, register)
+def _audit_trail(settings: GatewaySettings) -> AuditTrail | None:
+    if settings.audit_log is None:
+        log.warning("audit_off", detail="no audit_log: requests are not audited")
+        return None
+    key = read_key_file(settings.audit_key_file) if settings.audit_key_file is not None else None
+    return AuditTrail(AuditLog(settings.audit_log, key), retry_s=settings.audit_retry_s)
 
 
 def create_server(settings: GatewaySettings) -> tuple[ManagedServer, int]:
@@ -48,27 +51,49 @@ def create_server(settings: GatewaySettings) -> tuple[ManagedServer, int]:
     """
     store = ApiKeyStore.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
     if store is None:
-        log.warning("authentication_off", detail="no api_keys_file: every caller is 'anonymous'")
-    auth = AuthInterceptor(store, required=settings.require_api_key and store is not None)
+        log.warning("authentication_off", detail="no api_keys_file: callers are anonymous or named by cert")
+    identifier = Identifier(store, required=settings.require_api_key and store is not None)
     credentials = server_credentials(settings)
-    if credentials is None:
-        log.warning("tls_off", detail="no tls_cert_file: the gateway port is plaintext")
-    audit: AuditLog | None = None
-    if settings.audit_log is not None:
-        key = read_key_file(settings.audit_key_file) if settings.audit_key_file is not None else None
-        audit = AuditLog(settings.audit_log, key)
-    else:
-        log.warning("audit_off", detail="no audit_log: requests are not audited")
+    audit = _audit_trail(settings)
 
     core = GatewayCore(settings)
     stream_executor = ThreadPoolExecutor(settings.stream_workers, thread_name_prefix="gateway-stream")
-    servicer = AnalysisServicer(core, stream_executor, StreamLimiter(settings.max_streams_per_caller), audit)
+    batch_executor = ThreadPoolExecutor(settings.batch_capacity, thread_name_prefix="gateway-batch")
+    plane = DataPlane(
+        core,
+        identifier,
+        StreamLimiter(settings.max_streams_per_caller),
+        BoundedRunner(batch_executor, settings.batch_capacity),
+        settings.batch_parallel,
+        audit,
+    )
+    servicer = AnalysisServicer(
+        plane, stream_executor, settings.max_stream_in_flight, settings.stream_idle_timeout_s
+    )
 
     def register(server: grpc.Server) -> None:
         analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(servicer, server)
 
-    bindings = [ServiceBinding(SERVICE_NAME, register), _kserve_binding(core)]
-    on_stop: list[Callable[[], None]] = [core.close, lambda: stream_executor.shutdown(wait=False)]
+    def register_kserve(server: grpc.Server) -> None:
+        kserve.add_to_server(server, plane)
+
+    bindings = [ServiceBinding(SERVICE_NAME, register), ServiceBinding(KSERVE_SERVICE_NAME, register_kserve)]
+    on_stop: list[Callable[[], None]] = [
+        core.close,
+        lambda: stream_executor.shutdown(wait=False),
+        lambda: batch_executor.shutdown(wait=False, cancel_futures=True),
+    ]
     if audit is not None:
         on_stop.append(audit.close)
-    return build_server(settings, bindings, core.load, on_stop, interceptors=[auth], credentials=credentials)
+    server, port = build_server(
+        settings,
+        bindings,
+        core.load,
+        on_stop,
+        interceptors=[GatewayInterceptor(plane)],
+        credentials=credentials,
+    )
+    if audit is not None:
+        audit.set_on_change(lambda up: server.set_fault(AUDIT_FAULT, not up))
+        audit.start()
+    return server, port

@@ -7,10 +7,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from hemascope.settings import ServerSettings
+from hemascope.settings import ImageLimitSettings, ServerSettings
 
 
-class GatewaySettings(ServerSettings):
+class GatewaySettings(ServerSettings, ImageLimitSettings):
     """Settings of the public gateway: downstream addresses, security, limits, resilience."""
 
     model_config = SettingsConfigDict(env_prefix="HEMASCOPE_GATEWAY_", extra="ignore")
@@ -60,12 +60,36 @@ class GatewaySettings(ServerSettings):
         "holders of the key can recompute it; None: plain SHA-256 chain.",
     )
 
-    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest encoded image accepted.")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width x height accepted.")
     max_stream_in_flight: int = Field(
         8, ge=1, description="Requests of one AnalyzeStream processed at once; the gateway reads no more."
     )
-    max_streams_per_caller: int = Field(4, ge=1, description="AnalyzeStream calls one caller may hold open.")
+    max_streams_per_caller: int = Field(
+        4,
+        ge=1,
+        description="AnalyzeStream calls one caller may hold open; for anonymous callers (no API key or "
+        "client certificate) the limit is per connection.",
+    )
+    stream_idle_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="An AnalyzeStream with nothing in flight that sends no request for this long is ended "
+        "(DEADLINE_EXCEEDED, reason STREAM_IDLE), freeing its slot.",
+    )
+    batch_parallel: int = Field(
+        4, ge=1, description="Images of one KServe ModelInfer batch analysed at once."
+    )
+    batch_capacity: int = Field(
+        64,
+        ge=1,
+        description="Batch images queued or running at once over all calls; beyond it ModelInfer is "
+        "RESOURCE_EXHAUSTED (GATEWAY_BUSY).",
+    )
+    audit_retry_s: float = Field(
+        5.0,
+        gt=0,
+        description="While the audit trail cannot be written (every call refused, health NOT_SERVING), how "
+        "often writing is tried again.",
+    )
 
     downstream_timeout_s: float = Field(
         30.0,

@@ -6,12 +6,17 @@ are being processed (or their responses are waiting for a slow reader), the gate
 gRPC's flow control pushes back on the caller. Responses are yielded as they finish, not in request order.
 A request whose id equals that of a request still in flight is answered at once by ``duplicate`` (it takes a
 slot only until that answer is sent).
+
+An idle stream (nothing in flight and no request read for ``idle_timeout_s``, by the injected clock) is
+ended by raising ``idle_error()`` from the response iterator, so a caller cannot hold a stream (and its
+slot of the per-caller limit) open for ever without sending anything.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -48,9 +53,17 @@ class StreamProcessor(Generic[Req, Resp]):
         handle: Callable[[Req], Resp],
         duplicate: Callable[[Req], Resp],
         failed: Callable[[Req, Exception], Resp],
+        idle_timeout_s: float | None = None,
+        idle_error: Callable[[], Exception] = lambda: TimeoutError("the stream was idle too long"),
+        clock: Callable[[], float] = time.monotonic,
+        poll_s: float = _POLL_S,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        self._idle_timeout_s = idle_timeout_s
+        self._idle_error = idle_error
+        self._clock = clock
+        self._poll_s = poll_s
         self._executor = executor
         self._max = max_in_flight
         self._key = key
@@ -74,6 +87,22 @@ class _Run(Generic[Req, Resp]):
         self.stop = threading.Event()
         self.active: set[str] = set()
         self.lock = threading.Lock()
+        self.read = 0
+        self.last_activity = processor._clock()
+
+    def _next_answer(self, sent: int) -> _Answer[Resp] | _End:
+        """The next answer; raises the processor's idle error when the stream has been idle too long."""
+        timeout = self.p._idle_timeout_s
+        if timeout is None:
+            return self.answers.get()
+        while True:
+            try:
+                return self.answers.get(timeout=self.p._poll_s)
+            except queue.Empty:
+                with self.lock:
+                    idle = self.read == sent and self.p._clock() - self.last_activity >= timeout
+                if idle:
+                    raise self.p._idle_error() from None
 
     def responses(self) -> Iterator[Resp]:
         reader = threading.Thread(target=self._read, name="stream-reader", daemon=True)
@@ -81,13 +110,15 @@ class _Run(Generic[Req, Resp]):
         sent, total = 0, None
         try:
             while total is None or sent < total:
-                item = self.answers.get()
+                item = self._next_answer(sent)
                 if isinstance(item, _End):
                     total = item.total
                     continue
                 if item.key is not None:
                     with self.lock:
                         self.active.discard(item.key)
+                with self.lock:
+                    self.last_activity = self.p._clock()
                 yield item.response
                 sent += 1
                 self.slots.release()
@@ -106,6 +137,9 @@ class _Run(Generic[Req, Resp]):
                     self.slots.release()
                     return
                 total += 1
+                with self.lock:
+                    self.read = total
+                    self.last_activity = self.p._clock()
                 self._start(request)
         except Exception as exc:  # the caller's stream broke (e.g. cancelled): answer what was read
             log.info("stream_read_ended", error=type(exc).__name__)

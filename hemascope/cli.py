@@ -14,6 +14,7 @@ from hemascope.commands.failures import CliGroup
 from hemascope.commands.gateway import serve_gateway_command
 from hemascope.commands.health import health_command
 from hemascope.commands.stack_cli import analyze_command, up_command
+from hemascope.commands.tls import tls_group
 from hemascope.commands.train_cli import (
     evaluate_command,
     study_sites_command,
@@ -461,5 +462,6 @@ main.add_command(audit_group)
 main.add_command(gateway_group)
 # `hemascope health ADDRESS`: one grpc.health.v1 check, exit 0/1 (container HEALTHCHECK, exec probes).
 main.add_command(health_command)
+main.add_command(tls_group)
 # `hemascope serve gateway`: the public AnalysisService over the four services.
 serve.add_command(serve_gateway_command)

@@ -11,6 +11,9 @@ from typing import ClassVar
 
 import grpc
 
+#: Longest caller-supplied value quoted in an error message (see :func:`echo`).
+MAX_ECHO_CHARS = 64
+
 
 class HemascopeError(Exception):
     """Root of every error the services raise on purpose."""
@@ -23,6 +26,15 @@ class HemascopeError(Exception):
         self.message = message
         self.reason = reason or self.default_reason
         self.field = field
+
+
+def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """A caller-supplied value quoted for an error message: ``repr`` of at most ``limit`` characters of it,
+    with the full length named when it was cut (so a megabyte of input never comes back in an error)."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 class InvalidArgument(HemascopeError):
@@ -41,6 +53,13 @@ class Unauthenticated(HemascopeError):
 
     code = grpc.StatusCode.UNAUTHENTICATED
     default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(HemascopeError):
+    """The caller is known but may not call this (e.g. an administrative RPC without the admin identity)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
 
 
 class NotFound(HemascopeError):
@@ -73,3 +92,24 @@ class ConfigurationError(HemascopeError):
 
     code = grpc.StatusCode.FAILED_PRECONDITION
     default_reason = "CONFIGURATION"
+
+
+_BY_CODE: dict[grpc.StatusCode, type[HemascopeError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        Unauthenticated,
+        PermissionDenied,
+        NotFound,
+        FailedPrecondition,
+        ResourceExhausted,
+        DeadlineExceeded,
+        Unavailable,
+    )
+}
+
+
+def error_class(code: grpc.StatusCode) -> type[HemascopeError]:
+    """The domain error class of a status code (the one map from codes to errors); HemascopeError, which
+    maps to INTERNAL, for codes without their own class."""
+    return _BY_CODE.get(code, HemascopeError)

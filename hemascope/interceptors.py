@@ -24,20 +24,64 @@ from hemascope.v1 import common_pb2
 log = get_logger(__name__)
 
 INTERNAL_MESSAGE = "internal error; it has been logged"
+#: Longest message, reason and field sent back. The message travels twice in the trailing metadata (as
+#: grpc-message and in the packed status); gRPC's metadata limit is 8 KiB, past which the caller would
+#: only see "Stream removed". Messages that quote caller input use hemascope.errors.echo; this is the cap
+#: for every other path.
+MAX_MESSAGE_CHARS = 1024
+MAX_TOKEN_CHARS = 128
+
+
+def capped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (marked with an ellipsis when cut)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def error_detail(error: HemascopeError) -> common_pb2.ErrorDetail:
     """The protobuf form of a domain error (used for failed calls and for failed batch items)."""
     return common_pb2.ErrorDetail(
-        code=error.code.value[0], reason=error.reason, message=error.message, field=error.field
+        code=error.code.value[0],
+        reason=capped(error.reason, MAX_TOKEN_CHARS),
+        message=capped(error.message),
+        field=capped(error.field, MAX_TOKEN_CHARS),
     )
 
 
 def _status_for(error: HemascopeError) -> grpc.Status:
     detail = any_pb2.Any()
-    detail.Pack(error_detail(error))
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    packed = error_detail(error)
+    detail.Pack(packed)
+    status = status_pb2.Status(code=error.code.value[0], message=packed.message, details=[detail])
     return cast(grpc.Status, rpc_status.to_status(status))
+
+
+def abort_with(context: grpc.ServicerContext, error: HemascopeError) -> None:
+    """Ends the call with ``error``'s status, message and ErrorDetail (raises); for interceptors that
+    refuse a call before the kernel's ServiceInterceptor runs."""
+    context.abort_with_status(_status_for(error))
+
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def rewrap(
+    handler: grpc.RpcMethodHandler[Any, Any], wrap: Callable[[Behavior, bool], Behavior]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with its behavior replaced by ``wrap(behavior, streams_responses)``, same kind."""
+    kinds = (
+        (handler.unary_unary, grpc.unary_unary_rpc_method_handler, False),
+        (handler.stream_unary, grpc.stream_unary_rpc_method_handler, False),
+        (handler.unary_stream, grpc.unary_stream_rpc_method_handler, True),
+        (handler.stream_stream, grpc.stream_stream_rpc_method_handler, True),
+    )
+    for behavior, factory, streaming in kinds:
+        if behavior is not None:
+            return factory(
+                wrap(behavior, streaming),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
 
 
 def _status_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
@@ -57,7 +101,7 @@ def _handle(exc: Exception, context: grpc.ServicerContext, method: str) -> None:
         # grpc does not append "Exception calling application: <message>" for the caller to see.
         details = context.details()  # type: ignore[attr-defined]
         text = details.decode() if isinstance(details, bytes) else str(details or "")
-        context.abort(code, text or INTERNAL_MESSAGE)
+        context.abort(code, capped(text) or INTERNAL_MESSAGE)
     log.error("rpc_internal_error", method=method, exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 

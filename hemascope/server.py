@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
@@ -19,11 +19,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from hemascope.admin import AdminInterceptor
 from hemascope.errors import ConfigurationError, Unavailable
 from hemascope.interceptors import ServiceInterceptor
 from hemascope.logs import get_logger
 from hemascope.settings import ServerSettings
 from hemascope.telemetry import MetricsEndpoint, start_metrics_endpoint
+from hemascope.tls import server_credentials
 
 log = get_logger(__name__)
 
@@ -50,6 +52,9 @@ class ManagedServer:
     _done: threading.Event = field(default_factory=threading.Event)
     _load_error: BaseException | None = None
     _stopped: bool = False
+    _loaded: bool = False
+    _faults: set[str] = field(default_factory=set)
+    _status_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def metrics_port(self) -> int | None:
@@ -58,6 +63,26 @@ class ManagedServer:
     @property
     def is_ready(self) -> bool:
         return self._ready.is_set() and self._load_error is None and not self._stopped
+
+    def set_fault(self, name: str, faulty: bool) -> None:
+        """Marks a condition that makes the server unable to serve (e.g. its audit trail cannot be
+        written): health is NOT_SERVING while any fault is set, and SERVING again once all are cleared
+        (when the models are loaded)."""
+        with self._status_lock:
+            if faulty:
+                self._faults.add(name)
+            else:
+                self._faults.discard(name)
+            self._refresh_status()
+
+    def _refresh_status(self) -> None:
+        if self._stopped:
+            return
+        serving = self._loaded and not self._faults
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        self._set_status(status)
 
     def _set_status(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         self.health.set("", status)
@@ -74,8 +99,10 @@ class ManagedServer:
                 self._load_error = exc
                 log.error("model_load_failed", error=str(exc))
             else:
+                with self._status_lock:
+                    self._loaded = True
+                    self._refresh_status()
                 if not self._stopped:
-                    self._set_status(health_pb2.HealthCheckResponse.SERVING)
                     log.info("serving", port=self.port, services=list(self.service_names))
             finally:
                 self._ready.set()
@@ -139,12 +166,24 @@ def build_server(
     on_stop: Sequence[Callable[[], None]] = (),
     interceptors: Sequence[grpc.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
+    admin_methods: Collection[str] = (),
 ) -> tuple[ManagedServer, int]:
     """Creates, binds and starts a server for ``bindings``; returns it with the bound port.
 
-    ``interceptors`` run before the kernel's ServiceInterceptor (e.g. authentication); with
-    ``credentials`` the port is bound with TLS (``add_secure_port``), otherwise in plaintext.
+    ``interceptors`` run before the kernel's ServiceInterceptor (e.g. authentication). The port speaks
+    TLS (``add_secure_port``) with ``credentials``, or else with the settings' own TLS files
+    (:func:`hemascope.tls.server_credentials`: mutual TLS when ``tls_client_ca_file`` is set), and plaintext
+    without either. ``admin_methods`` (full method names) answer only the settings' ``admin_subjects``
+    (:mod:`hemascope.admin`).
     """
+    env_prefix = str(settings.model_config.get("env_prefix", "HEMASCOPE_"))
+    if credentials is None:
+        credentials = server_credentials(settings, env_prefix)
+    if credentials is None:
+        log.warning("tls_off", detail="no tls_cert_file: the port is plaintext")
+    if admin_methods:
+        admin = AdminInterceptor(admin_methods, settings.admin_subjects, env_prefix)
+        interceptors = [admin, *interceptors]
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),

@@ -57,9 +57,33 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def health_status(address: str, timeout: float = 2.0) -> bool:
-    """True when the gRPC health check at ``address`` (overall service "") says SERVING."""
-    with grpc.insecure_channel(address) as channel:
+@dataclass(frozen=True)
+class HealthTls:
+    """How to reach a TLS port for its health check: the CA that signed its certificate, and the client
+    certificate to present when it requires one (mutual TLS)."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes(),
+            private_key=self.key.read_bytes() if self.key is not None else None,
+            certificate_chain=self.cert.read_bytes() if self.cert is not None else None,
+        )
+
+
+def _channel(address: str, tls: HealthTls | None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, tls.credentials())
+
+
+def health_status(address: str, timeout: float = 2.0, tls: HealthTls | None = None) -> bool:
+    """True when the gRPC health check at ``address`` (overall service "") says SERVING; over TLS with
+    ``tls``."""
+    with _channel(address, tls) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout
@@ -79,6 +103,8 @@ class ChildSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     metrics_port: int | None = None
+    tls: HealthTls | None = None
+    """TLS for the health check (None: plaintext)."""
 
     @property
     def address(self) -> str:
@@ -213,7 +239,7 @@ class Supervisor:
                 if child.gave_up:
                     raise RuntimeError(f"{name} exited {len(child.exits)} times ({child.exits}); gave up")
                 self._fail_if_exited(child)
-                if child.running and health_status(child.spec.address):
+                if child.running and health_status(child.spec.address, tls=child.spec.tls):
                     pending.remove(name)
             if pending and time.monotonic() > until:
                 raise RuntimeError(f"not SERVING after {timeout:.0f} s: {', '.join(pending)}")

@@ -14,6 +14,7 @@ from redis.retry import Retry
 
 from hemascope.cache.base import Clock, _Instrumented
 from hemascope.cache.keys import CacheKey, Vector, decode_vector, encode_vector
+from hemascope.cache.seal import Sealer
 
 __all__ = ["RedisCache"]
 
@@ -86,7 +87,11 @@ class RedisCache(_Instrumented):
     not evict) is counted as an error but does not start the retry-after window, because reads still work.
 
     ``dim``, if given, is the expected embedding length: stored values of another length count as corrupt.
-    Thread-safe: redis-py's client and connection pool are, and the local state is lock-guarded.
+    Values are sealed (:mod:`hemascope.cache.seal`) with ``sealer`` (a random per-process secret when
+    None): one that does not open under its key (forged, moved from another key, another secret) counts as
+    corrupt and is a miss, so whoever can write to Redis cannot choose what the service returns.
+    ``password`` authenticates to Redis (it may also be in the URL). Thread-safe: redis-py's client and
+    connection pool are, and the local state is lock-guarded.
     """
 
     backend = "redis"
@@ -101,6 +106,8 @@ class RedisCache(_Instrumented):
         retry_after_s: float = 1.0,
         dim: int | None = None,
         clock: Clock = time.monotonic,
+        sealer: Sealer | None = None,
+        password: str | None = None,
     ) -> None:
         if ttl_s is not None and ttl_s < 0:
             raise ValueError("ttl_s must be >= 0 (0 or None: no expiry)")
@@ -110,10 +117,13 @@ class RedisCache(_Instrumented):
         self._prefix = prefix
         self._ttl_s = int(ttl_s) if ttl_s else None
         self._dim = dim
+        self._sealer = sealer or Sealer.random()
         self._gate = _RetryGate(retry_after_s, clock)
         self._response_errors_reported: set[str] = set()
+        extra: dict[str, Any] = {"password": password} if password else {}
         self._client = redis.Redis.from_url(
             url,
+            **extra,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=0,
@@ -142,7 +152,8 @@ class RedisCache(_Instrumented):
         if data is None:
             self._miss()
             return None
-        vector = decode_vector(data, self._dim) if isinstance(data, bytes) else None
+        payload = self._sealer.open(name, data) if isinstance(data, bytes) else None
+        vector = decode_vector(payload, self._dim) if payload is not None else None
         if vector is None:
             self._discard_corrupt(name, data)
             self._miss()
@@ -151,13 +162,14 @@ class RedisCache(_Instrumented):
 
     def put(self, key: CacheKey, vector: npt.NDArray[Any]) -> None:
         """Store a copy of ``vector`` with the TTL; a failure or the retry-after window drops the write."""
-        data = encode_vector(vector)
+        name = key.render(self._prefix)
+        data = self._sealer.seal(name, encode_vector(vector))
         if not self._gate.allow():
             self._count("skipped")
             self._record_put("skipped")
             return
         try:
-            self._client.set(key.render(self._prefix), data, ex=self._ttl_s)
+            self._client.set(name, data, ex=self._ttl_s)
         except _REDIS_ERRORS as exc:
             self._on_error("put", exc)
             self._record_put("error")
@@ -206,10 +218,15 @@ class RedisCache(_Instrumented):
         log.log(level, "Redis embedding cache %s failed with an error reply: %s", op, exc)
 
     def _discard_corrupt(self, name: str, data: object) -> None:
-        """Count a stored value of impossible length and delete it (best effort)."""
+        """Count a stored value that does not open under its key or has an impossible length, and delete it
+        (best effort)."""
         self._count("corrupt")
         size = len(data) if isinstance(data, bytes | str) else -1
-        log.warning("discarding a corrupt embedding cache entry (%d bytes)", size)
+        log.warning(
+            "discarding an embedding cache entry that fails its check (%d bytes): forged, moved, of "
+            "another secret or corrupt",
+            size,
+        )
         try:
             self._client.delete(name)
         except _REDIS_ERRORS as exc:

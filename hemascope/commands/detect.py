@@ -17,7 +17,8 @@ from hemascope.commands.errors import check_reachable, print_image_error
 from hemascope.errors import HemascopeError
 
 if TYPE_CHECKING:
-    from services.detector.core import Box, DetectOptions
+    from hemascope.imaging.boxes import Box
+    from services.detector.core import DetectOptions
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ Detector = Callable[[str, bytes], DetectLine]
 def _service_detector(
     address: str, options: DetectOptions, timeout: float
 ) -> tuple[Detector, Callable[[], None]]:
+    from hemascope.imaging.boxes import Box
     from hemascope.v1 import common_pb2, detector_pb2, detector_pb2_grpc
-    from services.detector.core import Box
 
     channel = grpc.insecure_channel(address)
     stub = detector_pb2_grpc.DetectorServiceStub(channel)
@@ -86,8 +87,8 @@ def drawing_path(out: Path, image: str, many: bool) -> Path:
 
 
 def _draw(data: bytes, boxes: Sequence[Box], path: Path) -> Path:
+    from hemascope.imaging.boxes import save_drawing
     from hemascope.imaging.decode import decode_image
-    from services.detector.draw import save_drawing
 
     return save_drawing(decode_image(data).pixels, boxes, path)
 

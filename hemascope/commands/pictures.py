@@ -67,8 +67,7 @@ def write_explanation(
 
 def write_boxes(out: Path, name: str, pixels: NDArray[np.uint8], boxes: Sequence[detector_pb2.Box]) -> Path:
     """Writes the drawing of ``boxes`` (detector messages) on ``pixels`` under ``out``; returns it."""
-    from services.detector.core import Box
-    from services.detector.draw import save_drawing
+    from hemascope.imaging.boxes import Box, save_drawing
 
     drawn = [Box(b.x1, b.y1, b.x2, b.y2, b.class_id, b.class_name, b.score) for b in boxes]
     return save_drawing(pixels, drawn, picture_path(out, name, "boxes"))

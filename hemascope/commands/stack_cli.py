@@ -50,6 +50,20 @@ from hemascope.commands.addresses import GATEWAY_PORT, address_callback
     help="Redis for the embedding and explanation caches [env HEMASCOPE_REDIS_URL]; unset: in process.",
 )
 @click.option(
+    "--redis-password-file",
+    envvar="HEMASCOPE_REDIS_PASSWORD_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the Redis password (passed to the services in their environment, never on a "
+    "command line) [env HEMASCOPE_REDIS_PASSWORD_FILE].",
+)
+@click.option(
+    "--cache-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Secret (>= 32 bytes) sealing every Redis cache value; unset: a random one for this run.",
+)
+@click.option(
     "--state-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -78,6 +92,32 @@ from hemascope.commands.addresses import GATEWAY_PORT, address_callback
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="Gateway: CA of client certificates; callers must present one (mutual TLS). Needs --tls-cert.",
+)
+@click.option(
+    "--tls-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: the CA that signed --tls-cert, trusted by up's health check (unset: the certificate "
+    "itself, i.e. self-signed).",
+)
+@click.option(
+    "--client-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: client certificate up presents to check its health under mutual TLS (--tls-client-ca).",
+)
+@click.option(
+    "--client-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Gateway: private key of --client-cert.",
+)
+@click.option(
+    "--tls-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A folder made by `hemascope tls dev-ca`: the gateway's port in TLS with its certificates, and "
+    "mutual TLS between the gateway and every service (admin RPCs only for its admin certificate).",
 )
 @click.option(
     "--audit-log",
@@ -110,11 +150,17 @@ def up_command(
     detector_model: Path | None,
     backbone: str | None,
     redis_url: str | None,
+    redis_password_file: Path | None,
+    cache_key_file: Path | None,
     state_file: Path | None,
     api_keys_file: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    tls_ca: Path | None,
+    client_cert: Path | None,
+    client_key: Path | None,
+    tls_dir: Path | None,
     audit_log: Path | None,
     audit_key_file: Path | None,
     grace: float,
@@ -127,13 +173,42 @@ def up_command(
     import os
 
     from hemascope.commands.demo import DEFAULT_BUNDLE
-    from hemascope.commands.up import SERVICES, GatewaySecurity, StackPlan, parse_ports, run_up
+    from hemascope.commands.up import (
+        SERVICES,
+        GatewaySecurity,
+        ServiceTls,
+        StackPlan,
+        parse_ports,
+        run_up,
+        temporary_cache_key,
+    )
     from hemascope.supervisor import SupervisorConfig
 
+    service_tls = ServiceTls(tls_dir) if tls_dir is not None else None
+    if service_tls is not None:
+        missing = service_tls.missing()
+        if missing:
+            raise click.BadParameter(
+                f"{tls_dir} lacks {', '.join(p.name for p in missing[:3])}; make the folder with "
+                "`hemascope tls dev-ca`",
+                param_hint="--tls-dir",
+            )
+        if tls_cert is None and tls_key is None:
+            tls_cert, tls_key = service_tls.cert("gateway"), service_tls.key("gateway")
+            tls_ca = tls_ca or service_tls.ca
+            if tls_client_ca is not None and client_cert is None:
+                client_cert, client_key = service_tls.cert("client"), service_tls.key("client")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if tls_client_ca is not None and tls_cert is None:
         raise click.UsageError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if (client_cert is None) != (client_key is None):
+        raise click.UsageError("--client-cert and --client-key go together")
+    if tls_client_ca is not None and client_cert is None:
+        raise click.UsageError(
+            "--tls-client-ca (mutual TLS) needs --client-cert and --client-key: up checks the gateway's "
+            "health with that certificate"
+        )
     if audit_key_file is not None and audit_log is None:
         raise click.UsageError("--audit-key-file needs --audit-log")
     security = GatewaySecurity(
@@ -143,6 +218,9 @@ def up_command(
         tls_client_ca_file=tls_client_ca,
         audit_log=audit_log,
         audit_key_file=audit_key_file,
+        tls_ca_file=tls_ca,
+        client_cert_file=client_cert,
+        client_key_file=client_key,
     )
     port_map, metrics_map = parse_ports(ports, free_ports)
     plan = StackPlan(
@@ -154,13 +232,17 @@ def up_command(
         detector_model=detector_model,
         backbone=backbone,
         redis_url=redis_url or None,
+        redis_password_file=redis_password_file,
+        cache_key_file=cache_key_file,
         child_log_level=service_log_level,
         security=security,
+        service_tls=service_tls,
     )
     config = SupervisorConfig(grace_s=grace, max_restarts=max_restarts, backoff_initial_s=restart_backoff)
-    code = run_up(
-        plan, config, state_file=state_file, start_timeout_s=start_timeout, environ=dict(os.environ)
-    )
+    with temporary_cache_key(plan) as keyed:
+        code = run_up(
+            keyed, config, state_file=state_file, start_timeout_s=start_timeout, environ=dict(os.environ)
+        )
     sys.exit(code)
 
 

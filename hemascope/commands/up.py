@@ -6,7 +6,15 @@ addresses and keeps running: a service that crashes is restarted (exponential ba
 Ctrl-C or SIGTERM stops the gateway first, then the services (SIGTERM, a grace period, then SIGKILL).
 
 Without a Redis URL the feature and explain services keep their caches in process (nothing else to run);
-with ``--redis-url`` (or ``HEMASCOPE_REDIS_URL``) both use that Redis.
+with ``--redis-url`` (or ``HEMASCOPE_REDIS_URL``) both use that Redis, with the password of
+``--redis-password-file`` (passed in the environment, never on a command line), and every cached value
+sealed with the key of ``--cache-key-file`` (a random one made for this run when not given).
+
+TLS: ``--tls-cert``/``--tls-key`` make the gateway's port TLS (``--tls-client-ca``: mutual TLS), and ``up``
+checks the gateway's health over TLS (trusting ``--tls-ca``, or the certificate itself when it is
+self-signed; presenting ``--client-cert``/``--client-key`` under mutual TLS). ``--tls-dir`` (made by
+``hemascope tls dev-ca``) secures everything: the gateway's port, and mutual TLS between the gateway and
+every service, whose administrative RPCs answer only the CA's admin certificate.
 
 Before anything starts, every port is checked: a taken one stops ``up`` at once (exit 2) naming the port,
 ``--port`` and ``--free-ports``. A service that exits before it is ready stops the whole stack at once with
@@ -17,17 +25,24 @@ gateway too (its address is empty), so the gateway reports it as not running.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
 import click
 
+from hemascope.commands.up_security import ADMIN_SUBJECT, GatewaySecurity, ServiceTls
 from hemascope.supervisor import ChildFailed, ChildSpec, Supervisor, SupervisorConfig, free_port
+
+__all__ = ["GatewaySecurity", "ServiceTls", "StackPlan", "run_up"]
 
 SERVICES = ("feature", "classifier", "detector", "explain")
 DEFAULT_PORTS = {"gateway": 50050, "feature": 50051, "classifier": 50052, "detector": 50053, "explain": 50054}
@@ -43,34 +58,6 @@ REDIS_SERVICES = ("feature", "explain")
 
 
 @dataclass(frozen=True)
-class GatewaySecurity:
-    """The gateway's API keys, TLS and audit trail (each off when None)."""
-
-    api_keys_file: Path | None = None
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    tls_client_ca_file: Path | None = None
-    audit_log: Path | None = None
-    audit_key_file: Path | None = None
-
-    def environment(self) -> dict[str, str]:
-        """The gateway's settings (HEMASCOPE_GATEWAY_*) for what is set, as absolute paths."""
-        settings = {
-            "API_KEYS_FILE": self.api_keys_file,
-            "TLS_CERT_FILE": self.tls_cert_file,
-            "TLS_KEY_FILE": self.tls_key_file,
-            "TLS_CLIENT_CA_FILE": self.tls_client_ca_file,
-            "AUDIT_LOG": self.audit_log,
-            "AUDIT_KEY_FILE": self.audit_key_file,
-        }
-        return {
-            f"HEMASCOPE_GATEWAY_{key}": str(path.absolute())
-            for key, path in settings.items()
-            if path is not None
-        }
-
-
-@dataclass(frozen=True)
 class StackPlan:
     """What ``up`` runs: ports, models, caches."""
 
@@ -82,8 +69,26 @@ class StackPlan:
     detector_model: Path | None = None
     backbone: str | None = None
     redis_url: str | None = None
+    redis_password_file: Path | None = None
+    cache_key_file: Path | None = None
     child_log_level: str = "WARNING"
     security: GatewaySecurity = field(default_factory=GatewaySecurity)
+    service_tls: ServiceTls | None = None
+
+
+@contextmanager
+def temporary_cache_key(plan: StackPlan) -> Iterator[StackPlan]:
+    """``plan`` with a cache key: its own, or (with Redis and none given) a random one in a private
+    folder that is deleted afterwards."""
+    if not plan.redis_url or plan.cache_key_file is not None:
+        yield plan
+        return
+    with tempfile.TemporaryDirectory(prefix="hemascope-up-") as folder:
+        key = Path(folder) / "cache.key"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        yield replace(plan, cache_key_file=key)
 
 
 def parse_ports(pairs: Sequence[str], free: bool) -> tuple[dict[str, int], dict[str, int]]:
@@ -165,16 +170,36 @@ def _serve_argv(name: str, plan: StackPlan) -> list[str]:
 
 
 def _env(name: str, plan: StackPlan, environ: Mapping[str, str]) -> dict[str, str]:
-    """Console logs at the plan's level, unless the operator set them for that service."""
+    """Console logs at the plan's level, unless the operator set them for that service; the Redis password
+    and cache key for the services that cache; mutual TLS when the plan has it."""
     prefix = f"HEMASCOPE_{name.upper()}_"
     env: dict[str, str] = {}
     for key, value in (("LOG_JSON", "false"), ("LOG_LEVEL", plan.child_log_level)):
         if prefix + key not in environ:
             env[prefix + key] = value
+    if name in REDIS_SERVICES and plan.redis_url:
+        if plan.redis_password_file is not None:
+            env[prefix + "REDIS_PASSWORD"] = read_secret(plan.redis_password_file, "--redis-password-file")
+        if plan.cache_key_file is not None:
+            env[prefix + "CACHE_KEY_FILE"] = str(plan.cache_key_file.absolute())
+    if plan.service_tls is not None and name in SERVICES:
+        env |= plan.service_tls.service_environment(name)
     return env
 
 
+def read_secret(path: Path, option: str) -> str:
+    """The text of a secret file (surrounding whitespace removed); click.BadParameter naming ``option``."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint=option) from None
+    if not value:
+        raise click.BadParameter(f"{path} is empty", param_hint=option)
+    return value
+
+
 def service_specs(plan: StackPlan, environ: Mapping[str, str]) -> list[ChildSpec]:
+    tls = plan.service_tls.health() if plan.service_tls is not None else None
     return [
         ChildSpec(
             name,
@@ -183,6 +208,7 @@ def service_specs(plan: StackPlan, environ: Mapping[str, str]) -> list[ChildSpec
             _env(name, plan, environ),
             plan.host,
             plan.metrics_ports[name],
+            tls,
         )
         for name in plan.services
     ]
@@ -197,9 +223,19 @@ def gateway_spec(plan: StackPlan, environ: Mapping[str, str]) -> ChildSpec:
         address = f"{host}:{plan.ports[name]}" if name in plan.services else ""
         env[f"HEMASCOPE_GATEWAY_{name.upper()}_ADDRESS"] = address
     env |= plan.security.environment()
+    if plan.service_tls is not None:
+        env |= plan.service_tls.gateway_environment()
     argv = [sys.executable, "-m", "hemascope", "serve", "gateway", "--host", plan.host]
     argv += ["--port", str(plan.ports["gateway"]), "--metrics-port", str(plan.metrics_ports["gateway"])]
-    return ChildSpec("gateway", argv, plan.ports["gateway"], env, plan.host, plan.metrics_ports["gateway"])
+    return ChildSpec(
+        "gateway",
+        argv,
+        plan.ports["gateway"],
+        env,
+        plan.host,
+        plan.metrics_ports["gateway"],
+        plan.security.health(),
+    )
 
 
 def try_commands(plan: StackPlan, gateway: str) -> list[str]:
@@ -209,9 +245,11 @@ def try_commands(plan: StackPlan, gateway: str) -> list[str]:
     if security.api_keys_file is not None:
         flags += " --api-key $HEMASCOPE_API_KEY"
     if security.tls_cert_file is not None:
-        flags += " --ca CA.pem"
+        flags += f" --ca {security.tls_ca_file or security.tls_cert_file}"
         if security.tls_client_ca_file is not None:
-            flags += " --cert CLIENT.pem --key CLIENT-KEY.pem"
+            cert = security.client_cert_file or "CLIENT.pem"
+            key = security.client_key_file or "CLIENT-KEY.pem"
+            flags += f" --cert {cert} --key {key}"
     explain = " --explain" if "explain" in plan.services else ""
     commands = [f"hemascope analyze samples/*.jpg {flags}{explain} --out out/"]
     if "detector" in plan.services:
@@ -228,7 +266,13 @@ def _notes(plan: StackPlan) -> list[str]:
         )
     if security.tls_cert_file is not None:
         mutual = " and a client certificate (--cert/--key)" if security.tls_client_ca_file else ""
-        notes.append(f"TLS: clients need the CA of {security.tls_cert_file} (--ca){mutual}")
+        ca = security.tls_ca_file or security.tls_cert_file
+        notes.append(f"TLS: clients need the CA {ca} (--ca){mutual}")
+    if plan.service_tls is not None:
+        notes.append(
+            f"services: mutual TLS with the certificates in {plan.service_tls.folder}; administrative RPCs "
+            f"answer only its admin certificate (CN {ADMIN_SUBJECT})"
+        )
     if security.audit_log is not None:
         notes.append(f"audit trail: {security.audit_log} (`hemascope audit verify` checks it)")
     absent = [name for name in SERVICES if name not in plan.services]
@@ -242,7 +286,7 @@ def _print_addresses(supervisor: Supervisor, plan: StackPlan) -> None:
     for child in supervisor.children():
         metrics = f"metrics :{child.spec.metrics_port}" if child.spec.metrics_port else "no metrics"
         click.echo(f"  {child.spec.name:<11} {child.spec.address:<21} {metrics:<14} pid {child.pid}")
-    cache = f"Redis at {plan.redis_url}" if plan.redis_url else "in-process (no Redis)"
+    cache = f"Redis at {redacted(plan.redis_url)}" if plan.redis_url else "in-process (no Redis)"
     click.echo(f"caches: {cache}")
     for note in _notes(plan):
         click.echo(note)
@@ -251,6 +295,15 @@ def _print_addresses(supervisor: Supervisor, plan: StackPlan) -> None:
         click.echo(f"try: {command}")
     click.echo("Ctrl-C (or SIGTERM) stops them all.", nl=True)
     sys.stdout.flush()
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _start_failed(exc: ChildFailed) -> int:

@@ -62,7 +62,7 @@ class ExplainTimings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., cam_ms: _Optional[float] = ..., render_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("heat_map", "overlay_png", "class_name", "class_probability", "predicted_class", "predicted_probability", "method", "model", "model_version", "bundle_version", "content_hash", "cache_hit", "timings", "width", "height", "image_id", "probabilities_from_embedding", "region", "overlay")
+    __slots__ = ("heat_map", "overlay_png", "class_name", "class_probability", "predicted_class", "predicted_probability", "method", "model", "model_version", "bundle_version", "content_hash", "cache_hit", "timings", "width", "height", "image_id", "probabilities_from_embedding", "region", "overlay", "overlay_width", "overlay_height")
     HEAT_MAP_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,8 @@ class ExplainResponse(_message.Message):
     PROBABILITIES_FROM_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     heat_map: HeatMap
     overlay_png: bytes
     class_name: str
@@ -101,7 +103,9 @@ class ExplainResponse(_message.Message):
     probabilities_from_embedding: bool
     region: Region
     overlay: str
-    def __init__(self, heat_map: _Optional[_Union[HeatMap, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., class_name: _Optional[str] = ..., class_probability: _Optional[float] = ..., predicted_class: _Optional[str] = ..., predicted_probability: _Optional[float] = ..., method: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., bundle_version: _Optional[str] = ..., content_hash: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[ExplainTimings, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., image_id: _Optional[str] = ..., probabilities_from_embedding: _Optional[bool] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., overlay: _Optional[str] = ...) -> None: ...
+    overlay_width: int
+    overlay_height: int
+    def __init__(self, heat_map: _Optional[_Union[HeatMap, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., class_name: _Optional[str] = ..., class_probability: _Optional[float] = ..., predicted_class: _Optional[str] = ..., predicted_probability: _Optional[float] = ..., method: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., bundle_version: _Optional[str] = ..., content_hash: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[ExplainTimings, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., image_id: _Optional[str] = ..., probabilities_from_embedding: _Optional[bool] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., overlay: _Optional[str] = ..., overlay_width: _Optional[int] = ..., overlay_height: _Optional[int] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()
@@ -124,7 +128,7 @@ class ExplainableModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., default_method: _Optional[str] = ..., differentiable: _Optional[bool] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("bundle_version", "backbone", "weights_hash", "preprocessing", "classes", "models", "max_image_bytes", "max_image_pixels", "max_concurrent", "max_queue", "cache_backend")
+    __slots__ = ("bundle_version", "backbone", "weights_hash", "preprocessing", "classes", "models", "max_image_bytes", "max_image_pixels", "max_concurrent", "max_queue", "cache_backend", "max_overlay_pixels")
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +140,7 @@ class DescribeResponse(_message.Message):
     MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     CACHE_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MAX_OVERLAY_PIXELS_FIELD_NUMBER: _ClassVar[int]
     bundle_version: str
     backbone: str
     weights_hash: str
@@ -147,4 +152,5 @@ class DescribeResponse(_message.Message):
     max_concurrent: int
     max_queue: int
     cache_backend: str
-    def __init__(self, bundle_version: _Optional[str] = ..., backbone: _Optional[str] = ..., weights_hash: _Optional[str] = ..., preprocessing: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ExplainableModel, _Mapping]]] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., max_queue: _Optional[int] = ..., cache_backend: _Optional[str] = ...) -> None: ...
+    max_overlay_pixels: int
+    def __init__(self, bundle_version: _Optional[str] = ..., backbone: _Optional[str] = ..., weights_hash: _Optional[str] = ..., preprocessing: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ExplainableModel, _Mapping]]] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., max_queue: _Optional[int] = ..., cache_backend: _Optional[str] = ..., max_overlay_pixels: _Optional[int] = ...) -> None: ...

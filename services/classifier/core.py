@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hemascope.bundle import BundleError, LoadedBundle, Manifest, load_bundle
-from hemascope.errors import HemascopeError, Unavailable
+from hemascope.errors import HemascopeError, InvalidArgument, Unavailable
 from hemascope.logs import get_logger
 from services.classifier.inputs import EmbeddingInput, embedding_matrix, select_models
 from services.classifier.metrics import (
@@ -32,6 +32,7 @@ from services.classifier.settings import ClassifierSettings
 from services.classifier.watcher import BundleWatcher, manifest_fingerprint
 
 log = get_logger(__name__)
+MAX_PATH_CHARS = 4096
 
 
 class ReloadPathRefused(HemascopeError):
@@ -216,6 +217,12 @@ class ClassifierCore:
 
     def _reload_root(self, path: str | Path | None) -> Path:
         current = self.current_root()
+        if path and (len(str(path)) > MAX_PATH_CHARS or any(ord(c) < 32 for c in str(path))):
+            raise InvalidArgument(
+                f"path must be at most {MAX_PATH_CHARS} characters without NUL or control characters",
+                reason="BAD_PATH",
+                field="path",
+            )
         if not path:
             if current is None:
                 raise BundleError("no model bundle configured and no path given")

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hemascope.bundle import Manifest
-from hemascope.errors import FailedPrecondition, InvalidArgument, NotFound
+from hemascope.errors import FailedPrecondition, InvalidArgument, NotFound, echo
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ def select_models(manifest: Manifest, requested: Sequence[str]) -> list[str]:
     unknown = [name for name in chosen if name not in manifest.models]
     if unknown:
         raise NotFound(
-            f"unknown model(s) {unknown}; bundle {manifest.bundle_version} serves {list(manifest.models)}",
+            f"unknown model(s) {', '.join(echo(name) for name in unknown[:4])}; bundle "
+            f"{manifest.bundle_version} serves {list(manifest.models)}",
             reason="UNKNOWN_MODEL",
             field="models",
         )

@@ -10,6 +10,8 @@ from services.classifier.core import ClassifierCore
 from services.classifier.servicer import ClassifierServicer
 from services.classifier.settings import ClassifierSettings
 
+#: Administrative RPCs: only callers presenting an admin identity (settings admin_subjects) may call them.
+ADMIN_METHODS = ("/hemascope.v1.ClassifierService/ReloadBundle",)
 SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["ClassifierService"].full_name
 
 
@@ -25,4 +27,10 @@ def create_server(settings: ClassifierSettings) -> tuple[ManagedServer, int]:
     def register(server: grpc.Server) -> None:
         classifier_pb2_grpc.add_ClassifierServiceServicer_to_server(servicer, server)
 
-    return build_server(settings, [ServiceBinding(SERVICE_NAME, register)], core.load, on_stop=[core.close])
+    return build_server(
+        settings,
+        [ServiceBinding(SERVICE_NAME, register)],
+        core.load,
+        on_stop=[core.close],
+        admin_methods=ADMIN_METHODS,
+    )

@@ -17,14 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import Counter, Gauge
 
 from hemascope.batching import MicroBatcher
 from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, Unavailable
+from hemascope.imaging.boxes import Box
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
 from hemascope.imaging.inputs import ImageInput, check_batch
 from hemascope.logs import get_logger
+from services.detector.metrics import DETECTIONS, IN_FLIGHT, QUEUE_NAME
 from services.detector.postprocess import Detection, postprocess
 from services.detector.preprocess import Letterbox, letterbox
 from services.detector.runtime import ModelInfo, OnnxDetector, describe
@@ -32,17 +33,9 @@ from services.detector.settings import DetectorSettings
 
 log = get_logger(__name__)
 
-QUEUE_NAME = "detector"
 DEFAULT_CONFIDENCE = 0.25
 DEFAULT_IOU = 0.7
 DEFAULT_MAX_DETECTIONS = 300
-
-IN_FLIGHT = Gauge(
-    "hemascope_detector_in_flight",
-    "Detect and DetectBatch calls being handled now (an autoscaling signal, with "
-    'hemascope_queue_depth{queue="detector"}).',
-)
-DETECTIONS = Counter("hemascope_detector_detections_total", "Boxes returned, by class.", ["class_name"])
 
 Tensor = NDArray[np.float32]
 
@@ -63,19 +56,6 @@ class Thresholds:
     confidence: float
     iou: float
     max_detections: int
-
-
-@dataclass(frozen=True)
-class Box:
-    """One detection in original-image pixels."""
-
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    class_id: int
-    class_name: str
-    score: float
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from hemascope.data import REPO_ROOT
-from hemascope.settings import ServerSettings
+from hemascope.settings import ImageLimitSettings, ServerSettings
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "detector-bccd" / "detector.onnx"
 
 
-class DetectorSettings(ServerSettings):
+class DetectorSettings(ServerSettings, ImageLimitSettings):
     """Settings of the cell-detector service."""
 
     model_config = SettingsConfigDict(env_prefix="HEMASCOPE_DETECTOR_", extra="ignore")
@@ -45,8 +45,6 @@ class DetectorSettings(ServerSettings):
         description="Letterboxed images (4.9 MB each at 640) waiting for the model; beyond: "
         "RESOURCE_EXHAUSTED.",
     )
-    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest encoded image accepted.")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width x height accepted.")
     max_batch_items: int = Field(32, ge=1, description="Most images in one DetectBatch call.")
     max_batch_bytes: int = Field(
         48 * 1024 * 1024, ge=1, description="Most encoded image bytes in one DetectBatch call."

@@ -19,9 +19,14 @@ from services.explain.metrics import IN_FLIGHT, REJECTED, WAITING
 class Admission:
     """A semaphore of ``max_concurrent`` slots with at most ``max_queue`` waiters."""
 
-    def __init__(self, max_concurrent: int, max_queue: int) -> None:
+    def __init__(
+        self, max_concurrent: int, max_queue: int, what: str = "explanations", metrics: bool = True
+    ) -> None:
+        """``what`` names the work in the refusal; ``metrics`` exports the in-flight and waiting gauges."""
         if max_concurrent < 1 or max_queue < 0:
             raise ValueError("max_concurrent must be >= 1 and max_queue >= 0")
+        self.what = what
+        self._metrics = metrics
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
         self._slots = threading.BoundedSemaphore(max_concurrent)
@@ -44,29 +49,34 @@ class Admission:
         if not self._slots.acquire(blocking=False):
             self._wait(timeout)
         waited = time.perf_counter() - started
-        IN_FLIGHT.inc()
+        if self._metrics:
+            IN_FLIGHT.inc()
         try:
             yield waited
         finally:
-            IN_FLIGHT.dec()
+            if self._metrics:
+                IN_FLIGHT.dec()
             self._slots.release()
 
     def _wait(self, timeout: float | None) -> None:
         with self._lock:
             if self._waiting >= self.max_queue:
-                REJECTED.inc()
+                if self._metrics:
+                    REJECTED.inc()
                 raise ResourceExhausted(
-                    f"{self.max_concurrent} explanations are running and {self._waiting} waiting (the "
+                    f"{self.max_concurrent} {self.what} are running and {self._waiting} waiting (the "
                     "limit); retry later with backoff",
                     reason="EXPLAIN_OVERLOADED",
                 )
             self._waiting += 1
-            WAITING.set(self._waiting)
+            if self._metrics:
+                WAITING.set(self._waiting)
         try:
             acquired = self._slots.acquire(timeout=timeout)
         finally:
             with self._lock:
                 self._waiting -= 1
-                WAITING.set(self._waiting)
+                if self._metrics:
+                    WAITING.set(self._waiting)
         if not acquired:
             raise DeadlineExceeded("the deadline passed while waiting for a free explanation slot")

@@ -9,7 +9,9 @@ Only the small result is stored (a 7 x 7 map, the probabilities, the crop box: a
 JSON); the overlay PNG is re-rendered from the caller's image, so a cache entry never holds pixels.
 
 Backends: an in-process LRU (default), Redis (shared by replicas; failures and timeouts are misses, logged
-once per outage, never errors), or none. A stored value that does not parse is a miss.
+once per outage, never errors), or none. A stored value that does not parse is a miss. Redis values are
+sealed (:mod:`hemascope.cache.seal`: an HMAC over the value and its key), so one written by anyone without
+the cache key is a miss, never an explanation.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import redis
 from numpy.typing import NDArray
 
+from hemascope.cache.seal import Sealer
 from hemascope.logs import get_logger
 from services.explain.metrics import CACHE_LOOKUPS
 
@@ -179,11 +182,24 @@ class RedisStore:
 
     backend = "redis"
 
-    def __init__(self, url: str, ttl_s: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        ttl_s: int,
+        timeout_s: float,
+        sealer: Sealer | None = None,
+        password: str | None = None,
+    ) -> None:
         self._ttl_s = ttl_s
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._sealer = sealer or Sealer.random()
+        extra = {"password": password} if password else {}
+        self._client = redis.Redis.from_url(
+            url, **extra, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
         self._down = False
         self.errors = 0
+        self.refused = 0
+        """Values that did not open under their key (forged, moved or of another secret)."""
 
     def get(self, name: str) -> bytes | None:
         try:
@@ -192,11 +208,17 @@ class RedisStore:
             self._failed("get", exc)
             raise CacheUnavailable from exc
         self._recovered()
-        return data if isinstance(data, bytes) else None
+        if not isinstance(data, bytes):
+            return None
+        payload = self._sealer.open(name, data)
+        if payload is None:
+            self.refused += 1
+            log.warning("explain_cache_entry_refused", detail="fails its check: forged, moved or old")
+        return payload
 
     def put(self, name: str, data: bytes) -> None:
         try:
-            self._client.set(name, data, ex=self._ttl_s)
+            self._client.set(name, self._sealer.seal(name, data), ex=self._ttl_s)
         except _REDIS_ERRORS as exc:
             self._failed("put", exc)
             return
@@ -251,12 +273,19 @@ class ExplainCache:
 
 
 def build_explain_cache(
-    redis_url: str | None, *, prefix: str, ttl_s: int, memory_entries: int, redis_timeout_s: float
+    redis_url: str | None,
+    *,
+    prefix: str,
+    ttl_s: int,
+    memory_entries: int,
+    redis_timeout_s: float,
+    sealer: Sealer | None = None,
+    redis_password: str | None = None,
 ) -> ExplainCache:
     """Redis when a URL is set, else an in-process LRU, else (``memory_entries`` 0) no cache."""
     store: _Store
     if redis_url and redis_url.strip():
-        store = RedisStore(redis_url.strip(), ttl_s, redis_timeout_s)
+        store = RedisStore(redis_url.strip(), ttl_s, redis_timeout_s, sealer, redis_password)
     elif memory_entries > 0:
         store = MemoryStore(memory_entries, ttl_s)
     else:

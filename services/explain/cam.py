@@ -26,7 +26,7 @@ from pytorch_grad_cam.ablation_layer import AblationLayer
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from hemascope.bundle import LoadedBundle
-from hemascope.errors import FailedPrecondition, InvalidArgument, NotFound
+from hemascope.errors import FailedPrecondition, InvalidArgument, NotFound, echo
 from services.explain.heads import LogisticHead, ProbabilityHead, is_differentiable
 from services.explain.network import SplitBackbone
 
@@ -92,7 +92,8 @@ class CamExplainer:
             head = self._logistic.get(model)
             if head is None:
                 raise FailedPrecondition(
-                    f"{method} needs gradients and model {model!r} is not differentiable; use {ABLATIONCAM}",
+                    f"{method} needs gradients and model {echo(model)} is not differentiable; "
+                    f"use {ABLATIONCAM}",
                     reason="NOT_DIFFERENTIABLE",
                     field="method",
                 )
@@ -103,10 +104,12 @@ class CamExplainer:
         """The method to use for ``model`` (NotFound / InvalidArgument for unknown names)."""
         if model not in self.bundle.models:
             known = ", ".join(self.bundle.models)
-            raise NotFound(f"unknown model {model!r}; this bundle has: {known}", reason="UNKNOWN_MODEL")
+            raise NotFound(f"unknown model {echo(model)}; this bundle has: {known}", reason="UNKNOWN_MODEL")
         chosen = method or default_method(self.bundle, model)
         if chosen not in METHODS:
-            raise InvalidArgument(f"unknown method {chosen!r}; known: {', '.join(METHODS)}", field="method")
+            raise InvalidArgument(
+                f"unknown method {echo(chosen)}; known: {', '.join(METHODS)}", field="method"
+            )
         self.classifier(model, chosen)  # refuses gradient methods on non-differentiable models
         return chosen
 

@@ -60,6 +60,8 @@ def explain_response(result: Explanation) -> explain_pb2.ExplainResponse:
         probabilities_from_embedding=result.from_embedding,
         overlay=result.overlay,
         region=explain_pb2.Region(x0=x0, y0=y0, x1=x1, y1=y1),
+        overlay_width=result.overlay_width or result.width,
+        overlay_height=result.overlay_height or result.height,
     )
 
 
@@ -90,4 +92,5 @@ def describe_response(core: ExplainCore) -> explain_pb2.DescribeResponse:
         max_concurrent=settings.max_concurrent,
         max_queue=settings.max_queue,
         cache_backend=core.cache.backend,
+        max_overlay_pixels=settings.max_overlay_pixels,
     )

@@ -5,19 +5,36 @@ and builds the CAM layer (:mod:`services.explain.cam`) on the backbone split for
 decode (the kernel's decoder and limits) -> content hash -> cache lookup -> on a miss, wait for a slot
 (:class:`~services.explain.admission.Admission`), prepare the pixels with the *bundle's* preprocessing and
 run the CAM method -> put the map back into the original frame -> overlay PNG.
+
+Memory is bounded per call: an image over ``max_overlay_pixels`` is scaled down to that size right after
+hashing, so the preprocessing, the CAM, the cell outline and the overlay (several float arrays of the
+image's size) never work at the full size, and at most ``max_concurrent`` such large images are decoded
+at once. The region and the cached crop box stay in the original image's coordinates.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from PIL import Image
 
 from hemascope.bundle import BundleError, LoadedBundle, load_bundle
-from hemascope.errors import ConfigurationError, HemascopeError, InvalidArgument, NotFound, Unavailable
+from hemascope.cache.seal import Sealer
+from hemascope.errors import (
+    ConfigurationError,
+    HemascopeError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    echo,
+)
 from hemascope.files import file_sha256
 from hemascope.imaging.decode import ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
@@ -92,10 +109,43 @@ class Explanation:
     timings: Timings
     image_id: str = ""
     overlay: str = DEFAULT_STYLE
+    overlay_width: int = 0
+    """The overlay PNG's width: ``width``, or less when the image was over max_overlay_pixels."""
+    overlay_height: int = 0
 
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
+
+
+def header_pixels(data: bytes) -> int:
+    """Width x height from the image's header (nothing decoded); 0 when the header cannot be read (the
+    decoder then says why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            return int(opened.width) * int(opened.height)
+    except Exception:
+        return 0
+
+
+def fit_pixels(pixels: NDArray[np.uint8], max_pixels: int) -> tuple[NDArray[np.uint8], float]:
+    """``pixels`` scaled down (area averaging, aspect kept) to at most ``max_pixels``, with the scale
+    applied (1.0: unchanged)."""
+    height, width = pixels.shape[:2]
+    if width * height <= max_pixels:
+        return pixels, 1.0
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
+    small = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BOX), dtype=np.uint8)
+    return small, size[0] / width
+
+
+def scale_box(box: Box | None, scale: float) -> Box | None:
+    """``box`` (x0, y0, x1, y1) multiplied by ``scale``, rounded to whole pixels."""
+    if box is None or scale == 1.0:
+        return box
+    x0, y0, x1, y1 = (round(v * scale) for v in box)
+    return (x0, y0, x1, y1)
 
 
 class ExplainCore:
@@ -105,12 +155,17 @@ class ExplainCore:
         self.settings = settings
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         self.admission = Admission(settings.max_concurrent, settings.max_queue)
+        self.large_images = Admission(
+            settings.max_concurrent, settings.max_queue, what="large image decodes", metrics=False
+        )
         self.cache = cache or build_explain_cache(
             settings.redis_url,
             prefix=settings.cache_prefix,
             ttl_s=settings.cache_ttl_s,
             memory_entries=settings.memory_cache_entries,
             redis_timeout_s=settings.redis_timeout_ms / 1000,
+            sealer=Sealer.for_settings(settings.cache_key_file) if settings.redis_url else None,
+            redis_password=settings.redis_password_value(),
         )
         self._loaded: Loaded | None = None
 
@@ -207,10 +262,14 @@ class ExplainCore:
         given = self._embedding_probabilities(loaded, model, embedding)
         if class_index is None and given is not None:
             class_index = int(np.argmax(given))  # the caller's embedding decides the predicted class
-        decoded = decode_image(image.data, self.limits, image.media_type)
-        pixels = decoded.pixels
+        with self._large_image_slot(image.data, timeout):
+            decoded = decode_image(image.data, self.limits, image.media_type)
+            width, height = decoded.width, decoded.height
+            digest = content_hash(decoded.pixels)
+            pixels, scale = fit_pixels(decoded.pixels, self.settings.max_overlay_pixels)
+            del decoded
         key = ExplainKey(
-            content_hash(pixels),
+            digest,
             loaded.bundle.manifest.bundle_version,
             loaded.preprocessing.version,
             model,
@@ -223,14 +282,13 @@ class ExplainCore:
         if heat is None:
             with self.admission.slot(timeout) as queue_s:
                 cam_started = time.perf_counter()
-                heat = self._compute(loaded, pixels, model, class_index, chosen)
+                heat = self._compute(loaded, pixels, model, class_index, chosen, scale)
                 cam_s = time.perf_counter() - cam_started
             CAM_SECONDS.labels(model, chosen).observe(cam_s)
             self.cache.put(key, heat)
         render_started = time.perf_counter()
-        width, height = decoded.width, decoded.height
         cell = cell_mask(pixels) if style == "focus" else None
-        png = to_png(render(pixels, heat.heatmap, heat.box, style, cell))
+        png = to_png(render(pixels, heat.heatmap, scale_box(heat.box, scale), style, cell))
         done = time.perf_counter()
         probabilities = heat.probabilities if given is None else given
         predicted = int(np.argmax(probabilities))
@@ -261,6 +319,8 @@ class ExplainCore:
             ),
             image_id=image.image_id,
             overlay=style,
+            overlay_width=int(pixels.shape[1]),
+            overlay_height=int(pixels.shape[0]),
         )
 
     # internals -------------------------------------------------------------------------------------------
@@ -277,8 +337,16 @@ class ExplainCore:
         return prepared.pixels, (x0, y0, x1, y1)
 
     def _compute(
-        self, loaded: Loaded, pixels: NDArray[np.uint8], model: str, class_index: int | None, method: str
+        self,
+        loaded: Loaded,
+        pixels: NDArray[np.uint8],
+        model: str,
+        class_index: int | None,
+        method: str,
+        scale: float = 1.0,
     ) -> CachedHeat:
+        """The heat map of ``pixels`` (scaled by ``scale`` from the original); its box in the original's
+        coordinates."""
         prepared, box = self._prepare(pixels)
         result = loaded.explainer.explain(prepared, model, class_index, method)
         return CachedHeat(
@@ -287,8 +355,15 @@ class ExplainCore:
             predicted_index=result.predicted_index,
             probabilities=np.asarray(result.probabilities, dtype=np.float64),
             method=result.method,
-            box=box,
+            box=scale_box(box, 1.0 / scale),
         )
+
+    def _large_image_slot(self, data: bytes, timeout: float | None) -> AbstractContextManager[object]:
+        """A slot of :attr:`large_images` for an image whose header says it is over max_overlay_pixels;
+        nothing for the rest (their decoding is small and cache hits must not wait)."""
+        if header_pixels(data) > self.settings.max_overlay_pixels:
+            return self.large_images.slot(timeout)
+        return nullcontext()
 
     @staticmethod
     def _class_index(loaded: Loaded, target_class: str) -> int | None:
@@ -296,7 +371,7 @@ class ExplainCore:
             return None
         if target_class not in loaded.classes:
             raise InvalidArgument(
-                f"unknown class {target_class!r}; bundle {loaded.bundle.manifest.bundle_version} has: "
+                f"unknown class {echo(target_class)}; bundle {loaded.bundle.manifest.bundle_version} has: "
                 f"{', '.join(loaded.classes)}",
                 reason="UNKNOWN_CLASS",
                 field="target_class",

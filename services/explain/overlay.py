@@ -23,7 +23,7 @@ from PIL import Image
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from scipy import ndimage as ndi
 
-from hemascope.errors import InvalidArgument
+from hemascope.errors import InvalidArgument, echo
 from hemascope.imaging.cellseg import segment_cell
 from services.explain.colormap import HEAT_THRESHOLD, MAX_ALPHA, jet
 
@@ -41,7 +41,7 @@ def check_style(style: str) -> str:
     chosen = style or DEFAULT_STYLE
     if chosen not in STYLES:
         raise InvalidArgument(
-            f"unknown overlay style {style!r}; known: {', '.join(STYLES)}",
+            f"unknown overlay style {echo(style)}; known: {', '.join(STYLES)}",
             reason="UNKNOWN_OVERLAY",
             field="overlay",
         )

@@ -7,10 +7,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from hemascope.settings import ServerSettings
+from hemascope.settings import CacheSettings, ImageLimitSettings, ServerSettings
 
 
-class ExplainSettings(ServerSettings):
+class ExplainSettings(ServerSettings, ImageLimitSettings, CacheSettings):
     """Settings of the explanation (class activation map) service."""
 
     model_config = SettingsConfigDict(env_prefix="HEMASCOPE_EXPLAIN_", extra="ignore")
@@ -44,19 +44,19 @@ class ExplainSettings(ServerSettings):
     ablation_batch: int = Field(
         256, ge=1, description="Ablated channels evaluated per batch by Ablation-CAM (memory vs. speed)."
     )
-    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest encoded image accepted.")
     max_image_pixels: int = Field(
         40_000_000,
         ge=1,
         description="Largest width x height accepted (the overlay PNG is rendered at the original size).",
     )
+    max_overlay_pixels: int = Field(
+        4_000_000,
+        ge=50_176,
+        description="Images with more pixels are scaled down (aspect kept) to this many before the "
+        "preprocessing, the CAM and the overlay, which is then returned at that size: memory per "
+        "explanation stays bounded whatever image size max_image_pixels allows. At most max_concurrent such "
+        "large images are decoded at once.",
+    )
     memory_cache_entries: int = Field(
         1024, ge=0, description="In-process LRU of explanations (used without Redis); 0 disables caching."
     )
-    redis_url: str | None = Field(
-        None,
-        description="Redis URL for the explanation cache (e.g. redis://127.0.0.1:6379/0); unset: in-process.",
-    )
-    cache_prefix: str = Field("hemascope:", description="Key prefix in Redis.")
-    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Explanation cache time-to-live in seconds.")
-    redis_timeout_ms: float = Field(50.0, gt=0, description="Redis socket timeout; slower means a miss.")

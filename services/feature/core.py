@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from hemascope.batching import MicroBatcher
 from hemascope.cache import CacheKey, EmbeddingCache, build_cache
+from hemascope.cache.seal import Sealer
 from hemascope.errors import ConfigurationError, DeadlineExceeded, HemascopeError, NotFound, Unavailable
 from hemascope.files import file_sha256
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
@@ -72,6 +73,8 @@ class FeatureCore:
             ttl_s=settings.cache_ttl_s,
             memory_entries=settings.memory_cache_entries,
             redis_timeout_s=settings.redis_timeout_ms / 1000,
+            sealer=Sealer.for_settings(settings.cache_key_file) if settings.redis_url else None,
+            redis_password=settings.redis_password_value(),
         )
         self._info: BackboneInfo | None = None
         self._embedder: OnnxEmbedder | None = None

@@ -8,14 +8,14 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from hemascope.imaging.preprocess import DEFAULT_PREPROCESSING, PREPROCESSING
-from hemascope.settings import ServerSettings
+from hemascope.settings import CacheSettings, ImageLimitSettings, ServerSettings
 
 
 def _default_model_cache() -> Path:
     return Path.home() / ".cache" / "hemascope" / "models"
 
 
-class FeatureSettings(ServerSettings):
+class FeatureSettings(ServerSettings, ImageLimitSettings, CacheSettings):
     """Settings of the feature-embedding service."""
 
     model_config = SettingsConfigDict(env_prefix="HEMASCOPE_FEATURE_", extra="ignore")
@@ -49,17 +49,8 @@ class FeatureSettings(ServerSettings):
         "whatever queued while the model was busy (best on CPU); a few ms helps a GPU fill bigger batches.",
     )
     max_queue: int = Field(256, ge=1, description="Images waiting for the model before RESOURCE_EXHAUSTED.")
-    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest encoded image accepted.")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width x height accepted.")
     max_batch_items: int = Field(64, ge=1, description="Most images in one EmbedBatch call.")
     max_batch_bytes: int = Field(
         48 * 1024 * 1024, ge=1, description="Most encoded image bytes in one EmbedBatch call."
     )
-    redis_url: str | None = Field(
-        None,
-        description="Redis URL for the embedding cache (e.g. redis://127.0.0.1:6379/0); unset: in-process.",
-    )
-    cache_prefix: str = Field("hemascope:", description="Key prefix in Redis.")
-    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Embedding cache time-to-live in seconds.")
     memory_cache_entries: int = Field(10_000, ge=0, description="In-process LRU size (used without Redis).")
-    redis_timeout_ms: float = Field(50.0, gt=0, description="Redis socket timeout; slower means a miss.")

@@ -26,6 +26,7 @@ from services.classifier.settings import ClassifierSettings
 from services.classifier.synthetic import MODEL_NAMES, synthetic_data
 from tests.classifier_fixtures import SPEC
 from tests.grpc_helpers import error_reason, rpc_error
+from tests.tls_helpers import Issued, make_ca
 
 X, _ = synthetic_data(SPEC, 256)
 WAIT = 30.0
@@ -33,9 +34,15 @@ SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.Health
 Stub = classifier_pb2_grpc.ClassifierServiceStub
 
 
-def start(bundle: Path | None, wait: bool = True) -> tuple[ManagedServer, int]:
+def start(bundle: Path | None, wait: bool = True, **overrides: Any) -> tuple[ManagedServer, int]:
     settings = ClassifierSettings(
-        port=0, metrics_port=None, bundle=bundle, max_embeddings=300, log_json=False, allow_reload_path=True
+        port=0,
+        metrics_port=None,
+        bundle=bundle,
+        max_embeddings=300,
+        log_json=False,
+        allow_reload_path=True,
+        **overrides,
     )
     server, port = create_server(settings)
     if wait:
@@ -139,12 +146,71 @@ def test_bad_calls_get_status_and_reason_and_the_server_keeps_serving(stub: Stub
     assert classify(stub, [embedding()], ("kmeans",)).results[0].predictions[0].model == "kmeans"
 
 
-def test_reload_bundle_rpc(
-    bundles: dict[str, Path], tmp_path: Path, channel_to: Callable[[int], grpc.Channel]
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("pki")
+    ca = make_ca(folder, "services-ca")
+    return {
+        "ca": ca.cert,
+        "server": ca.issue(folder, "classifier", server=True),
+        "admin": ca.issue(folder, "hemascope-admin", server=False),
+        "gateway": ca.issue(folder, "gateway", server=False),
+    }
+
+
+def start_mtls(bundle: Path, pki: dict[str, Any]) -> tuple[ManagedServer, int]:
+    server_cert: Issued = pki["server"]
+    return start(
+        bundle,
+        tls_cert_file=server_cert.cert,
+        tls_key_file=server_cert.key,
+        tls_client_ca_file=pki["ca"],
+        admin_subjects=["hemascope-admin"],
+    )
+
+
+def mtls_channel(port: int, pki: dict[str, Any], who: str) -> grpc.Channel:
+    issued: Issued = pki[who]
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki["ca"].read_bytes(),
+        private_key=issued.key.read_bytes(),
+        certificate_chain=issued.cert.read_bytes(),
+    )
+    return grpc.secure_channel(f"127.0.0.1:{port}", credentials)
+
+
+def test_reload_bundle_answers_only_the_admin_identity(
+    bundles: dict[str, Path], pki: dict[str, Any], channel_to: Callable[[int], grpc.Channel]
 ) -> None:
-    server, port = start(bundles["v1"])
+    request = classifier_pb2.ReloadBundleRequest(path=str(bundles["v2"]))
+    plain, port = start(bundles["v1"], admin_subjects=["hemascope-admin"])
+    try:  # without mutual TLS nobody presents an identity: refused, whoever reaches the port
+        error = rpc_error(lambda: Stub(channel_to(port)).ReloadBundle(request, timeout=WAIT))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_reason(error) == "ADMIN_ONLY"
+        assert classify(Stub(channel_to(port)), [embedding()]).bundle_version == "v1"  # the rest works
+    finally:
+        plain.stop(0)
+    secured, port = start_mtls(bundles["v1"], pki)
     try:
-        stub = Stub(channel_to(port))
+        with mtls_channel(port, pki, "gateway") as channel:  # a valid certificate, not the admin's
+            error = rpc_error(lambda: Stub(channel).ReloadBundle(request, timeout=WAIT))
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "HEMASCOPE_CLASSIFIER_ADMIN_SUBJECTS" in str(error.details())
+            assert classify(Stub(channel), [embedding()]).bundle_version == "v1"
+        with mtls_channel(port, pki, "admin") as channel:
+            assert Stub(channel).ReloadBundle(request, timeout=WAIT).bundle_version == "v2"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # plaintext cannot even connect
+            error = rpc_error(lambda: classify(Stub(channel), [embedding()]))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        secured.stop(0)
+
+
+def test_reload_bundle_rpc(bundles: dict[str, Path], tmp_path: Path, pki: dict[str, Any]) -> None:
+    server, port = start_mtls(bundles["v1"], pki)
+    channel = mtls_channel(port, pki, "admin")
+    try:
+        stub = Stub(channel)
         reply = stub.ReloadBundle(classifier_pb2.ReloadBundleRequest(path=str(bundles["v2"])), timeout=WAIT)
         assert (reply.bundle_version, reply.previous_version, reply.model_count) == ("v2", "v1", 5)
         assert classify(stub, [embedding()]).bundle_version == "v2"
@@ -156,12 +222,20 @@ def test_reload_bundle_rpc(
             and "manifest.json" in str(error.details())
         )
         assert classify(stub, [embedding()]).bundle_version == "v2"
+        for odd in (str(bundles["v1"]) + "\x00/etc", "x" * 5000):  # a caller's mistake, never INTERNAL
+            error = rpc_error(
+                lambda odd=odd: stub.ReloadBundle(classifier_pb2.ReloadBundleRequest(path=odd), timeout=WAIT)
+            )
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_reason(error) == "BAD_PATH"
+            assert len(str(error.details())) < 200
         info = stub.ListModels(classifier_pb2.ListModelsRequest(), timeout=WAIT)
         assert info.bundle_version == "v2" and "manifest.json" in info.last_reload_error
         again = stub.ReloadBundle(classifier_pb2.ReloadBundleRequest(), timeout=WAIT)
         assert (again.bundle_version, again.previous_version) == ("v2", "v2")
-        assert health(port, channel_to) == {SERVING}
+        check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=WAIT)
+        assert check.status == SERVING
     finally:
+        channel.close()
         server.stop(0)
 
 
@@ -203,3 +277,49 @@ def test_no_loadable_bundle_never_turns_serving(
         assert error.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop(0)
+
+
+def test_the_gateway_reaches_a_mutual_tls_classifier_only_with_its_certificate(
+    bundles: dict[str, Path], pki: dict[str, Any]
+) -> None:
+    from gateway.server import create_server as gateway_server
+    from gateway.settings import GatewaySettings
+    from hemascope.v1 import analysis_pb2, analysis_pb2_grpc
+
+    classifier, port = start_mtls(bundles["v1"], pki)
+    client: Issued = pki["gateway"]
+    trusted = {"downstream_ca_file": pki["ca"]}
+    presents = {**trusted, "downstream_cert_file": client.cert, "downstream_key_file": client.key}
+    servers: list[ManagedServer] = []
+    try:
+        serving = {}
+        for name, extra in (
+            ("with-cert", presents),
+            ("without-cert", trusted),
+        ):
+            gateway, gateway_port = gateway_server(
+                GatewaySettings(
+                    port=0,
+                    metrics_port=None,
+                    classifier_address=f"localhost:{port}",
+                    feature_address="",
+                    detector_address="",
+                    explain_address="",
+                    health_timeout_s=2.0,
+                    retries=0,
+                    **extra,
+                )
+            )
+            servers.append(gateway)
+            gateway.wait_ready(WAIT)
+            with grpc.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
+                caps = analysis_pb2_grpc.AnalysisServiceStub(channel).GetCapabilities(
+                    analysis_pb2.GetCapabilitiesRequest(), timeout=WAIT
+                )
+            state = next(s for s in caps.services if s.name == "classifier")
+            serving[name] = (state.serving, caps.bundle_version)
+        assert serving == {"with-cert": (True, "v1"), "without-cert": (False, "")}
+    finally:
+        for server in servers:
+            server.stop(0)
+        classifier.stop(0)

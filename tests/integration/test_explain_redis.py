@@ -13,6 +13,7 @@ import pytest
 import redis
 import torch
 
+from hemascope.cache.seal import Sealer
 from hemascope.data import REPO_ROOT
 from hemascope.imaging.inputs import ImageInput
 from services.explain.cache import CachedHeat
@@ -42,8 +43,17 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def make_core(url: str, prefix: str) -> ExplainCore:
-    settings = ExplainSettings(bundle=BUNDLE, metrics_port=None, redis_url=url, cache_prefix=prefix)
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cache.key"
+    path.write_text("c" * 64)
+    return path
+
+
+def make_core(url: str, prefix: str, key_file: Path | None = None) -> ExplainCore:
+    settings = ExplainSettings(
+        bundle=BUNDLE, metrics_port=None, redis_url=url, cache_prefix=prefix, cache_key_file=key_file
+    )
     core = ExplainCore(settings)
     core.load()
     return core
@@ -55,9 +65,9 @@ def cell(data_dir: Path) -> bytes:
 
 
 def test_second_call_is_a_hit_from_redis_and_keys_hold_no_image(
-    prefix: str, cell: bytes, one_thread: None
+    prefix: str, cell: bytes, one_thread: None, key_file: Path
 ) -> None:
-    first_core = make_core(URL, prefix)
+    first_core = make_core(URL, prefix, key_file)
     try:
         first = first_core.explain(ImageInput(data=cell, image_id="patient-42"), "logistic_regression")
         assert first_core.cache.backend == "redis" and not first.cache_hit
@@ -70,18 +80,22 @@ def test_second_call_is_a_hit_from_redis_and_keys_hold_no_image(
     stored = client.get(keys[0])
     assert isinstance(stored, bytes) and len(stored) < 4096 and b"patient-42" not in stored
     assert client.ttl(keys[0]) > 0
-    value = CachedHeat.decode(stored)
+    payload = Sealer.from_file(key_file).open(keys[0], stored)  # sealed for its key with the cache key
+    value = CachedHeat.decode(payload or b"")
     assert value is not None and np.array_equal(value.heatmap, first.heatmap)
-    # another replica (a fresh core) answers from Redis
-    second_core = make_core(URL, prefix)
+    # another replica (a fresh core with the same cache key) answers from Redis
+    second_core = make_core(URL, prefix, key_file)
     try:
         second = second_core.explain(ImageInput(data=cell), "logistic_regression")
         assert second.cache_hit and np.array_equal(second.heatmap, first.heatmap)
         assert second.overlay_png == first.overlay_png and second.class_name == first.class_name
-        # a corrupt stored value is a miss, recomputed and overwritten
-        client.set(keys[0], b"garbage")
-        third = second_core.explain(ImageInput(data=cell), "logistic_regression")
-        assert not third.cache_hit and CachedHeat.decode(client.get(keys[0]) or b"") is not None  # type: ignore[arg-type]
+        # a corrupt or forged stored value is a miss, recomputed and overwritten
+        for forged in (b"garbage", Sealer(b"x" * 32).seal(keys[0], CachedHeat.encode(value))):
+            client.set(keys[0], forged)
+            third = second_core.explain(ImageInput(data=cell), "logistic_regression")
+            assert not third.cache_hit
+            rewritten = client.get(keys[0])
+            assert isinstance(rewritten, bytes) and Sealer.from_file(key_file).open(keys[0], rewritten)
     finally:
         second_core.close()
         client.close()

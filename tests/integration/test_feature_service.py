@@ -280,7 +280,16 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
-def _redis_settings(model_cache_dir: Path, url: str, prefix: str) -> FeatureSettings:
+@pytest.fixture
+def cache_key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cache.key"
+    path.write_text("f" * 64)
+    return path
+
+
+def _redis_settings(
+    model_cache_dir: Path, url: str, prefix: str, key_file: Path | None = None
+) -> FeatureSettings:
     return FeatureSettings(
         port=0,
         metrics_port=None,
@@ -289,6 +298,7 @@ def _redis_settings(model_cache_dir: Path, url: str, prefix: str) -> FeatureSett
         cache_prefix=prefix,
         cache_ttl_s=600,
         log_json=False,
+        cache_key_file=key_file,
     )
 
 
@@ -297,11 +307,12 @@ def test_redis_cache_shared_between_service_instances(
     redis_prefix: str,
     real_images: list[Path],
     channel_to: Callable[[int], grpc.Channel],
+    cache_key_file: Path,
 ) -> None:
     url = f"redis://127.0.0.1:6379/{REDIS_DB}"
     data = real_images[3].read_bytes()
-    first, port1 = _start(_redis_settings(model_cache_dir, url, redis_prefix))
-    second, port2 = _start(_redis_settings(model_cache_dir, url, redis_prefix))
+    first, port1 = _start(_redis_settings(model_cache_dir, url, redis_prefix, cache_key_file))
+    second, port2 = _start(_redis_settings(model_cache_dir, url, redis_prefix, cache_key_file))
     try:
         miss = _embed(feature_pb2_grpc.FeatureServiceStub(channel_to(port1)), data)
         hit = _embed(feature_pb2_grpc.FeatureServiceStub(channel_to(port2)), data)
@@ -317,6 +328,39 @@ def test_redis_cache_shared_between_service_instances(
     finally:
         first.stop(0)
         second.stop(0)
+
+
+def test_a_poisoned_cache_entry_is_a_miss_never_the_answer(
+    model_cache_dir: Path,
+    redis_prefix: str,
+    real_images: list[Path],
+    channel_to: Callable[[int], grpc.Channel],
+    cache_key_file: Path,
+) -> None:
+    """A myeloblast image's cached embedding overwritten with a basophil's (a genuine cached value, or a
+    bare vector) is refused: the service recomputes the myeloblast's own embedding."""
+    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    myeloblast, basophil = real_images[6].read_bytes(), real_images[0].read_bytes()
+    server, port = _start(_redis_settings(model_cache_dir, url, redis_prefix, cache_key_file))
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    try:
+        stub = feature_pb2_grpc.FeatureServiceStub(channel_to(port))
+        own = _embed(stub, myeloblast)
+        other = _embed(stub, basophil)
+        keys = {k.decode() for k in client.scan_iter(f"{redis_prefix}*")}
+        target = next(k for k in keys if own.content_hash in k)
+        donor = next(k for k in keys if other.content_hash in k)
+        stolen = client.get(donor)
+        assert isinstance(stolen, bytes)
+        bare = np.asarray(other.embedding.values, dtype="<f4").tobytes()
+        for forged in (stolen, bare):
+            client.set(target, forged)
+            again = _embed(stub, myeloblast)
+            assert not again.cache_hit
+            assert np.array_equal(again.embedding.values, own.embedding.values)
+    finally:
+        client.close()
+        server.stop(0)
 
 
 def test_dead_redis_never_fails_a_request(

@@ -10,6 +10,7 @@ asyncio). One stack serves the whole module (starting the services is the expens
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from gateway.audit import verify
 from gateway.server import create_server
 from gateway.settings import GatewaySettings
 from hemascope.client import AsyncHemascopeClient, HemascopeClient, InvalidArgument, InvalidImage, NotFound
@@ -46,10 +48,11 @@ NOT_AN_IMAGE = b"\xff\xd8\xff\xe0 a truncated jpeg"
 class Stack:
     servers: list[ManagedServer]
     address: str
+    audit: Path
 
 
 @pytest.fixture(scope="module")
-def stack(model_cache_dir: Path) -> Iterator[Stack]:
+def stack(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     common = {"port": 0, "metrics_port": None, "log_json": False}
     started = {
         "feature": feature_server(
@@ -62,11 +65,18 @@ def stack(model_cache_dir: Path) -> Iterator[Stack]:
     for server, _ in started.values():
         server.wait_ready(WAIT)
     addresses = {f"{name}_address": f"127.0.0.1:{port}" for name, (_, port) in started.items()}
-    gateway, port = create_server(GatewaySettings(**common, **addresses, max_stream_in_flight=4))
-    gateway.wait_ready(WAIT)
-    yield Stack([gateway] + [server for server, _ in started.values()], f"127.0.0.1:{port}")
-    for server in [gateway] + [server for server, _ in started.values()]:
-        server.stop(1)
+    audit = tmp_path_factory.mktemp("kserve-audit") / "audit.jsonl"
+    servers = [server for server, _ in started.values()]
+    try:
+        gateway, port = create_server(
+            GatewaySettings(**common, **addresses, max_stream_in_flight=4, audit_log=audit)
+        )
+        servers.insert(0, gateway)
+        gateway.wait_ready(WAIT)
+        yield Stack(servers, f"127.0.0.1:{port}", audit)
+    finally:
+        for server in servers:
+            server.stop(1)
 
 
 @pytest.fixture
@@ -155,6 +165,24 @@ def test_kserve_infer_matches_analyze(
         assert bool(refer[row]) == c.refer
         assert hashes[row] == report.content_hash
     assert labels[0] == "myeloblast"  # a clear validation myeloblast: the models agree
+
+
+def test_kserve_inference_is_audited_per_image(
+    stack: Stack, kserve: triton.InferenceServerClient, cells: list[Path]
+) -> None:
+    before = verify(stack.audit).records
+    images = [path.read_bytes() for path in cells]
+    result = kserve.infer("hemascope", [image_input(images)], parameters={"models": "svm"})
+    hashes = sorted(value.decode() for value in result.as_numpy("CONTENT_HASH"))
+    check = verify(stack.audit)
+    assert check.ok, check.message
+    assert check.records == before + len(images)
+    records = [json.loads(line) for line in stack.audit.read_text().splitlines()][before:]
+    assert {r["rpc"] for r in records} == {"ModelInfer"}
+    assert sorted(r["content_hash"] for r in records) == hashes
+    assert all(r["outcome"] == "OK" and r["parts"]["classification"] == "OK" for r in records)
+    assert all(r["options"] == {"model_name": "hemascope", "models": ["svm"]} for r in records)
+    assert all(r["peer"].startswith("ipv4:127.0.0.1:") for r in records)
 
 
 def test_kserve_requested_outputs_and_parameters(

@@ -25,6 +25,8 @@ import redis
 from prometheus_client import REGISTRY
 
 from hemascope.cache import CacheKey, RedisCache, build_cache
+from hemascope.cache.seal import Sealer
+from hemascope.errors import ConfigurationError
 
 SHARED_URL = "redis://127.0.0.1:6379/15"
 LOGGER = "hemascope.cache"
@@ -159,9 +161,10 @@ def silent_server() -> Iterator[SilentServer]:
 class RedisProcess:
     """A throwaway, non-persistent ``redis-server`` on a fixed port that can be killed and restarted."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, password: str | None = None) -> None:
         self.binary = binary
         self.workdir = workdir
+        self.password = password
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -182,12 +185,20 @@ class RedisProcess:
             "no",
         ]
         args += ["--dir", str(self.workdir), "--daemonize", "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready()
 
     def _wait_ready(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
-        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.2, socket_connect_timeout=0.2)
+        probe = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            socket_timeout=0.2,
+            socket_connect_timeout=0.2,
+        )
         try:
             while time.monotonic() < deadline:
                 assert self.proc is not None
@@ -238,7 +249,9 @@ def test_round_trip_is_bitwise_equal(
     assert out.ndim == 1
     assert out.shape == vector.shape
     assert out.tobytes() == vector.tobytes()
-    assert shared_client.get(make_key().render(prefix)) == vector.astype("<f4").tobytes()
+    stored = shared_client.get(make_key().render(prefix))
+    assert isinstance(stored, bytes)
+    assert stored.startswith(b"hs1") and stored.endswith(vector.astype("<f4").tobytes())  # sealed
     assert shared_cache.stats()["hits"] == 1
     assert shared_cache.stats()["writes"] == 1
 
@@ -495,3 +508,75 @@ def test_threads_survive_an_outage(redis_process: RedisProcess) -> None:
         assert out.tolist() == [7.0]
     finally:
         cache.close()
+
+
+# --- authenticated values and a password --------------------------------------------------------------------
+
+
+def test_a_poisoned_entry_is_refused_as_a_miss(
+    shared_client: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    """Whoever can write to Redis cannot choose an image's embedding: another image's sealed value moved
+    under its key, a plain vector of the right size, or a value sealed with another secret are all misses
+    (counted as corrupt and deleted)."""
+    key_file = tmp_path / "cache.key"
+    key_file.write_text("k" * 64)
+    cache = RedisCache(SHARED_URL, prefix=prefix, timeout_s=1.0, dim=3, sealer=Sealer.from_file(key_file))
+    rogue = RedisCache(SHARED_URL, prefix=prefix, timeout_s=1.0, dim=3, sealer=Sealer(b"r" * 32))
+    myeloblast, basophil = make_key(1), make_key(2)
+    try:
+        cache.put(myeloblast, vec(1, 0, 0))
+        cache.put(basophil, vec(0, 1, 0))
+        attacks = [
+            shared_client.get(basophil.render(prefix)),  # a genuine value, moved to another key
+            vec(0, 1, 0).astype("<f4").tobytes(),  # a bare vector
+        ]
+        for forged in attacks:
+            assert isinstance(forged, bytes)
+            shared_client.set(myeloblast.render(prefix), forged)
+            assert cache.get(myeloblast) is None
+            assert shared_client.get(myeloblast.render(prefix)) is None  # deleted
+        rogue.put(myeloblast, vec(0, 1, 0))  # sealed, but not with the service's secret
+        assert cache.get(myeloblast) is None
+        assert cache.stats()["corrupt"] == 3 and cache.stats()["hits"] == 0
+        cache.put(myeloblast, vec(1, 0, 0))
+        again = cache.get(myeloblast)
+        assert again is not None and again.tolist() == [1, 0, 0]
+        shared = RedisCache(SHARED_URL, prefix=prefix, timeout_s=1.0, sealer=Sealer.from_file(key_file))
+        try:  # replicas with the same key file share the cache
+            assert shared.get(basophil) is not None
+        finally:
+            shared.close()
+    finally:
+        cache.close()
+        rogue.close()
+
+
+def test_a_short_or_missing_cache_key_file_is_a_configuration_error(tmp_path: Path) -> None:
+    short = tmp_path / "short.key"
+    short.write_text("too short")
+    with pytest.raises(ConfigurationError, match="at least 32"):
+        Sealer.from_file(short)
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        Sealer.from_file(tmp_path / "absent.key")
+
+
+def test_a_password_protected_redis_is_used_with_its_password(tmp_path: Path) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("the redis-server binary is not installed")
+    server = RedisProcess(binary, tmp_path, password="s3cret-pass")
+    server.start()
+    try:
+        with_password = RedisCache(server.url, timeout_s=1.0, password="s3cret-pass")
+        without = RedisCache(server.url, timeout_s=1.0)
+        try:
+            with_password.put(make_key(), vec(1, 2))
+            assert with_password.get(make_key()) is not None
+            assert without.get(make_key()) is None
+            assert without.stats()["errors"] == 1  # refused by Redis: served as a miss, never an error
+        finally:
+            with_password.close()
+            without.close()
+    finally:
+        server.kill()

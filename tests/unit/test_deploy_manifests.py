@@ -259,6 +259,24 @@ def test_tls_and_api_keys_are_wired_from_secrets(rendered: tuple[Doc, ...]) -> N
         assert all("subPath" not in m for m in gateway["containers"][0]["volumeMounts"]), secret
 
 
+def test_cache_users_get_the_redis_password_and_the_cache_key_from_secrets(rendered: tuple[Doc, ...]) -> None:
+    for name in ("feature", "explain"):
+        spec = kinds(rendered, "Deployment")[name]["spec"]["template"]["spec"]
+        container = next(c for c in spec["containers"] if c["name"] == name)
+        env = {e["name"]: e for e in container["env"]}
+        prefix = f"HEMASCOPE_{name.upper()}_"
+        password = env[prefix + "REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert password == {"name": "hemascope-redis", "key": "password"}
+        assert "@" not in env[prefix + "REDIS_URL"]["value"]  # no password in the URL
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert volumes["cache-key"]["secret"]["secretName"] == "hemascope-cache-key"
+        assert mounts["cache-key"]["readOnly"] is True and "subPath" not in mounts["cache-key"]
+        key_file = Path(env[prefix + "CACHE_KEY_FILE"]["value"])
+        assert key_file.parent == Path(mounts["cache-key"]["mountPath"])
+        assert {"redis_password", "cache_key_file"} <= set(_settings(name).model_fields)
+
+
 def _policies(rendered: tuple[Doc, ...]) -> dict[str, Doc]:
     return kinds(rendered, "NetworkPolicy")
 
@@ -354,7 +372,7 @@ def _registered_metrics() -> set[str]:
 
 def test_gpu_services_scale_with_keda_on_their_exported_metrics(gpu_docs: tuple[Doc, ...]) -> None:
     from hemascope.telemetry import QUEUE_DEPTH
-    from services.detector.core import IN_FLIGHT, QUEUE_NAME
+    from services.detector.metrics import IN_FLIGHT, QUEUE_NAME
 
     scaled = kinds(gpu_docs, "ScaledObject")
     assert set(scaled) == set(GPU_SERVICES)

@@ -12,11 +12,11 @@ from PIL import Image
 from prometheus_client import REGISTRY
 
 from hemascope.errors import ConfigurationError, HemascopeError, InvalidArgument
+from hemascope.imaging.boxes import Box
 from hemascope.imaging.decode import decode_image
 from hemascope.imaging.hashing import content_hash
 from hemascope.imaging.inputs import ImageInput
 from services.detector.core import (
-    Box,
     DetectOptions,
     DetectorCore,
     DetectResult,

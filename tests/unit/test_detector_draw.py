@@ -6,8 +6,7 @@ import itertools
 
 import numpy as np
 
-from services.detector.core import Box
-from services.detector.draw import CLASS_COLOURS, draw_boxes, place_labels
+from hemascope.imaging.boxes import CLASS_COLOURS, Box, draw_boxes, place_labels
 
 
 def crowded() -> list[Box]:

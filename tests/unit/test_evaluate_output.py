@@ -22,7 +22,7 @@ def result(supports: dict[str, int]) -> dict[str, Any]:
         "referral": {"coverage": 0.9},
         "per_class": per_class,
     }
-    data = {"root": "probe", "images": sum(supports.values()), "unknown_folders": []}
+    data = {"root": "probe", "images": sum(supports.values()), "unknown_folders": [], "trained_on": []}
     return {"bundle": {"version": "v1"}, "data": data, "models": {"logistic_regression": metrics}}
 
 

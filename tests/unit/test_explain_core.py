@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,3 +258,55 @@ def test_load_refuses_weights_other_than_the_bundles(tmp_path: Path) -> None:
     assert expected in info.value.message and "f" * 64 in info.value.message
     with pytest.raises(BundleError):
         ExplainCore(ExplainSettings(bundle=None, metrics_port=None)).load()
+
+
+def large_smear(width: int, height: int) -> bytes:
+    """A large image that compresses well (a gradient with a darker disc), as a PNG."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    pixels = np.empty((height, width, 3), np.uint8)
+    pixels[..., 0] = (xs * 255 // width).astype(np.uint8)
+    pixels[..., 1] = 200
+    pixels[..., 2] = (ys * 255 // height).astype(np.uint8)
+    disc = (xs - width // 2) ** 2 + (ys - height // 2) ** 2 < (min(width, height) // 6) ** 2
+    pixels[disc] = (120, 60, 160)
+    return encode(pixels, "PNG")
+
+
+@pytest.mark.parametrize("style", ["focus", "jet40"])
+def test_a_large_image_is_explained_in_bounded_memory(
+    core: ExplainCore, monkeypatch: pytest.MonkeyPatch, style: str
+) -> None:
+    width, height = 4000, 3000
+    data = large_smear(width, height)
+    monkeypatch.setattr(core.settings, "max_overlay_pixels", 300_000)
+    tracemalloc.start()
+    try:
+        result = core.explain(ImageInput(data=data), "logistic_regression", skip_cache=True, overlay=style)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    decoded_bytes = width * height * 3
+    # The full-size image is decoded once; everything after works on the scaled copy. Working at full
+    # size, the overlay alone needs several float32 arrays of the image (over 10 x its bytes).
+    assert peak < 3 * decoded_bytes
+    overlay = Image.open(io.BytesIO(result.overlay_png))
+    assert overlay.width * overlay.height <= 300_000
+    assert (overlay.width, overlay.height) == (result.overlay_width, result.overlay_height)
+    assert abs(overlay.width / overlay.height - width / height) < 0.01
+    assert (result.width, result.height) == (width, height)  # the original's size and frame
+    x0, y0, x1, y1 = result.region
+    assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+
+
+def test_large_image_decodes_are_bounded_like_explanations(
+    core: ExplainCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = large_smear(800, 600)
+    monkeypatch.setattr(core.settings, "max_overlay_pixels", 100_000)
+    gate = Admission(max_concurrent=1, max_queue=0, what="large image decodes", metrics=False)
+    monkeypatch.setattr(core, "large_images", gate)
+    small = encode(np.full((64, 64, 3), 180, np.uint8), "PNG")
+    with gate.slot():  # another large image is being decoded; none may wait
+        with pytest.raises(ResourceExhausted, match="large image decodes"):
+            core.explain(ImageInput(data=data), "logistic_regression", skip_cache=True)
+        core.explain(ImageInput(data=small), "logistic_regression", skip_cache=True)  # small ones pass

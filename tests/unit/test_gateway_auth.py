@@ -13,14 +13,22 @@ from gateway.auth import (
     ANONYMOUS,
     KEY_PREFIX,
     ApiKeyStore,
-    AuthInterceptor,
     add_key,
     generate_key,
     hash_key,
     validate_caller_id,
 )
+from gateway.identity import Identifier
 from hemascope.cli import main
 from hemascope.errors import ConfigurationError, InvalidArgument
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_generated_keys_are_long_random_and_distinct() -> None:
@@ -79,12 +87,28 @@ def test_store_picks_up_added_and_revoked_keys_without_restart(tmp_path: Path) -
     assert store.caller_for(second) == "lab-b"
 
 
-def test_a_broken_file_on_reload_keeps_the_keys_in_force(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["malformed", "deleted", "unreadable-bytes"])
+def test_a_broken_key_file_revokes_every_key_until_it_is_valid_again(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "keys.jsonl"
     key = add_key(path, "lab-a")
-    store = ApiKeyStore.from_file(path, reload_interval_s=0.0)
-    path.write_text("{not json\n")
-    assert store.caller_for(key) == "lab-a"
+    good = path.read_bytes()
+    clock = Clock()
+    store = ApiKeyStore.from_file(path, reload_interval_s=2.0, clock=clock)
+    if damage == "malformed":
+        path.write_text("{not json\n")
+    elif damage == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(b"\xff\xfe not utf-8\n")
+    assert store.caller_for(key) == "lab-a"  # not re-read before the interval has passed
+    clock.now = 2.0
+    assert store.caller_for(key) is None  # fail closed: the old keys are not kept
+    assert len(store) == 0
+    clock.now = 4.0
+    assert store.caller_for(key) is None  # still broken: still closed
+    path.write_bytes(good + b"\n")
+    clock.now = 6.0
+    assert store.caller_for(key) == "lab-a"  # a valid file brings the keys back
 
 
 def test_comments_and_blank_lines_are_ignored(tmp_path: Path) -> None:
@@ -130,8 +154,8 @@ def test_caller_ids_are_restricted(bad: str, tmp_path: Path) -> None:
 
 def test_required_auth_without_a_store_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="API_KEYS_FILE"):
-        AuthInterceptor(None, required=True)
-    AuthInterceptor(None, required=False)  # auth off is allowed
+        Identifier(None, required=True)
+    Identifier(None, required=False)  # auth off is allowed
 
 
 def test_cli_add_key_prints_the_key_once_and_stores_its_hash(tmp_path: Path) -> None:

@@ -123,3 +123,96 @@ def test_a_broken_request_stream_answers_what_was_read(executor: ThreadPoolExecu
         raise RuntimeError("cancelled by the caller")
 
     assert sorted(processor(executor, Handler()).run(broken())) == ["ok:a", "ok:b"]
+
+
+class Idle(Exception):
+    pass
+
+
+class SteppedClock:
+    """A clock the test moves; ``stepped`` is set once the processor has read it after a move."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_idle_stream_is_ended_by_the_injected_clock(executor: ThreadPoolExecutor) -> None:
+    clock = SteppedClock()
+    sent_first = threading.Event()
+    hold = threading.Event()
+
+    def caller() -> Iterator[str]:
+        yield "one"
+        sent_first.set()
+        hold.wait(30)  # then sends nothing more, and never closes its side
+
+    stream: StreamProcessor[str, str] = StreamProcessor(
+        executor,
+        BOUND,
+        key=lambda r: r,
+        handle=lambda r: f"ok:{r}",
+        duplicate=lambda r: f"dup:{r}",
+        failed=lambda r, _e: f"failed:{r}",
+        idle_timeout_s=60.0,
+        idle_error=Idle,
+        clock=clock,
+        poll_s=0.01,
+    )
+    got: list[str] = []
+    first = threading.Event()
+
+    def drain() -> None:
+        try:
+            for response in stream.run(caller()):
+                got.append(response)
+                first.set()
+        except Idle:
+            got.append("Idle")
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert first.wait(30) and sent_first.wait(30)
+        clock.now = 59.0  # idle, but not for long enough: the stream stays open
+        reader.join(0.2)
+        assert reader.is_alive() and got == ["ok:one"]
+        clock.now = 61.0
+        reader.join(30)
+        assert not reader.is_alive()
+        assert got == ["ok:one", "Idle"]
+    finally:
+        hold.set()
+
+
+def test_a_request_in_flight_is_not_idle(executor: ThreadPoolExecutor) -> None:
+    clock = SteppedClock()
+    release = threading.Event()
+
+    def slow(request: str) -> str:
+        clock.now = 1000.0  # far past the timeout while the request is still being handled
+        release.wait(30)
+        return f"ok:{request}"
+
+    stream: StreamProcessor[str, str] = StreamProcessor(
+        executor,
+        BOUND,
+        key=lambda r: r,
+        handle=slow,
+        duplicate=lambda r: r,
+        failed=lambda r, _e: r,
+        idle_timeout_s=1.0,
+        idle_error=Idle,
+        clock=clock,
+        poll_s=0.01,
+    )
+    responses = stream.run(iter(["a"]))
+    timer = threading.Timer(0.2, release.set)
+    timer.start()
+    try:
+        assert list(responses) == ["ok:a"]
+    finally:
+        timer.cancel()
+        release.set()

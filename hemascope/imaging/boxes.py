@@ -1,4 +1,7 @@
-"""Detections drawn on the original image: an outline per cell in its class's colour, a "class score" label
+"""Cell boxes (:class:`Box`, in original-image pixels) and their drawing, shared by the detector service and
+its clients (``hemascope detect --draw``, ``hemascope analyze --detect --out``).
+
+Detections drawn on the original image: an outline per cell in its class's colour, a "class score" label
 where one fits without covering another label, and a legend below the image (colour, class, count).
 
 Labels are placed greedily, most confident cell first: above the box, inside its top edge, below it,
@@ -10,13 +13,26 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
-from services.detector.core import Box
+
+@dataclass(frozen=True)
+class Box:
+    """One detection in original-image pixels."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    class_id: int
+    class_name: str
+    score: float
+
 
 CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
     "WBC": (148, 0, 211),  # violet: stained nuclei are purple already, the outline stays visible
