@@ -15,7 +15,7 @@ classes), with the bundle's backbone (EfficientNet-Lite0 by default) in PyTorch 
 
 The methods are timed interleaved, ``--rounds`` rounds of an untimed and a timed call each, so that every
 method sees the same load on a shared machine; p50 and p90 per method, and the ratio of p50 to the
-baseline's p50. Target from the issue: Grad-CAM for logistic regression within
+baseline's p50. Target: Grad-CAM for logistic regression within
 3x the plain forward pass. The CPU other processes used during the run is printed; above 10% the numbers
 are disturbed. The last line is one JSON object.
 """

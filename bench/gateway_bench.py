@@ -12,7 +12,7 @@ Run: ``.venv/bin/python bench/gateway.py [--seconds S] [--warmup W] [--clients 1
 
 Each phase runs 1, 4 and 16 clients back to back for ``--seconds`` after ``--warmup``; the calls ending
 inside the window give p50/p90 latency and throughput. Calls whose answer is not the kind measured (a
-cache hit in a cold phase) are counted, not timed; a failed part is an error. Targets from the issue (2-core
+cache hit in a cold phase) are counted, not timed; a failed part is an error. Targets (2-core
 machine, default backbone): gateway classify-only p50 <= 1.25x the in-process pipeline's (1 client, cold);
 warm classify-only p50 <= 10 ms; full analysis p50 <= 500 ms (1 client, cold). CPU shares per phase: bench =
 this process (clients), stack = the five service processes, foreign = everything else (>10%: disturbed).

@@ -51,7 +51,7 @@ def probe_rows(models: Mapping[str, Any], classes: Sequence[str]) -> list[list[s
 
 
 def target_status(model: Mapping[str, Any]) -> tuple[str, bool]:
-    """The issue's target for one model: probe accuracy, or failing that the referral of probe errors."""
+    """The target for one model: probe accuracy, or failing that the referral of probe errors."""
     probe = model.get("referral", {}).get("probe")
     if probe is None:
         return "no probe", False

@@ -138,7 +138,11 @@ def _state_dict_from(path: Path) -> dict[str, Any]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigurationError(f"cannot read checkpoint {path.name}: {exc}") from exc
+        raise ConfigurationError(
+            f"cannot read checkpoint {path}: not a PyTorch state dict (truncated, or another format); "
+            "save one with torch.save(model.state_dict(), path)"
+            f" [{type(exc).__name__}: {str(exc)[:120]}]"
+        ) from exc
     if isinstance(loaded, dict):
         for key in ("state_dict", "model"):
             if isinstance(loaded.get(key), dict):
