@@ -149,7 +149,8 @@ def proportion(success: BoolArray, within: BoolArray, resampler: Resampler) -> E
 
 def bootstrap(statistic: Callable[[IntArray], float | None], resampler: Resampler, n_cells: int) -> Estimate:
     """A statistic of the cells (given their indices, repeats allowed) with a percentile interval over the
-    resampler's replicates; replicates where it is undefined are skipped."""
+    resampler's replicates (never excluding the statistic's own value); replicates where it is undefined
+    are skipped."""
     value = statistic(np.arange(n_cells, dtype=np.int64))
     method = BOOT_PATIENTS if resampler.grouped else BOOT_CELLS
     if value is None:
@@ -161,7 +162,9 @@ def bootstrap(statistic: Callable[[IntArray], float | None], resampler: Resample
     interval = _percentiles(np.asarray(samples, dtype=np.float64))
     if interval is None:
         return Estimate(value, None, None, method)
-    return Estimate(value, interval[0], interval[1], method)
+    # a percentile interval can miss the value of a skewed statistic near its limit (an AUC near 1):
+    # it is widened to include it
+    return Estimate(value, min(interval[0], value), max(interval[1], value), method)
 
 
 def threshold_for_sensitivity(truth: BoolArray, score: FloatArray, target: float) -> dict[str, Any] | None:
