@@ -106,8 +106,8 @@ def validate_command(
     replicates: int,
     seed: int,
 ) -> None:
-    """Score every model of BUNDLE on a laboratory's cells, with 95% intervals, and judge the acceptance
-    criteria: exit 0 when all pass, 1 when any fails."""
+    """Score every model of a bundle on a laboratory's own labelled cells, with 95% intervals, and judge the
+    acceptance criteria: exit 0 when all pass, 1 when any fails, 2 for a usage error."""
     from hemascope.site.criteria import load_criteria
     from hemascope.site.report import render_report
     from hemascope.site.validate import ValidationConfig, run_validation

@@ -88,8 +88,8 @@ def _caveats(result: Mapping[str, Any]) -> list[str]:
         )
         if d["patients"] is not None and d["patients"] < FEW_PATIENTS:
             out.append(
-                f"- **Only {d['patients']} patients.** With so few, even patient-level intervals are rough; "
-                "validate on more patients before relying on the figures."
+                f"- **Only {d['patients']} patient{'' if d['patients'] == 1 else 's'}.** With so few, even "
+                "patient-level intervals are rough; validate on more patients before relying on the figures."
             )
         if d.get("ungrouped_cells"):
             out.append(f"- {d['ungrouped_cells']} cells name no patient and count as independent.")
