@@ -3,7 +3,9 @@
 consensus label = the class with the largest mean calibrated probability over the models that ran;
 agreement = the fraction of models whose own label is that class; malignant probability = the mean of the
 models' malignant probabilities, flagged at the threshold; refer when any model abstains (low confidence,
-out of distribution, or both) or when the models disagree on the label, with one reason per cause.
+out of distribution, or both, or the image is not a single centred white cell) or when the models disagree on
+the label, with one reason per cause; the input check's own reason, when the image is not a single cell,
+comes first.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ REFER_WORDS: Mapping[str, str] = {
     "LOW_CONFIDENCE": "low confidence",
     "OUT_OF_DISTRIBUTION": "out of distribution",
     "LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION": "low confidence and out of distribution",
+    "NOT_SINGLE_CELL": "not a single-cell image",
 }
 DEFAULT_MALIGNANT_THRESHOLD = 0.5
 
@@ -30,7 +33,7 @@ class ModelVote:
     malignant_probability: float
     abstain: bool = False
     refer_reason: str = ""
-    """"LOW_CONFIDENCE", "OUT_OF_DISTRIBUTION", "LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION" or empty."""
+    """A key of :data:`REFER_WORDS` ("LOW_CONFIDENCE", "NOT_SINGLE_CELL", ...) or empty."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,13 @@ def consensus(
     votes: Sequence[ModelVote],
     classes: Sequence[str],
     malignant_threshold: float = DEFAULT_MALIGNANT_THRESHOLD,
+    input_reason: str = "",
 ) -> Consensus:
-    """Combines the votes; ``classes`` fixes the order (ties go to the earlier class). Needs >= 1 vote."""
+    """Combines the votes; ``classes`` fixes the order (ties go to the earlier class). Needs >= 1 vote.
+
+    ``input_reason``: why the image is not a single centred white cell (the input check), or empty; when
+    set the cell is referred whatever the votes say.
+    """
     if not votes:
         raise ValueError("consensus needs at least one model's vote")
     if not 0 < malignant_threshold <= 1:
@@ -59,7 +67,8 @@ def consensus(
     label = max(classes, key=lambda name: means[name])  # max keeps the first of equal values
     agreement = sum(vote.label == label for vote in votes) / n
     malignant_probability = sum(vote.malignant_probability for vote in votes) / n
-    reasons = [
+    reasons = [f"input: {input_reason}"] if input_reason else []
+    reasons += [
         f"{vote.model}: {REFER_WORDS.get(vote.refer_reason, 'abstains')}" for vote in votes if vote.abstain
     ]
     labels = sorted({vote.label for vote in votes})

@@ -95,6 +95,8 @@ def analyze_response(report: AnalysisReport) -> analysis_pb2.AnalyzeResponse:
     )
     if report.embedding is not None:
         response.embedding.CopyFrom(_embedding(report.embedding))
+    if report.input_check is not None:
+        response.input_check.CopyFrom(report.input_check)
     if report.classification is not None:
         c = report.classification
         v = c.consensus

@@ -46,6 +46,7 @@ from hemascope.v1 import classifier_pb2, common_pb2, detector_pb2, explain_pb2, 
 log = get_logger(__name__)
 T = TypeVar("T")
 _REFER_PREFIX = "REFER_REASON_"
+_ANSWERABLE = (common_pb2.INPUT_KIND_UNSPECIFIED, common_pb2.INPUT_KIND_SINGLE_CELL)
 _RESULT_SLACK_S = 1.0  # beyond the deadline, how long to wait for a part's thread before giving up on it
 
 
@@ -256,7 +257,7 @@ class GatewayCore:
             )
             for p in predictions
         ]
-        verdict = consensus(votes, classes, options.malignant_threshold)
+        verdict = consensus(votes, classes, options.malignant_threshold, _input_reason(embedding))
         return Classification(predictions, response.bundle_version, verdict)
 
     def _explain(
@@ -295,6 +296,8 @@ class GatewayCore:
                     e.backbone, e.weights_hash, e.preprocessing, result.cache_hit
                 )
                 report.model_versions["feature"] = f"{e.backbone}:{e.weights_hash[:12]}:{e.preprocessing}"
+                if e.HasField("input_check"):
+                    report.input_check = e.input_check
             elif isinstance(result, Classification):
                 report.classification = result
                 report.model_versions["classifier"] = result.bundle_version
@@ -311,6 +314,14 @@ class GatewayCore:
             for status, _, error in outcomes.values():
                 if error is not None and status.code is grpc.StatusCode.INVALID_ARGUMENT:
                     raise error  # every part failed, and because of the request: the caller's fault
+
+
+def _input_reason(embedding: common_pb2.Embedding) -> str:
+    """The input check's reason when it found no single centred white cell; empty otherwise or unchecked."""
+    check = embedding.input_check
+    if not embedding.HasField("input_check") or check.kind in _ANSWERABLE:
+        return ""
+    return check.reason or common_pb2.InputKind.Name(check.kind).removeprefix("INPUT_KIND_").lower()
 
 
 def _blocked(part: str, needs: str) -> tuple[PartStatus, object, HemascopeError | None]:

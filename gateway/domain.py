@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from gateway.consensus import DEFAULT_MALIGNANT_THRESHOLD, Consensus
-from hemascope.v1 import classifier_pb2, detector_pb2, explain_pb2
+from hemascope.v1 import classifier_pb2, common_pb2, detector_pb2, explain_pb2
 
 PARTS = ("embedding", "classification", "detection", "explanation")
 SERVICES = ("feature", "classifier", "detector", "explain")
@@ -97,6 +97,8 @@ class AnalysisReport:
     width: int
     height: int
     embedding: EmbeddingInfo | None = None
+    #: the feature service's input check (one centred white cell or not); None when not checked
+    input_check: common_pb2.InputCheck | None = None
     classification: Classification | None = None
     detection: Detection | None = None
     explanation: explain_pb2.ExplainResponse | None = None

@@ -13,6 +13,7 @@ from hemascope.commands.explain_eval import explain_eval_command
 from hemascope.commands.failures import CliGroup
 from hemascope.commands.gateway import serve_gateway_command
 from hemascope.commands.health import health_command
+from hemascope.commands.site_cli import site_group
 from hemascope.commands.stack_cli import analyze_command, up_command
 from hemascope.commands.tls import tls_group
 from hemascope.commands.train_cli import (
@@ -465,3 +466,5 @@ main.add_command(health_command)
 main.add_command(tls_group)
 # `hemascope serve gateway`: the public AnalysisService over the four services.
 serve.add_command(serve_gateway_command)
+# `hemascope site validate`: a laboratory's acceptance test of a bundle on its own labelled cells.
+main.add_command(site_group)

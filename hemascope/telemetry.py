@@ -34,6 +34,11 @@ BATCH_LATENCY = Histogram(
 )
 REJECTED = Counter("hemascope_rejected_total", "Items refused because a queue was full.", ["queue"])
 EXPIRED = Counter("hemascope_expired_total", "Queued items dropped because their deadline passed.", ["queue"])
+INPUT_CHECKS = Counter(
+    "hemascope_input_checks_total",
+    "Images checked for being one centred white cell, by verdict (hemascope.imaging.inputcheck.InputKind).",
+    ["kind"],
+)
 
 
 @dataclass

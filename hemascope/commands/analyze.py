@@ -152,7 +152,7 @@ def _grouped_reasons(reasons: Sequence[str]) -> str:
     models: dict[str, list[str]] = {}
     for entry in reasons:
         model, sep, reason = entry.partition(": ")
-        if sep and " " not in model:  # "svm: low confidence"; not "models disagree: a, b"
+        if sep and " " not in model and model != "input":  # "svm: low confidence"; not "input: ..."
             models.setdefault(reason, []).append(SHORT.get(model, model))
         else:
             models.setdefault(entry, [])
@@ -301,7 +301,10 @@ def run_analyze(
         bar.close()
     if not json_lines:
         if abstained:
-            click.echo("* the model abstained (low confidence or out of distribution): the cell is referred")
+            click.echo(
+                "* the model abstained (low confidence, out of distribution or not a single-cell image): "
+                "the cell is referred"
+            )
         summary = (
             f"{plural(len(images), 'image')}: {tally.ok} complete, {tally.partial} partial, "
             f"{tally.failed} failed"

@@ -88,7 +88,9 @@ def stain_feature(pixels: NDArray[np.uint8]) -> NDArray[np.float32]:
     return np.asarray(ndi.gaussian_filter(feature, 1.0), dtype=np.float32)
 
 
-def _working(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], float]:
+def working_image(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], float]:
+    """``pixels`` resized so the shorter side is :data:`WORK_SIDE` (never enlarged), and the scale (full
+    resolution pixels per working pixel)."""
     h, w = pixels.shape[:2]
     scale = min(h, w) / WORK_SIDE
     if scale <= 1:
@@ -126,7 +128,7 @@ def _pick_nucleus(candidates: NDArray[np.bool_]) -> NDArray[np.bool_] | None:
     return np.asarray(labels == index[int(np.argmax(score))])
 
 
-def _radial_cell(cell: NDArray[np.bool_], nucleus: NDArray[np.bool_]) -> NDArray[np.bool_]:
+def radial_cell(cell: NDArray[np.bool_], nucleus: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """A star-shaped cell mask around the nucleus: where each ray from its centroid leaves ``cell``."""
     h, w = cell.shape
     cy, cx = (float(v) for v in ndi.center_of_mass(nucleus))
@@ -154,7 +156,7 @@ def _radial_cell(cell: NDArray[np.bool_], nucleus: NDArray[np.bool_]) -> NDArray
 
 def segment_cell(pixels: NDArray[np.uint8]) -> CellSegmentation:
     """Segments the white cell of a decoded ``H x W x 3`` uint8 RGB image; never raises on odd content."""
-    small, scale = _working(pixels)
+    small, scale = working_image(pixels)
     shape = (small.shape[0], small.shape[1])
     feature = stain_feature(small)
     lo_p, hi_p = np.percentile(feature, [1, 99])
@@ -177,7 +179,7 @@ def segment_cell(pixels: NDArray[np.uint8]) -> CellSegmentation:
         return _fallback(shape, scale, "low-contrast")
     candidates = ndi.binary_opening(feature > low, structure=np.ones((3, 3), bool))
     candidates = ndi.binary_fill_holes(candidates | nucleus)
-    cell = ndi.binary_fill_holes(_radial_cell(np.asarray(candidates), nucleus) | nucleus)
+    cell = ndi.binary_fill_holes(radial_cell(np.asarray(candidates), nucleus) | nucleus)
     return CellSegmentation(cell=np.asarray(cell), nucleus=nucleus, scale=scale, fallback=False)
 
 

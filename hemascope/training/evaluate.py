@@ -17,7 +17,7 @@ from hemascope.training.crosssource import referral_metrics
 from hemascope.training.metrics import classification_metrics, clustering_metrics
 from hemascope.training.sets import embed_set, preprocessing_name
 from hemascope.training.sitemetrics import per_site
-from hemascope.training.sources import DatasetSpec, scan_sources
+from hemascope.training.sources import DatasetSpec, SourcedSet, scan_sources
 
 
 def _embed(bundle: LoadedBundle, paths: list[Path], address: str | None, progress: bool) -> NDArray[Any]:
@@ -38,7 +38,7 @@ def _embed(bundle: LoadedBundle, paths: list[Path], address: str | None, progres
     return emb.vectors
 
 
-def _flags(
+def referral_flags(
     bundle: LoadedBundle, name: str, scaled: NDArray[np.float64], proba: NDArray[np.float64]
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Low-confidence and out-of-distribution flags, exactly as the classifier service sets them."""
@@ -47,6 +47,17 @@ def _flags(
     scores = bundle.ood_scores(scaled, proba.argmax(axis=1)) if entry.ood_threshold > 0 else None
     ood = np.zeros(len(proba), dtype=np.bool_) if scores is None else scores > entry.ood_threshold
     return low, ood
+
+
+def embed_scan(
+    bundle: LoadedBundle, scan: SourcedSet, *, address: str | None = None, progress: bool = True
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The class index of every scanned image and its embedding by the bundle's own backbone and
+    preprocessing, scaled as the bundle's models expect (rows in ``scan.records`` order)."""
+    classes = tuple(bundle.manifest.classes)
+    vectors = _embed(bundle, [r.path for r in scan.records], address, progress)
+    y = np.asarray([classes.index(r.label) for r in scan.records], dtype=np.int64)
+    return y, bundle.scale(vectors)
 
 
 def trained_on(bundle: LoadedBundle, specs: Sequence[DatasetSpec]) -> list[str]:
@@ -69,10 +80,8 @@ def evaluate_bundle(
     manifest = bundle.manifest
     classes = tuple(manifest.classes)
     scan = scan_sources(specs, classes)
-    vectors = _embed(bundle, [r.path for r in scan.records], address, progress)
-    y = np.asarray([classes.index(r.label) for r in scan.records], dtype=np.int64)
+    y, scaled = embed_scan(bundle, scan, address=address, progress=progress)
     malignant = [classes.index(c) for c in manifest.malignant_classes]
-    scaled = bundle.scale(vectors)
     sites = [r.site for r in scan.records]
     datasets = [r.dataset for r in scan.records]
     models: dict[str, Any] = {}
@@ -84,7 +93,7 @@ def evaluate_bundle(
         if model.entry.kind == "kmeans":
             metrics.update(clustering_metrics(y, model.estimator.predict(scaled).astype(np.int64)))
         metrics["abstain"] = cal.risk_coverage(y, proba, model.entry.abstain_threshold)
-        low, ood = _flags(bundle, name, scaled, proba)
+        low, ood = referral_flags(bundle, name, scaled, proba)
         metrics["referral"] = {
             "ood_available": bundle.ood is not None and model.entry.ood_threshold > 0,
             **referral_metrics(y, proba, low, ood),

@@ -131,7 +131,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ...) -> None: ...
 
 class AnalyzeResponse(_message.Message):
-    __slots__ = ("image_id", "content_hash", "width", "height", "embedding", "classification", "detection", "explanation", "parts", "timings", "model_versions")
+    __slots__ = ("image_id", "content_hash", "width", "height", "embedding", "classification", "detection", "explanation", "parts", "timings", "model_versions", "input_check")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,7 @@ class AnalyzeResponse(_message.Message):
     PARTS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_CHECK_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     content_hash: str
     width: int
@@ -161,7 +162,8 @@ class AnalyzeResponse(_message.Message):
     parts: _containers.RepeatedCompositeFieldContainer[PartStatus]
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     model_versions: _containers.ScalarMap[str, str]
-    def __init__(self, image_id: _Optional[str] = ..., content_hash: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., classification: _Optional[_Union[CellClassification, _Mapping]] = ..., detection: _Optional[_Union[CellDetection, _Mapping]] = ..., explanation: _Optional[_Union[CellExplanation, _Mapping]] = ..., parts: _Optional[_Iterable[_Union[PartStatus, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., model_versions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    input_check: _common_pb2.InputCheck
+    def __init__(self, image_id: _Optional[str] = ..., content_hash: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., classification: _Optional[_Union[CellClassification, _Mapping]] = ..., detection: _Optional[_Union[CellDetection, _Mapping]] = ..., explanation: _Optional[_Union[CellExplanation, _Mapping]] = ..., parts: _Optional[_Iterable[_Union[PartStatus, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., input_check: _Optional[_Union[_common_pb2.InputCheck, _Mapping]] = ...) -> None: ...
 
 class AnalyzeStreamRequest(_message.Message):
     __slots__ = ("request_id", "request")

@@ -14,10 +14,12 @@ class ReferReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFER_REASON_LOW_CONFIDENCE: _ClassVar[ReferReason]
     REFER_REASON_OUT_OF_DISTRIBUTION: _ClassVar[ReferReason]
     REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION: _ClassVar[ReferReason]
+    REFER_REASON_NOT_SINGLE_CELL: _ClassVar[ReferReason]
 REFER_REASON_UNSPECIFIED: ReferReason
 REFER_REASON_LOW_CONFIDENCE: ReferReason
 REFER_REASON_OUT_OF_DISTRIBUTION: ReferReason
 REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION: ReferReason
+REFER_REASON_NOT_SINGLE_CELL: ReferReason
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("embeddings", "models")

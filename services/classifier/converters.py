@@ -16,6 +16,7 @@ REFER_REASONS = (
     classifier_pb2.REFER_REASON_LOW_CONFIDENCE,
     classifier_pb2.REFER_REASON_OUT_OF_DISTRIBUTION,
     classifier_pb2.REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION,
+    classifier_pb2.REFER_REASON_NOT_SINGLE_CELL,
 )
 
 
@@ -26,7 +27,16 @@ def embedding_from_proto(embedding: common_pb2.Embedding) -> EmbeddingInput:
         backbone=embedding.backbone,
         weights_hash=embedding.weights_hash,
         preprocessing=embedding.preprocessing,
+        input_kind=_input_kind(embedding),
     )
+
+
+def _input_kind(embedding: common_pb2.Embedding) -> str:
+    """The input check's kind as an InputKind value ("single_cell", ...); "" when there is none."""
+    if not embedding.HasField("input_check") or not embedding.input_check.kind:
+        return ""
+    name = common_pb2.InputKind.Name(embedding.input_check.kind)
+    return name.removeprefix("INPUT_KIND_").lower()
 
 
 def embeddings_from_request(request: classifier_pb2.ClassifyRequest) -> list[EmbeddingInput]:

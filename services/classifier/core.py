@@ -63,14 +63,15 @@ class ModelOutput:
     labels: NDArray[np.intp]  # argmax per row
     confidence: NDArray[np.float64]  # max per row
     malignant: NDArray[np.float64]  # sum over the malignant classes
-    abstain: NDArray[np.bool_]  # refer to a human: low confidence or out of distribution (or both)
+    abstain: NDArray[np.bool_]  # refer to a human: low confidence, out of distribution or not a single cell
     #: OOD score (Mahalanobis distance to the label's training cells); zeros without an OOD model
     ood_score: NDArray[np.float64]
     out_of_distribution: NDArray[np.bool_]  # ood_score > the model's OOD threshold
-    refer_reason: NDArray[np.int64]  # ReferReason per row: 0 none, 1 confidence, 2 OOD, 3 both
+    #: ReferReason per row: 0 none, 1 confidence, 2 OOD, 3 both, 4 not a single-cell image (wins)
+    refer_reason: NDArray[np.int64]
 
 
-REFER_NONE, REFER_LOW_CONFIDENCE, REFER_OOD, REFER_BOTH = 0, 1, 2, 3
+REFER_NONE, REFER_LOW_CONFIDENCE, REFER_OOD, REFER_BOTH, REFER_NOT_SINGLE_CELL = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,11 @@ def _serve(bundle: LoadedBundle, fingerprint: str | None, threads: int) -> Serve
 
 
 def _output(
-    name: str, served: ServedBundle, probs: NDArray[np.float64], scaled: NDArray[np.float64]
+    name: str,
+    served: ServedBundle,
+    probs: NDArray[np.float64],
+    scaled: NDArray[np.float64],
+    not_single_cell: NDArray[np.bool_],
 ) -> ModelOutput:
     entry = served.bundle.models[name].entry
     if not np.isfinite(probs).all():
@@ -122,6 +127,7 @@ def _output(
     ood_score = np.zeros(len(probs)) if scores is None else scores
     ood = ood_score > entry.ood_threshold if scores is not None else np.zeros(len(probs), dtype=np.bool_)
     reason = np.where(low_confidence, REFER_LOW_CONFIDENCE, REFER_NONE) + np.where(ood, REFER_OOD, 0)
+    reason = np.where(not_single_cell, REFER_NOT_SINGLE_CELL, reason)
     return ModelOutput(
         name=name,
         version=entry.version,
@@ -129,7 +135,7 @@ def _output(
         labels=labels,
         confidence=confidence,
         malignant=probs[:, served.malignant].sum(axis=1),
-        abstain=low_confidence | ood,
+        abstain=low_confidence | ood | not_single_cell,
         ood_score=ood_score,
         out_of_distribution=ood,
         refer_reason=reason.astype(np.int64),
@@ -250,12 +256,13 @@ class ClassifierCore:
             require_provenance=self.settings.require_provenance,
         )
         scaled = served.bundle.scale(matrix)
+        not_single_cell = np.array([item.not_single_cell for item in embeddings], dtype=np.bool_)
         outputs = []
         for name in names:
             started = time.perf_counter()
             probs = served.bundle.models[name].proba(scaled)
             MODEL_SECONDS.labels(name).observe(time.perf_counter() - started)
-            output = _output(name, served, probs, scaled)
+            output = _output(name, served, probs, scaled, not_single_cell)
             PREDICTIONS.labels(name).inc(len(matrix))
             ABSTENTIONS.labels(name).inc(int(output.abstain.sum()))
             OUT_OF_DISTRIBUTION.labels(name).inc(int(output.out_of_distribution.sum()))

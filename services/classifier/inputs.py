@@ -21,6 +21,13 @@ class EmbeddingInput:
     backbone: str = ""
     weights_hash: str = ""
     preprocessing: str = ""
+    #: the feature service's input check (hemascope.imaging.inputcheck.InputKind value); "" when unchecked
+    input_kind: str = ""
+
+    @property
+    def not_single_cell(self) -> bool:
+        """Checked and found not to be one centred white cell: every prediction on it is referred."""
+        return self.input_kind not in ("", "single_cell")
 
 
 def select_models(manifest: Manifest, requested: Sequence[str]) -> list[str]:

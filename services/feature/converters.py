@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hemascope.errors import HemascopeError
+from hemascope.imaging.inputcheck import InputCheck, InputKind
 from hemascope.imaging.inputs import ImageInput
 from hemascope.interceptors import error_detail
 from hemascope.v1 import common_pb2, feature_pb2
@@ -15,6 +16,29 @@ def image_from_proto(image: common_pb2.Image) -> ImageInput:
     return ImageInput(data=image.data, media_type=image.media_type, image_id=image.image_id)
 
 
+_KINDS = {
+    InputKind.SINGLE_CELL: common_pb2.INPUT_KIND_SINGLE_CELL,
+    InputKind.MULTIPLE_CELLS: common_pb2.INPUT_KIND_MULTIPLE_CELLS,
+    InputKind.NO_CELL: common_pb2.INPUT_KIND_NO_CELL,
+    InputKind.NOT_A_CELL_IMAGE: common_pb2.INPUT_KIND_NOT_A_CELL_IMAGE,
+    InputKind.BLANK: common_pb2.INPUT_KIND_BLANK,
+}
+
+
+def input_check_to_proto(check: InputCheck) -> common_pb2.InputCheck:
+    m = check.measurements
+    return common_pb2.InputCheck(
+        kind=_KINDS[check.kind],
+        reason=check.reason,
+        revision=check.revision,
+        nuclei=m.nuclei,
+        nucleus_fraction=m.nucleus_fraction,
+        cell_fraction=m.cell_fraction,
+        centre_offset=m.centre_offset,
+        stained_fraction=m.stained_fraction,
+    )
+
+
 def embed_response(result: EmbedResult, info: BackboneInfo) -> feature_pb2.EmbedResponse:
     embedding = common_pb2.Embedding(
         values=result.vector.tolist(),
@@ -23,6 +47,8 @@ def embed_response(result: EmbedResult, info: BackboneInfo) -> feature_pb2.Embed
         weights_hash=info.weights_hash,
         preprocessing=info.preprocessing.version,
     )
+    if result.input_check is not None:
+        embedding.input_check.CopyFrom(input_check_to_proto(result.input_check))
     return feature_pb2.EmbedResponse(
         embedding=embedding,
         content_hash=result.content_hash,

@@ -13,13 +13,22 @@ from numpy.typing import NDArray
 from hemascope.batching import MicroBatcher
 from hemascope.cache import CacheKey, EmbeddingCache, build_cache
 from hemascope.cache.seal import Sealer
-from hemascope.errors import ConfigurationError, DeadlineExceeded, HemascopeError, NotFound, Unavailable
+from hemascope.errors import (
+    ConfigurationError,
+    DeadlineExceeded,
+    HemascopeError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from hemascope.files import file_sha256
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
+from hemascope.imaging.inputcheck import InputCheck, InputKind, check_input
 from hemascope.imaging.inputs import ImageInput, check_batch
 from hemascope.imaging.preprocess import Preprocessing, get_preprocessing
 from hemascope.logs import get_logger
+from hemascope.telemetry import INPUT_CHECKS
 from services.feature.backbones import BackboneSpec, check_graph_compatible, get_spec, weights_file
 from services.feature.onnx_export import ensure_onnx
 from services.feature.runtime import OnnxEmbedder
@@ -36,6 +45,8 @@ class EmbedResult:
     width: int
     height: int
     image_id: str = ""
+    #: the input check's verdict; None when the check is off
+    input_check: InputCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ class _Prepared:
     decoded: DecodedImage
     key: CacheKey
     cached: NDArray[np.float32] | None
+    check: InputCheck | None = None
     pixels: NDArray[np.uint8] | None = None
     future: Future[NDArray[np.float32]] | None = field(default=None, repr=False)
 
@@ -186,16 +198,27 @@ class FeatureCore:
     def _prepare(self, image: ImageInput, skip_cache: bool) -> _Prepared:
         info = self.info
         decoded = decode_image(image.data, self.limits, image.media_type)
+        check = self._check_input(decoded)
         key = CacheKey(
             content_hash(decoded.pixels), self.spec.name, info.weights_hash, info.preprocessing.version
         )
         cached = None if skip_cache else self.cache.get(key)
         if cached is not None and cached.shape != (self.spec.dimension,):
             cached = None
-        prepared = _Prepared(image, decoded, key, cached)
+        prepared = _Prepared(image, decoded, key, cached, check)
         if cached is None:
             prepared.pixels = info.preprocessing.prepare(decoded.pixels)
         return prepared
+
+    def _check_input(self, decoded: DecodedImage) -> InputCheck | None:
+        """The input check's verdict (None when it is off); a blank image is refused here."""
+        if not self.settings.input_check:
+            return None
+        check = check_input(decoded.pixels)
+        INPUT_CHECKS.labels(check.kind.value).inc()
+        if check.kind is InputKind.BLANK:
+            raise InvalidArgument(check.reason, reason="BLANK_IMAGE", field="image.data")
+        return check
 
     def _finish(
         self, outcome: _Prepared | HemascopeError, deadline: float | None
@@ -229,6 +252,7 @@ class FeatureCore:
             width=prepared.decoded.width,
             height=prepared.decoded.height,
             image_id=prepared.image.image_id,
+            input_check=prepared.check,
         )
 
 

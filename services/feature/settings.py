@@ -54,3 +54,9 @@ class FeatureSettings(ServerSettings, ImageLimitSettings, CacheSettings):
         48 * 1024 * 1024, ge=1, description="Most encoded image bytes in one EmbedBatch call."
     )
     memory_cache_entries: int = Field(10_000, ge=0, description="In-process LRU size (used without Redis).")
+    input_check: bool = Field(
+        True,
+        description="Check that each image is one white cell centred in the frame (hemascope.imaging."
+        "inputcheck): blank images are refused (INVALID_ARGUMENT, BLANK_IMAGE) and every embedding carries "
+        "the verdict, which the classifier turns into a referral. Off: no check, no verdict.",
+    )

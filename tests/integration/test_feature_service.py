@@ -202,11 +202,17 @@ def _tiff16(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _ramp(shape: tuple[int, ...], low: int, high: int, dtype: type) -> np.ndarray:
+    """A left-to-right ramp (not a blank field, which the input check refuses)."""
+    ramp = np.linspace(low, high, shape[1]).astype(dtype)
+    return np.ascontiguousarray(np.broadcast_to(ramp.reshape(1, -1, *([1] * (len(shape) - 2))), shape))
+
+
 ODD_BUT_VALID: list[tuple[str, Callable[[], bytes]]] = [
-    ("grayscale png", lambda: encode(np.full((50, 60), 128, np.uint8), "PNG")),
-    ("rgba png", lambda: encode(np.full((50, 60, 4), 200, np.uint8), "PNG")),
-    ("16-bit gray tiff", lambda: _tiff16(np.full((40, 30), 40000, np.uint16))),
-    ("16-bit rgb tiff", lambda: _tiff16(np.full((40, 30, 3), 1000, np.uint16))),
+    ("grayscale png", lambda: encode(_ramp((50, 60), 0, 255, np.uint8), "PNG")),
+    ("rgba png", lambda: encode(_ramp((50, 60, 4), 60, 255, np.uint8), "PNG")),
+    ("16-bit gray tiff", lambda: _tiff16(_ramp((40, 30), 1000, 60000, np.uint16))),
+    ("16-bit rgb tiff", lambda: _tiff16(_ramp((40, 30, 3), 1000, 60000, np.uint16))),
 ]
 
 
@@ -216,6 +222,18 @@ def test_odd_but_valid_images_embed(
 ) -> None:
     response = _embed(stub, make())
     assert response.embedding.dimension == 1280 and np.isfinite(response.embedding.values).all()
+
+
+def test_a_blank_image_is_refused_and_others_carry_the_input_check(
+    stub: feature_pb2_grpc.FeatureServiceStub, real_images: list[Path]
+) -> None:
+    error = rpc_error(lambda: _embed(stub, encode(np.full((50, 60, 3), 128, np.uint8), "PNG")))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_reason(error) == "BLANK_IMAGE"
+    assert "blank" in str(error.details())
+    check = _embed(stub, real_images[0].read_bytes()).embedding.input_check
+    assert check.kind == common_pb2.INPUT_KIND_SINGLE_CELL and check.reason
+    ramp = _embed(stub, encode(_ramp((50, 60), 0, 255, np.uint8), "PNG")).embedding.input_check
+    assert ramp.kind == common_pb2.INPUT_KIND_NOT_A_CELL_IMAGE
 
 
 def test_media_type_mismatch(stub: feature_pb2_grpc.FeatureServiceStub, real_images: list[Path]) -> None:

@@ -284,3 +284,21 @@ def _poll(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
+
+
+def test_embeddings_of_images_that_are_not_single_cells_are_referred_by_every_model(
+    core: ClassifierCore,
+) -> None:
+    inputs = [
+        emb(),
+        emb(input_kind="multiple_cells"),
+        emb(input_kind="single_cell"),
+        emb(input_kind="no_cell"),
+    ]
+    result = core.classify(inputs)
+    for output in result.outputs:
+        assert output.abstain[1] and output.abstain[3]
+        assert output.refer_reason[1] == output.refer_reason[3] == 4  # REFER_REASON_NOT_SINGLE_CELL
+        assert output.refer_reason[0] == output.refer_reason[2] != 4  # unchecked and single cell: as before
+        assert output.abstain[0] == output.abstain[2]
+        np.testing.assert_array_equal(output.probabilities[1], output.probabilities[0])  # still computed

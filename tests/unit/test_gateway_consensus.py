@@ -73,3 +73,17 @@ def test_ties_go_to_the_earlier_class_and_bad_input_is_refused() -> None:
         consensus([], CLASSES)
     with pytest.raises(ValueError, match="malignant_threshold"):
         consensus(votes, CLASSES, malignant_threshold=0)
+
+
+def test_an_image_that_is_not_a_single_cell_is_referred_first_whatever_the_votes() -> None:
+    votes = [
+        vote("lr", {"monocyte": 0.95, "myeloblast": 0.05}),
+        vote("svm", {"monocyte": 0.9, "myeloblast": 0.1}, abstain=True, reason="NOT_SINGLE_CELL"),
+    ]
+    result = consensus(votes, CLASSES, input_reason="2 white-cell nuclei apart from each other")
+    assert result.refer
+    assert result.refer_reasons == (
+        "input: 2 white-cell nuclei apart from each other",
+        "svm: not a single-cell image",
+    )
+    assert result.label == "monocyte"  # still computed, for the person the cell is referred to
