@@ -42,7 +42,11 @@ def serve() -> None:
 @click.option("--host", default=None, help="Bind address (default from settings: 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="gRPC port (default 50051; 0 = any free port).")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (default 9464).")
-@click.option("--backbone", default=None, help="efficientnet_lite0 (default) or resnet50.")
+@click.option(
+    "--backbone",
+    default=None,
+    help="efficientnet_lite0_blood (default, fine-tuned), efficientnet_lite0 (ImageNet) or resnet50.",
+)
 @click.option(
     "--preprocessing",
     default=None,
@@ -219,7 +223,11 @@ def embed(
 
 
 @main.command("export-backbone")
-@click.option("--backbone", default=None, help="efficientnet_lite0 (default) or resnet50.")
+@click.option(
+    "--backbone",
+    default=None,
+    help="efficientnet_lite0_blood (default, fine-tuned), efficientnet_lite0 (ImageNet) or resnet50.",
+)
 def export_backbone(backbone: str | None) -> None:
     """Make (or find) the ONNX export of a backbone in the model cache and print its path."""
     from hemascope.commands.serve import export_backbone as run
@@ -230,7 +238,9 @@ def export_backbone(backbone: str | None) -> None:
 @main.command("demo")
 @click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "--backbone", default=None, help="efficientnet_lite0 (default) or resnet50 (needs a checkpoint)."
+    "--backbone",
+    default=None,
+    help="efficientnet_lite0_blood (default), efficientnet_lite0 or resnet50 (needs a checkpoint).",
 )
 @click.option(
     "--bundle",
@@ -286,7 +296,12 @@ def study() -> None:
     help="Augmentation rows for plain and this many best options (by probe accuracy) only.",
 )
 @click.option("--augment-all", is_flag=True, help="Augmentation rows for every option (slow).")
-@click.option("--backbone", default=None, help="Feature backbone (default efficientnet_lite0).")
+@click.option(
+    "--backbone",
+    default="efficientnet_lite0",
+    show_default=True,
+    help="Feature backbone (the frozen ImageNet one serves every option).",
+)
 @click.option("--min-f1", type=click.FloatRange(0, 1), default=0.95, show_default=True)
 def study_robustness(
     data: Path,

@@ -42,7 +42,7 @@ from hemascope.commands.addresses import GATEWAY_PORT, address_callback
     default=None,
     help="Detector ONNX export (default: the committed models/detector-bccd/detector.onnx).",
 )
-@click.option("--backbone", default=None, help="Feature backbone (default: efficientnet_lite0).")
+@click.option("--backbone", default=None, help="Feature backbone (default: the bundle's).")
 @click.option(
     "--redis-url",
     envvar="HEMASCOPE_REDIS_URL",

@@ -28,6 +28,8 @@ from hemascope.training.multisource import SourcedData, load_sourced
 from hemascope.training.sources import DatasetSpec
 
 CRITERION = "logistic_regression"
+#: The study's frozen ImageNet backbone (any preprocessing option).
+FROZEN_BACKBONE = "efficientnet_lite0"
 
 
 @dataclass
@@ -68,7 +70,7 @@ def _frozen(sourced: SourcedData, option: str, cfg: SiteStudyConfig) -> NDArray[
         stored: NDArray[np.float32] = np.load(target)
         return stored
     cfg.log(f"embedding {len(paths)} images with the frozen backbone, {option}")
-    vectors = embed_set(paths, preprocessing=option).vectors
+    vectors = embed_set(paths, backbone=FROZEN_BACKBONE, preprocessing=option).vectors
     target.parent.mkdir(parents=True, exist_ok=True)
     np.save(target, vectors)
     return vectors

@@ -55,7 +55,8 @@ class StudyConfig:
     #: Augmented embedding costs ~1.4x an option's plain pass, so a full grid is hours on 2 cores.
     augment_top: int | None = 3
     seed: int = 50
-    backbone: str | None = None
+    #: the study compares preprocessing options on the frozen ImageNet backbone, which serves any of them
+    backbone: str | None = "efficientnet_lite0"
     min_f1: float = 0.95
     log: Callable[[str], None] = print
     progress: bool = False

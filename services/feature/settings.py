@@ -22,7 +22,11 @@ class FeatureSettings(ServerSettings, ImageLimitSettings, CacheSettings):
 
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one (tests).")
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="Prometheus port; None disables.")
-    backbone: str = Field("efficientnet_lite0", description="Backbone id: efficientnet_lite0 or resnet50.")
+    backbone: str = Field(
+        "efficientnet_lite0_blood",
+        description="Backbone id: efficientnet_lite0_blood (fine-tuned on blood cells; serves only "
+        "cellcrop-hematoxylin), efficientnet_lite0 (ImageNet, the study's) or resnet50.",
+    )
     preprocessing: str = Field(
         DEFAULT_PREPROCESSING,
         description="Preprocessing option (hemascope.imaging.preprocess.PREPROCESSING): "

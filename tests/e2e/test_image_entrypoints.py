@@ -76,7 +76,7 @@ def copy_repo_files(name: str, root: Path) -> None:
         for source in sources:
             path = REPO_ROOT / source
             if path.is_dir():
-                shutil.copytree(path, target)
+                shutil.copytree(path, target, dirs_exist_ok=True)
             else:
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target / path.name)
@@ -174,12 +174,14 @@ def feature_image(
     tmp_path_factory: pytest.TempPathFactory, no_torch: Path
 ) -> Iterator[tuple[str, dict[str, str]]]:
     root = tmp_path_factory.mktemp("feature-root")
+    copy_repo_files("backbone-export", root)
     export_env = {k: v for k, v in os.environ.items() if not k.startswith("HEMASCOPE_")}
     export_env |= stage_env("backbone-export", root)
     export = [a for i, a in stage("backbone-export") if i == "RUN" and "export-backbone" in a]
     assert export == ['hemascope export-backbone --backbone "${BACKBONE}"']
+    [backbone] = [a.split("=", 1)[1] for i, a in stage("backbone-export") if i == "ARG" and "BACKBONE=" in a]
     made = subprocess.run(
-        [str(HEMASCOPE), "export-backbone", "--backbone", "efficientnet_lite0"],
+        [str(HEMASCOPE), "export-backbone", "--backbone", backbone],
         capture_output=True,
         text=True,
         env=export_env,
@@ -187,7 +189,9 @@ def feature_image(
         check=False,
     )
     assert made.returncode == 0, made.stderr
+    copy_repo_files("feature", root)
     env = image_env(root, no_torch, "feature")
+    assert env["HEMASCOPE_FEATURE_BACKBONE"] == backbone  # the image serves the backbone it exported
     assert Path(made.stdout.strip()).parent == Path(env["HEMASCOPE_FEATURE_MODEL_CACHE_DIR"])
     for address_env in run("feature", env):
         yield address_env[1], env

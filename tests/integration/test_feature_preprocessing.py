@@ -34,6 +34,12 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture(autouse=True)
+def imagenet_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These options are served by the frozen ImageNet backbone (the fine-tuned one serves only its own)."""
+    monkeypatch.setenv("HEMASCOPE_FEATURE_BACKBONE", "efficientnet_lite0")
+
+
 def _start(model_cache_dir: Path, prefix: str) -> tuple[ManagedServer, int]:
     settings = FeatureSettings(
         port=0,

@@ -1,16 +1,15 @@
 """Properties of the deployment files, checked on what is actually applied: the RENDERED Kustomize overlays
 (``kubectl kustomize``), the Dockerfile's targets and the image pins.
 
-kubectl (which embeds kustomize) comes from ``scripts/deploy_check.sh``'s tool venv (.tools/deploy-venv) or
-the PATH; without either these tests are skipped, and ``scripts/deploy_check.sh`` (run by scripts/lint.sh)
-installs it before running them.
+kubectl (which embeds kustomize) is the one pinned in ``scripts/deploy_check.sh``'s tool venv
+(.tools/deploy-venv); without it these tests are skipped, and ``scripts/deploy_check.sh`` (run by
+scripts/lint.sh) installs it before running them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -67,6 +66,17 @@ def _env_names(service: str) -> set[str]:
     return {f"HEMASCOPE_{service.upper()}_{name.upper()}" for name in _settings(service).model_fields}
 
 
+#: Variables every process reads outside its service's settings, each with the code that reads it.
+SHARED_ENV = {"HEMASCOPE_BACKBONE_DIR"}
+
+
+def test_shared_env_is_read_by_the_code() -> None:
+    assert (
+        'os.environ.get("HEMASCOPE_BACKBONE_DIR")'
+        in (REPO_ROOT / "services/feature/backbones.py").read_text()
+    )
+
+
 def _default(service: str, field: str) -> Any:
     return _settings(service).model_fields[field].default
 
@@ -75,8 +85,9 @@ def _default(service: str, field: str) -> Any:
 
 
 def _kubectl() -> str | None:
+    """The pinned kubectl only: other releases' embedded kustomize renders differently or crashes."""
     local = REPO_ROOT / ".tools" / "deploy-venv" / "bin" / "kubectl"
-    return str(local) if local.is_file() else shutil.which("kubectl")
+    return str(local) if local.is_file() else None
 
 
 @cache
@@ -84,7 +95,9 @@ def render(target: str) -> tuple[Doc, ...]:
     """The objects ``kubectl kustomize`` makes of a directory under deploy/k8s (or an absolute path)."""
     kubectl = _kubectl()
     if kubectl is None:
-        pytest.skip("kubectl not installed (scripts/deploy_check.sh installs it into .tools/deploy-venv)")
+        pytest.skip(
+            "the pinned kubectl is missing (scripts/deploy_check.sh installs it into .tools/deploy-venv)"
+        )
     path = Path(target) if os.path.isabs(target) else K8S / target
     out = subprocess.run(
         [kubectl, "kustomize", str(path)], capture_output=True, text=True, check=False, timeout=120
@@ -504,7 +517,9 @@ def test_runtime_targets(target: str) -> None:
     assert _dockerfile_stages()[target][0] == ("FROM", "runtime")
     assert _instructions(target, "USER") == [f"{USER_ID}:{USER_ID}"]
     env = _env(target)
-    assert set(k for k in env if k.startswith("HEMASCOPE_")) <= _env_names(service)
+    assert set(k for k in env if k.startswith("HEMASCOPE_")) <= _env_names(service) | SHARED_ENV
+    if "HEMASCOPE_BACKBONE_DIR" in env:  # the fine-tuned backbones' weights are in the image there
+        assert _instructions(target, "COPY").count(f"models/backbones {env['HEMASCOPE_BACKBONE_DIR']}") == 1
     port = int(env[f"HEMASCOPE_{service.upper()}_PORT"])
     assert port == _default(service, "port")
     assert env[f"HEMASCOPE_{service.upper()}_HOST"] == "0.0.0.0"

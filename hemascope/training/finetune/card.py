@@ -106,8 +106,7 @@ def backbone_card(meta: Mapping[str, Any]) -> str:
         "A laboratory with other optics, stains or cell-selection habits is not covered by these numbers; "
         "validate on its own labelled cells before use. Not for clinical use.",
         "- Munich's myeloblasts and neutrophils are the only Munich cells; Johns Hopkins' basophils are 33.",
-        f"- {CREDITS} Johns Hopkins: Sidhom et al., *npj Precision Oncology* 5 (2021) (DeepAPL; research "
-        "use only).",
+        f"- {CREDITS} Weights trained on the Johns Hopkins images are for research use, as those images are.",
         "",
     ]
     return "\n".join(lines)
