@@ -71,6 +71,14 @@ def section(results: Mapping[str, Any]) -> list[str]:
     info = results.get("probe")
     out = ["## Cross-source probe: the same cell type from the other scanner", ""]
     if not info:
+        sets = sorted({k for m in models.values() for k in m.get("referral", {}).get("probe_per_site", {})})
+        if sets:
+            return [
+                *out,
+                f"The evaluation-only sets ({', '.join(sets)}) play this part: see 'Per site: "
+                "evaluation-only sets' above.",
+                "",
+            ]
         return [*out, "Not evaluated in this run (no probe was given).", ""]
     header = ["model", "probe accuracy", *(f"called {c.replace('_', ' ')}" for c in classes)]
     header += ["referred", "errors referred", "OOD flagged", "same-source macro F1"]

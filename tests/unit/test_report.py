@@ -206,3 +206,11 @@ def test_report_without_audit_loso_or_xgboost_warns_of_one_site_classes(
     assert "xgboost_feature_importance.png" not in md
     assert len(_assert_valid_pngs(md, tmp_path)) == 4
     assert "| LR macro-F1 ≥ 0.98 | Logistic regression | 0.900 | **not met** |" in md
+
+
+def test_probe_section_points_to_the_evaluation_sets_when_they_play_the_probe() -> None:
+    from hemascope.training import probe_report
+
+    with_sets = {"models": {"svm": {"referral": {"probe_per_site": {"probe:barcelona": {}}}}}}
+    assert "evaluation-only sets (probe:barcelona)" in "\n".join(probe_report.section(with_sets))
+    assert "Not evaluated" in "\n".join(probe_report.section({"models": {"svm": {"referral": {}}}}))
