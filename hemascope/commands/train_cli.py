@@ -101,7 +101,8 @@ def data_options(fn: F) -> F:
     "--backbone",
     default=None,
     help="Feature backbone: efficientnet_lite0_blood (fine-tuned, the serving default), efficientnet_lite0 "
-    "(ImageNet, the study's) or resnet50 (default: HEMASCOPE_FEATURE_BACKBONE, else efficientnet_lite0_blood).",
+    "(ImageNet, the study's) or resnet50 (default: HEMASCOPE_FEATURE_BACKBONE, else "
+    "efficientnet_lite0_blood).",
 )
 @click.option(
     "--address",

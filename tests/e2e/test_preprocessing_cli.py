@@ -39,7 +39,14 @@ def test_serve_and_embed_with_cellcrop(model_cache_dir: Path, real_images: list[
     finally:
         serve.kill()
     local = run_cli(
-        cli_env(model_cache_dir), "embed", "--backbone", IMAGENET, "--preprocessing", "cellcrop", "--json", image
+        cli_env(model_cache_dir),
+        "embed",
+        "--backbone",
+        IMAGENET,
+        "--preprocessing",
+        "cellcrop",
+        "--json",
+        image,
     )
     assert remote.returncode == 0 and local.returncode == 0, remote.stderr + local.stderr
     expected = PREPROCESSING["cellcrop"].version
