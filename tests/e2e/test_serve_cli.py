@@ -122,7 +122,7 @@ def feature_service(model_cache_dir: Path) -> Iterator[ServeProcess]:
     serve = start_serve(cli_env(model_cache_dir))
     try:
         match = serve.wait_serving()
-        assert match["backbone"] == "efficientnet_lite0"
+        assert match["backbone"] == "efficientnet_lite0_blood"
         yield serve
     finally:
         serve.kill()
@@ -142,7 +142,7 @@ def test_embed_through_the_service_hits_the_cache_the_second_time(
     for line in lines:
         assert line["image"] == image
         assert line["dimension"] == 1280
-        assert line["backbone"] == "efficientnet_lite0"
+        assert line["backbone"] == "efficientnet_lite0_blood"
         assert isinstance(line["weights_hash"], str)
         assert len(line["weights_hash"]) == 64
     assert lines[0]["cache_hit"] is False

@@ -117,7 +117,7 @@ def test_a_target_class_and_a_gradient_free_model(stub: Stub, cell: Path) -> Non
 
 def test_describe(stub: Stub) -> None:
     info = stub.Describe(explain_pb2.DescribeRequest(), timeout=WAIT)
-    assert info.backbone == "efficientnet_lite0" and len(info.weights_hash) == 64
+    assert info.backbone == "efficientnet_lite0_blood" and len(info.weights_hash) == 64
     assert list(info.classes) == ["basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil"]
     models = {m.name: m for m in info.models}
     assert set(models) == {"kmeans", "logistic_regression", "random_forest", "svm", "xgboost"}

@@ -83,7 +83,7 @@ def test_embed_real_image_then_cache_hit(
     first = _embed(stub, data, skip_cache=True)
     second = _embed(stub, data)
     emb = first.embedding
-    assert (emb.dimension, emb.backbone, len(emb.values)) == (1280, "efficientnet_lite0", 1280)
+    assert (emb.dimension, emb.backbone, len(emb.values)) == (1280, "efficientnet_lite0_blood", 1280)
     assert len(emb.weights_hash) == 64 and emb.preprocessing == DEFAULT_VERSION
     assert not first.cache_hit and second.cache_hit
     assert np.array_equal(np.array(first.embedding.values), np.array(second.embedding.values))
@@ -254,7 +254,7 @@ def test_unknown_backbone_is_not_found(
 
 def test_backbone_info(stub: feature_pb2_grpc.FeatureServiceStub) -> None:
     info = stub.GetBackboneInfo(feature_pb2.GetBackboneInfoRequest(), timeout=10)
-    assert (info.backbone, info.dimension, info.input_size) == ("efficientnet_lite0", 1280, 224)
+    assert (info.backbone, info.dimension, info.input_size) == ("efficientnet_lite0_blood", 1280, 224)
     assert info.execution_providers[-1] == "CPUExecutionProvider"
     assert info.max_batch_items == 8 and info.max_image_bytes == 1024 * 1024
     assert list(info.mean) == pytest.approx([0.485, 0.456, 0.406])

@@ -143,7 +143,7 @@ def test_health_turns_serving_and_capabilities_describe_every_service(
     assert set(models) == {"logistic_regression", "svm", "random_forest", "xgboost", "kmeans"}
     assert models["logistic_regression"].explain_methods[0] == "gradcam"
     assert models["svm"].explain_methods[0] == "ablationcam"
-    assert caps.embedding.backbone == "efficientnet_lite0" and len(caps.embedding.weights_hash) == 64
+    assert caps.embedding.backbone == "efficientnet_lite0_blood" and len(caps.embedding.weights_hash) == 64
     assert len(caps.detector_version) == 12 and "WBC" in caps.detector_classes
     assert caps.max_stream_in_flight == 4
     assert [(s.name, s.serving, s.circuit_open) for s in caps.services] == [
@@ -185,7 +185,7 @@ def test_a_cell_with_explanation_and_detection(stub: Stub, cells: list[Path]) ->
     assert e.overlay_png.startswith(b"\x89PNG") and e.heat_map.height * e.heat_map.width == len(
         e.heat_map.values
     )
-    assert response.detection.model_version and response.embedding.backbone == "efficientnet_lite0"
+    assert response.detection.model_version and response.embedding.backbone == "efficientnet_lite0_blood"
     versions = dict(response.model_versions)
     assert {
         "feature",

@@ -50,6 +50,7 @@ def trained(
             spec_from_option(f"barcelona-probe={probe}", role="evaluation"),
         ],
         out=out,
+        backbone="efficientnet_lite0",  # the study's frozen backbone serves every preprocessing option
         models=["logistic_regression", "kmeans"],
         cv_folds=2,
         progress=False,

@@ -36,5 +36,5 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_embed_offline_without_redis() -> None:
     settings = FeatureSettings()
-    assert settings.backbone == "efficientnet_lite0"
+    assert settings.backbone == "efficientnet_lite0_blood"
     assert settings.redis_url is None
