@@ -31,7 +31,7 @@ from hemascope.training.acquisition import (
     geometry,
     reacquire,
 )
-from hemascope.training.finetune.network import SPLIT_BLOCK, Front
+from hemascope.training.finetune.network import SPLIT_BLOCK, Front, training_device
 from services.feature.torch_modules import EfficientNetTrunk, EmbeddingModule
 
 CHUNK = 128
@@ -107,12 +107,17 @@ def advance(
     n, v = features.shape[:2]
     flat = features.reshape(n * v, *features.shape[2:])
     out: list[NDArray[np.float16]] = []
+    device = training_device()
+    for block in blocks:
+        block.to(device)
     with torch.inference_mode():
         for begin in range(0, len(flat), chunk):
-            x = torch.from_numpy(flat[begin : begin + chunk].astype(np.float32))
+            x = torch.from_numpy(flat[begin : begin + chunk].astype(np.float32)).to(device)
             for block in blocks:
                 x = block(x)
-            out.append(x.to(torch.float16).numpy())
+            out.append(x.to(torch.float16).cpu().numpy())
+    for block in blocks:
+        block.to("cpu")
     stacked = np.concatenate(out)
     return stacked.reshape(n, v, *stacked.shape[1:])
 
@@ -171,15 +176,19 @@ def _compute_chunk(
 ) -> None:
     loader = torch.utils.data.DataLoader(_Variants(paths, plan), batch_size=4, num_workers=workers)
     out: NDArray[np.float16] | None = None
+    device = training_device()
+    front.to(device)
     with torch.inference_mode():
         for indices, variants in loader:
             n, v = variants.shape[:2]
-            features = front(variants.reshape(n * v, *variants.shape[2:])).to(torch.float16).numpy()
+            batch = variants.reshape(n * v, *variants.shape[2:]).to(device)
+            features = front(batch).to(torch.float16).cpu().numpy()
             features = features.reshape(n, v, *features.shape[1:])
             if out is None:
                 out = np.zeros((len(paths), *features.shape[1:]), np.float16)
             out[indices.numpy()] = features
     assert out is not None
+    front.to("cpu")
     partial = target.with_suffix(".partial.npy")
     np.save(partial, out)
     partial.replace(target)

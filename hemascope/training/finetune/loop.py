@@ -22,7 +22,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from hemascope.training.finetune.network import TRAIN_FROM, split_network
+from hemascope.training.finetune.network import TRAIN_FROM, split_network, training_device
 from services.feature.torch_modules import EmbeddingModule
 
 EMBEDDING_DIM = 1280
@@ -91,8 +91,10 @@ def fine_tune(
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    device = training_device()
+    embedding.to(device)
     _, back = split_network(embedding, cfg.split)
-    head = nn.Linear(EMBEDDING_DIM, n_classes)
+    head = nn.Linear(EMBEDDING_DIM, n_classes).to(device)
     optimiser = torch.optim.AdamW(
         [
             {"params": list(back.parameters()), "lr": cfg.lr},
@@ -122,8 +124,8 @@ def fine_tune(
         seen, loss_sum, correct = 0, 0.0, 0
         for start in range(0, per_epoch, cfg.batch_size):
             rows, cols = chosen[start : start + cfg.batch_size], variant[start : start + cfg.batch_size]
-            x = torch.from_numpy(features[rows, cols].astype(np.float32))
-            y = torch.from_numpy(labels[rows])
+            x = torch.from_numpy(features[rows, cols].astype(np.float32)).to(device)
+            y = torch.from_numpy(labels[rows]).to(device)
             scale = (
                 (step + 1) / warmup
                 if step < warmup
@@ -145,7 +147,7 @@ def fine_tune(
             log(
                 f"  epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / seen:.4f}, accuracy {correct / seen:.4f}"
             )
-    embedding.eval()
+    embedding.to("cpu").eval()
     for parameter in embedding.parameters():
         parameter.requires_grad_(False)
     return FineTuneResult(embedding, history, time.perf_counter() - started)
@@ -155,13 +157,15 @@ def embed_cached(
     features: NDArray[np.float16], embedding: EmbeddingModule, split: int = TRAIN_FROM, variant: int = 0
 ) -> NDArray[np.float32]:
     """Embeddings of the cached front features' ``variant`` (0: the served input) through the back."""
+    device = training_device()
     _, back = split_network(embedding, split)
-    back.eval()
+    back.to(device).eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(features), 256):
-            x = torch.from_numpy(features[start : start + 256, variant].astype(np.float32))
-            out.append(back(x).numpy())
+            x = torch.from_numpy(features[start : start + 256, variant].astype(np.float32)).to(device)
+            out.append(back(x).cpu().numpy())
+    back.to("cpu")
     for parameter in embedding.parameters():
         parameter.requires_grad_(False)
     return np.concatenate(out).astype(np.float32)

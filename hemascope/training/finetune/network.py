@@ -64,6 +64,25 @@ class Back(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
 
 
+def training_device() -> torch.device:
+    """Where fine-tuning runs: ``$HEMASCOPE_TRAIN_DEVICE`` (``cpu``, ``cuda``, ``cuda:1`` ...), else CUDA
+    when PyTorch sees a GPU, else the CPU. Results move back to the CPU, so callers never see the device."""
+    import os
+
+    from hemascope.errors import ConfigurationError
+
+    asked = os.environ.get("HEMASCOPE_TRAIN_DEVICE", "").strip()
+    if not asked:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(asked)
+    except RuntimeError as exc:
+        raise ConfigurationError(f"HEMASCOPE_TRAIN_DEVICE={asked!r}: not a device ({exc})") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(f"HEMASCOPE_TRAIN_DEVICE={asked!r}: PyTorch sees no CUDA device here")
+    return device
+
+
 def load_embedding(weights: Path) -> EmbeddingModule:
     """The base architecture with ``weights`` (ImageNet or fine-tuned), eval mode."""
     module = build_torch_module(BASE_BACKBONE, weights)
