@@ -8,7 +8,6 @@ GetCapabilities with the services down, and an unreadable image refused before a
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from hemascope.client import (
     TlsConfig,
     Unauthenticated,
 )
+from tests.gateway_helpers import closed_port
 from tests.tls_helpers import make_ca
 
 NOT_AN_IMAGE = b"GIF89a not a supported image"
@@ -40,12 +40,6 @@ class SecureGateway:
     rogue: TlsConfig
 
 
-def closed_address() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureGateway]:
     folder = tmp_path_factory.mktemp("client-pki")
@@ -55,7 +49,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureGateway]
     rogue_cert = rogue_ca.issue(folder, "intruder", server=False)
     keys = folder / "keys.jsonl"
     key = add_key(keys, "lis-north")
-    dead = closed_address()
+    dead = closed_port()
     settings = GatewaySettings(
         port=0,
         metrics_port=None,

@@ -21,45 +21,20 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from gateway.audit import verify
 from gateway.auth import add_key
 from gateway.kserve import encode_bytes_tensor
-from gateway.server import create_server
-from gateway.settings import GatewaySettings
 from hemascope.cli import main
 from hemascope.errors import ConfigurationError
 from hemascope.server import ManagedServer
 from hemascope.v1 import analysis_pb2, analysis_pb2_grpc
 from tests.conftest import encode
+from tests.gateway_helpers import start_offline_gateway
 from tests.grpc_helpers import error_reason, rpc_error
-from tests.integration.test_gateway_security import closed_port
 
 WAIT = 20.0
 
 
-def start(**overrides: Any) -> tuple[ManagedServer, int]:
-    dead = closed_port()
-    settings = GatewaySettings(
-        host="127.0.0.1",
-        port=0,
-        metrics_port=None,
-        feature_address=dead,
-        classifier_address=dead,
-        detector_address=dead,
-        explain_address=dead,
-        health_timeout_s=0.5,
-        retries=0,
-        **overrides,
-    )
-    server, port = create_server(settings)
-    try:
-        server.wait_ready(WAIT)
-    except BaseException:
-        server.stop(0)
-        raise
-    return server, port
-
-
 @pytest.fixture
 def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[ManagedServer, int]]:
-    server, port = start(**getattr(request, "param", {}))
+    server, port = start_offline_gateway(**getattr(request, "param", {}))
     try:
         yield server, port
     finally:
@@ -89,7 +64,7 @@ def infer_request(images: list[bytes]) -> service_pb2.ModelInferRequest:
 def test_kserve_calls_and_refused_calls_are_audited_with_the_peer(tmp_path: Path) -> None:
     audit, keys = tmp_path / "audit.jsonl", tmp_path / "keys.jsonl"
     key = add_key(keys, "lis-north")
-    server, port = start(audit_log=audit, api_keys_file=keys)
+    server, port = start_offline_gateway(audit_log=audit, api_keys_file=keys)
     try:
         with own_connection(port) as channel:
             kserve = service_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -112,7 +87,7 @@ def test_kserve_calls_and_refused_calls_are_audited_with_the_peer(tmp_path: Path
 
 
 def test_an_unwritable_audit_log_fails_closed_and_reports_not_serving() -> None:
-    server, port = start(audit_log=Path("/dev/full"))
+    server, port = start_offline_gateway(audit_log=Path("/dev/full"))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
@@ -137,7 +112,7 @@ def test_an_audit_path_that_cannot_be_opened_is_one_clear_line(tmp_path: Path) -
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file")
     with pytest.raises(ConfigurationError, match="cannot open the audit log") as info:
-        start(audit_log=blocker / "audit.jsonl")
+        start_offline_gateway(audit_log=blocker / "audit.jsonl")
     assert "--audit-log" in info.value.message
     result = CliRunner().invoke(
         main, ["serve", "gateway", "--port", "0", "--audit-log", str(blocker / "audit.jsonl")]

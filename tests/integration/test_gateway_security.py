@@ -10,7 +10,6 @@ downstream call), which is what these checks are about.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,46 +22,13 @@ from prometheus_client import REGISTRY
 
 from gateway.audit import verify
 from gateway.auth import add_key
-from gateway.server import create_server
-from gateway.settings import GatewaySettings
 from gateway.tls import client_credentials
-from hemascope.server import ManagedServer
 from hemascope.v1 import analysis_pb2, analysis_pb2_grpc
+from tests.gateway_helpers import WAIT, start_offline_gateway
 from tests.grpc_helpers import error_reason, rpc_error
 from tests.tls_helpers import Authority, Issued, make_ca
 
-WAIT = 20.0
 NOT_AN_IMAGE = b"\x89PNG\r\n\x1a\n this is not really a png"
-
-
-def closed_port() -> str:
-    """An address nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
-
-
-def start_gateway(tmp_path: Path, **overrides: Any) -> tuple[ManagedServer, int]:
-    dead = closed_port()
-    settings = GatewaySettings(
-        host="127.0.0.1",
-        port=0,
-        metrics_port=None,
-        feature_address=dead,
-        classifier_address=dead,
-        detector_address=dead,
-        explain_address=dead,
-        health_timeout_s=0.5,
-        retries=0,
-        **overrides,
-    )
-    server, port = create_server(settings)
-    try:
-        server.wait_ready(WAIT)
-    except BaseException:
-        server.stop(0)
-        raise
-    return server, port
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +51,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     keys = folder / "keys.jsonl"
     north, south = add_key(keys, "lis-north"), add_key(keys, "lis-south")
     audit = folder / "audit.jsonl"
-    server, port = start_gateway(folder, api_keys_file=keys, audit_log=audit, max_streams_per_caller=1)
+    server, port = start_offline_gateway(api_keys_file=keys, audit_log=audit, max_streams_per_caller=1)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield {"channel": channel, "north": north, "south": south, "audit": audit, "keys": keys}
     channel.close()
@@ -205,7 +171,7 @@ def test_calls_leave_a_verifiable_audit_trail_without_images_or_ids(keyed: dict[
 
 def test_auth_off_means_anonymous_callers(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
-    server, port = start_gateway(tmp_path, audit_log=audit)
+    server, port = start_offline_gateway(audit_log=audit)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             rpc_error(lambda: stub(channel).Analyze(bad_image_request(), timeout=WAIT))
@@ -230,7 +196,7 @@ def capabilities(port: int, credentials: grpc.ChannelCredentials, key: str | Non
 def test_tls_with_the_right_ca(tmp_path: Path, pki: dict[str, Any]) -> None:
     ca: Authority = pki["ca"]
     server_cert: Issued = pki["server"]
-    server, port = start_gateway(tmp_path, tls_cert_file=server_cert.cert, tls_key_file=server_cert.key)
+    server, port = start_offline_gateway(tls_cert_file=server_cert.cert, tls_key_file=server_cert.key)
     try:
         assert capabilities(port, client_credentials(ca.cert)).max_streams_per_caller >= 1
         rogue_ca = pki["rogue_ca"].cert  # a CA that did not sign the gateway's certificate
@@ -250,8 +216,7 @@ def test_mtls_requires_a_client_certificate_from_the_ca(tmp_path: Path, pki: dic
     server_cert, client, rogue = pki["server"], pki["client"], pki["rogue_client"]
     keys = tmp_path / "keys.jsonl"
     key = add_key(keys, "lis-north")
-    server, port = start_gateway(
-        tmp_path,
+    server, port = start_offline_gateway(
         tls_cert_file=server_cert.cert,
         tls_key_file=server_cert.key,
         tls_client_ca_file=ca.cert,

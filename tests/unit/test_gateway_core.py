@@ -3,7 +3,6 @@ own checks, with every downstream service down (real channels to closed ports)."
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from hemascope.errors import (
 )
 from hemascope.imaging.inputs import ImageInput
 from hemascope.v1 import common_pb2
+from tests.gateway_helpers import closed_port
 
 
 class Clock:
@@ -194,21 +194,15 @@ def test_internal_errors_never_pass_a_remote_message_on() -> None:
 # ---------------------------------------------------------------- the core, every service down
 
 
-def _closed_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
-
-
 @pytest.fixture(scope="module")
 def core() -> Iterator[GatewayCore]:
     settings = GatewaySettings(
         port=0,
         metrics_port=None,
-        feature_address=_closed_port(),
-        classifier_address=_closed_port(),
-        detector_address=_closed_port(),
-        explain_address=_closed_port(),
+        feature_address=closed_port(),
+        classifier_address=closed_port(),
+        detector_address=closed_port(),
+        explain_address=closed_port(),
         max_image_bytes=64 * 1024,
         retry_backoff_ms=1,
         breaker_failures=1000,
