@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -35,6 +37,10 @@ from services.feature.runtime import OnnxEmbedder
 from services.feature.settings import FeatureSettings
 
 log = get_logger(__name__)
+
+
+#: Input-check verdicts remembered per feature service (a few hundred bytes each).
+VERDICTS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,9 @@ class FeatureCore:
         self._info: BackboneInfo | None = None
         self._embedder: OnnxEmbedder | None = None
         self._batcher: MicroBatcher[NDArray[np.uint8], NDArray[np.float32]] | None = None
+        # Input-check verdicts by pixel hash: a repeated image (an embedding-cache hit) is not checked again.
+        self._verdicts: OrderedDict[str, InputCheck] = OrderedDict()
+        self._verdicts_lock = threading.Lock()
 
     # lifecycle -------------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -198,10 +207,9 @@ class FeatureCore:
     def _prepare(self, image: ImageInput, skip_cache: bool) -> _Prepared:
         info = self.info
         decoded = decode_image(image.data, self.limits, image.media_type)
-        check = self._check_input(decoded)
-        key = CacheKey(
-            content_hash(decoded.pixels), self.spec.name, info.weights_hash, info.preprocessing.version
-        )
+        pixel_hash = content_hash(decoded.pixels)
+        check = self._check_input(decoded, pixel_hash)
+        key = CacheKey(pixel_hash, self.spec.name, info.weights_hash, info.preprocessing.version)
         cached = None if skip_cache else self.cache.get(key)
         if cached is not None and cached.shape != (self.spec.dimension,):
             cached = None
@@ -210,11 +218,21 @@ class FeatureCore:
             prepared.pixels = info.preprocessing.prepare(decoded.pixels)
         return prepared
 
-    def _check_input(self, decoded: DecodedImage) -> InputCheck | None:
-        """The input check's verdict (None when it is off); a blank image is refused here."""
+    def _check_input(self, decoded: DecodedImage, pixel_hash: str) -> InputCheck | None:
+        """The input check's verdict (None when it is off); a blank image is refused here. Verdicts of the
+        last :data:`VERDICTS_KEPT` distinct images are remembered (the check depends on the pixels only)."""
         if not self.settings.input_check:
             return None
-        check = check_input(decoded.pixels)
+        with self._verdicts_lock:
+            check = self._verdicts.get(pixel_hash)
+            if check is not None:
+                self._verdicts.move_to_end(pixel_hash)
+        if check is None:
+            check = check_input(decoded.pixels)
+            with self._verdicts_lock:
+                self._verdicts[pixel_hash] = check
+                while len(self._verdicts) > VERDICTS_KEPT:
+                    self._verdicts.popitem(last=False)
         INPUT_CHECKS.labels(check.kind.value).inc()
         if check.kind is InputKind.BLANK:
             raise InvalidArgument(check.reason, reason="BLANK_IMAGE", field="image.data")

@@ -123,3 +123,29 @@ def test_the_feature_service_reports_the_check_on_each_embedding(
     assert blank.error.reason == "BLANK_IMAGE" and blank.error.field == "image.data"
     assert smear.result.embedding.input_check.kind == common_pb2.INPUT_KIND_MULTIPLE_CELLS
     assert "not a single-cell image" in smear.result.embedding.input_check.reason
+
+
+def test_a_repeated_image_is_checked_once_and_keeps_its_verdict(
+    model_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hemascope.imaging.inputs import ImageInput
+    from services.feature import core as feature_core
+
+    calls: list[int] = []
+    real_check = feature_core.check_input
+
+    def counting(pixels: np.ndarray) -> feature_core.InputCheck:
+        calls.append(1)
+        return real_check(pixels)
+
+    monkeypatch.setattr(feature_core, "check_input", counting)
+    core = feature_core.FeatureCore(FeatureSettings(model_cache_dir=model_cache_dir))
+    core.load()
+    try:
+        smear = ImageInput((REPO_ROOT / "samples/smear/BloodImage_00002.jpg").read_bytes())
+        first, second = core.embed(smear), core.embed(smear)
+    finally:
+        core.close()
+    assert len(calls) == 1 and not first.cache_hit and second.cache_hit
+    assert first.input_check == second.input_check and first.input_check is not None
+    assert first.input_check.kind is not feature_core.InputKind.SINGLE_CELL
