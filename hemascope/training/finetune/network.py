@@ -8,12 +8,14 @@ Importing this module imports torch.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from hemascope.errors import ConfigurationError
 from services.feature.backbones import build_torch_module
 from services.feature.torch_modules import EfficientNetTrunk, EmbeddingModule
 
@@ -67,10 +69,6 @@ class Back(nn.Module):
 def training_device() -> torch.device:
     """Where fine-tuning runs: ``$HEMASCOPE_TRAIN_DEVICE`` (``cpu``, ``cuda``, ``cuda:1`` ...), else CUDA
     when PyTorch sees a GPU, else the CPU. Results move back to the CPU, so callers never see the device."""
-    import os
-
-    from hemascope.errors import ConfigurationError
-
     asked = os.environ.get("HEMASCOPE_TRAIN_DEVICE", "").strip()
     if not asked:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
