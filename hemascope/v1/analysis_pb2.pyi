@@ -71,7 +71,7 @@ class EmbeddingInfo(_message.Message):
     def __init__(self, backbone: _Optional[str] = ..., weights_hash: _Optional[str] = ..., preprocessing: _Optional[str] = ..., cache_hit: _Optional[bool] = ...) -> None: ...
 
 class CellClassification(_message.Message):
-    __slots__ = ("predictions", "bundle_version", "consensus_label", "consensus_probability", "agreement", "malignant_probability", "malignant", "refer", "refer_reasons")
+    __slots__ = ("predictions", "bundle_version", "consensus_label", "consensus_probability", "agreement", "malignant_probability", "malignant", "refer", "refer_reasons", "atypical_acquisition", "malignant_unconfirmed")
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONSENSUS_LABEL_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,8 @@ class CellClassification(_message.Message):
     MALIGNANT_FIELD_NUMBER: _ClassVar[int]
     REFER_FIELD_NUMBER: _ClassVar[int]
     REFER_REASONS_FIELD_NUMBER: _ClassVar[int]
+    ATYPICAL_ACQUISITION_FIELD_NUMBER: _ClassVar[int]
+    MALIGNANT_UNCONFIRMED_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.RepeatedCompositeFieldContainer[_classifier_pb2.ModelPrediction]
     bundle_version: str
     consensus_label: str
@@ -90,7 +92,27 @@ class CellClassification(_message.Message):
     malignant: bool
     refer: bool
     refer_reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, predictions: _Optional[_Iterable[_Union[_classifier_pb2.ModelPrediction, _Mapping]]] = ..., bundle_version: _Optional[str] = ..., consensus_label: _Optional[str] = ..., consensus_probability: _Optional[float] = ..., agreement: _Optional[float] = ..., malignant_probability: _Optional[float] = ..., malignant: _Optional[bool] = ..., refer: _Optional[bool] = ..., refer_reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    atypical_acquisition: bool
+    malignant_unconfirmed: bool
+    def __init__(self, predictions: _Optional[_Iterable[_Union[_classifier_pb2.ModelPrediction, _Mapping]]] = ..., bundle_version: _Optional[str] = ..., consensus_label: _Optional[str] = ..., consensus_probability: _Optional[float] = ..., agreement: _Optional[float] = ..., malignant_probability: _Optional[float] = ..., malignant: _Optional[bool] = ..., refer: _Optional[bool] = ..., refer_reasons: _Optional[_Iterable[str]] = ..., atypical_acquisition: _Optional[bool] = ..., malignant_unconfirmed: _Optional[bool] = ...) -> None: ...
+
+class SiteStatus(_message.Message):
+    __slots__ = ("status", "atypical_share", "window_images", "window", "flag_share", "expected_share", "images_seen")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATYPICAL_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    FLAG_SHARE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_SEEN_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    atypical_share: float
+    window_images: int
+    window: int
+    flag_share: float
+    expected_share: float
+    images_seen: int
+    def __init__(self, status: _Optional[str] = ..., atypical_share: _Optional[float] = ..., window_images: _Optional[int] = ..., window: _Optional[int] = ..., flag_share: _Optional[float] = ..., expected_share: _Optional[float] = ..., images_seen: _Optional[int] = ...) -> None: ...
 
 class CellDetection(_message.Message):
     __slots__ = ("boxes", "model_version")
@@ -131,7 +153,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ...) -> None: ...
 
 class AnalyzeResponse(_message.Message):
-    __slots__ = ("image_id", "content_hash", "width", "height", "embedding", "classification", "detection", "explanation", "parts", "timings", "model_versions", "input_check")
+    __slots__ = ("image_id", "content_hash", "width", "height", "embedding", "classification", "detection", "explanation", "parts", "timings", "model_versions", "input_check", "site")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +173,7 @@ class AnalyzeResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     INPUT_CHECK_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
     image_id: str
     content_hash: str
     width: int
@@ -163,7 +186,8 @@ class AnalyzeResponse(_message.Message):
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     model_versions: _containers.ScalarMap[str, str]
     input_check: _common_pb2.InputCheck
-    def __init__(self, image_id: _Optional[str] = ..., content_hash: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., classification: _Optional[_Union[CellClassification, _Mapping]] = ..., detection: _Optional[_Union[CellDetection, _Mapping]] = ..., explanation: _Optional[_Union[CellExplanation, _Mapping]] = ..., parts: _Optional[_Iterable[_Union[PartStatus, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., input_check: _Optional[_Union[_common_pb2.InputCheck, _Mapping]] = ...) -> None: ...
+    site: SiteStatus
+    def __init__(self, image_id: _Optional[str] = ..., content_hash: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., classification: _Optional[_Union[CellClassification, _Mapping]] = ..., detection: _Optional[_Union[CellDetection, _Mapping]] = ..., explanation: _Optional[_Union[CellExplanation, _Mapping]] = ..., parts: _Optional[_Iterable[_Union[PartStatus, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., input_check: _Optional[_Union[_common_pb2.InputCheck, _Mapping]] = ..., site: _Optional[_Union[SiteStatus, _Mapping]] = ...) -> None: ...
 
 class AnalyzeStreamRequest(_message.Message):
     __slots__ = ("request_id", "request")
@@ -210,7 +234,7 @@ class ServiceState(_message.Message):
     def __init__(self, name: _Optional[str] = ..., serving: _Optional[bool] = ..., circuit_open: _Optional[bool] = ..., not_running: _Optional[bool] = ...) -> None: ...
 
 class GetCapabilitiesResponse(_message.Message):
-    __slots__ = ("classes", "malignant_classes", "models", "bundle_version", "embedding", "detector_version", "detector_classes", "max_image_bytes", "max_image_pixels", "max_stream_in_flight", "max_streams_per_caller", "services")
+    __slots__ = ("classes", "malignant_classes", "models", "bundle_version", "embedding", "detector_version", "detector_classes", "max_image_bytes", "max_image_pixels", "max_stream_in_flight", "max_streams_per_caller", "services", "site")
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     MALIGNANT_CLASSES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +247,7 @@ class GetCapabilitiesResponse(_message.Message):
     MAX_STREAM_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAMS_PER_CALLER_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
     classes: _containers.RepeatedScalarFieldContainer[str]
     malignant_classes: _containers.RepeatedScalarFieldContainer[str]
     models: _containers.RepeatedCompositeFieldContainer[ClassifierModel]
@@ -235,4 +260,5 @@ class GetCapabilitiesResponse(_message.Message):
     max_stream_in_flight: int
     max_streams_per_caller: int
     services: _containers.RepeatedCompositeFieldContainer[ServiceState]
-    def __init__(self, classes: _Optional[_Iterable[str]] = ..., malignant_classes: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ClassifierModel, _Mapping]]] = ..., bundle_version: _Optional[str] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., detector_version: _Optional[str] = ..., detector_classes: _Optional[_Iterable[str]] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_stream_in_flight: _Optional[int] = ..., max_streams_per_caller: _Optional[int] = ..., services: _Optional[_Iterable[_Union[ServiceState, _Mapping]]] = ...) -> None: ...
+    site: SiteStatus
+    def __init__(self, classes: _Optional[_Iterable[str]] = ..., malignant_classes: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ClassifierModel, _Mapping]]] = ..., bundle_version: _Optional[str] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., detector_version: _Optional[str] = ..., detector_classes: _Optional[_Iterable[str]] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_stream_in_flight: _Optional[int] = ..., max_streams_per_caller: _Optional[int] = ..., services: _Optional[_Iterable[_Union[ServiceState, _Mapping]]] = ..., site: _Optional[_Union[SiteStatus, _Mapping]] = ...) -> None: ...

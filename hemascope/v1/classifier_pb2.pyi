@@ -15,11 +15,13 @@ class ReferReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFER_REASON_OUT_OF_DISTRIBUTION: _ClassVar[ReferReason]
     REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION: _ClassVar[ReferReason]
     REFER_REASON_NOT_SINGLE_CELL: _ClassVar[ReferReason]
+    REFER_REASON_ATYPICAL_ACQUISITION: _ClassVar[ReferReason]
 REFER_REASON_UNSPECIFIED: ReferReason
 REFER_REASON_LOW_CONFIDENCE: ReferReason
 REFER_REASON_OUT_OF_DISTRIBUTION: ReferReason
 REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION: ReferReason
 REFER_REASON_NOT_SINGLE_CELL: ReferReason
+REFER_REASON_ATYPICAL_ACQUISITION: ReferReason
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("embeddings", "models")
@@ -38,7 +40,7 @@ class ClassProbability(_message.Message):
     def __init__(self, class_name: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class ModelPrediction(_message.Message):
-    __slots__ = ("model", "model_version", "probabilities", "label", "confidence", "malignant_probability", "abstain", "ood_score", "out_of_distribution", "refer_reason")
+    __slots__ = ("model", "model_version", "probabilities", "label", "confidence", "malignant_probability", "abstain", "ood_score", "out_of_distribution", "refer_reason", "acquisition_score", "atypical_acquisition", "acquisition_checked")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +51,9 @@ class ModelPrediction(_message.Message):
     OOD_SCORE_FIELD_NUMBER: _ClassVar[int]
     OUT_OF_DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     REFER_REASON_FIELD_NUMBER: _ClassVar[int]
+    ACQUISITION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ATYPICAL_ACQUISITION_FIELD_NUMBER: _ClassVar[int]
+    ACQUISITION_CHECKED_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_version: str
     probabilities: _containers.RepeatedCompositeFieldContainer[ClassProbability]
@@ -59,7 +64,10 @@ class ModelPrediction(_message.Message):
     ood_score: float
     out_of_distribution: bool
     refer_reason: ReferReason
-    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., probabilities: _Optional[_Iterable[_Union[ClassProbability, _Mapping]]] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., malignant_probability: _Optional[float] = ..., abstain: _Optional[bool] = ..., ood_score: _Optional[float] = ..., out_of_distribution: _Optional[bool] = ..., refer_reason: _Optional[_Union[ReferReason, str]] = ...) -> None: ...
+    acquisition_score: float
+    atypical_acquisition: bool
+    acquisition_checked: bool
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., probabilities: _Optional[_Iterable[_Union[ClassProbability, _Mapping]]] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., malignant_probability: _Optional[float] = ..., abstain: _Optional[bool] = ..., ood_score: _Optional[float] = ..., out_of_distribution: _Optional[bool] = ..., refer_reason: _Optional[_Union[ReferReason, str]] = ..., acquisition_score: _Optional[float] = ..., atypical_acquisition: _Optional[bool] = ..., acquisition_checked: _Optional[bool] = ...) -> None: ...
 
 class ClassifyResult(_message.Message):
     __slots__ = ("predictions",)
@@ -105,7 +113,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., abstain_threshold: _Optional[float] = ..., temperature: _Optional[float] = ..., ood_threshold: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("bundle_version", "backbone", "weights_hash", "dimension", "preprocessing", "classes", "malignant_classes", "models", "data_fingerprint", "created", "max_embeddings", "last_reload_error")
+    __slots__ = ("bundle_version", "backbone", "weights_hash", "dimension", "preprocessing", "classes", "malignant_classes", "models", "data_fingerprint", "created", "max_embeddings", "last_reload_error", "acquisition_revision", "expected_atypical_rate")
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +126,8 @@ class ListModelsResponse(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     MAX_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     LAST_RELOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ACQUISITION_REVISION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ATYPICAL_RATE_FIELD_NUMBER: _ClassVar[int]
     bundle_version: str
     backbone: str
     weights_hash: str
@@ -130,7 +140,9 @@ class ListModelsResponse(_message.Message):
     created: str
     max_embeddings: int
     last_reload_error: str
-    def __init__(self, bundle_version: _Optional[str] = ..., backbone: _Optional[str] = ..., weights_hash: _Optional[str] = ..., dimension: _Optional[int] = ..., preprocessing: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., malignant_classes: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., data_fingerprint: _Optional[str] = ..., created: _Optional[str] = ..., max_embeddings: _Optional[int] = ..., last_reload_error: _Optional[str] = ...) -> None: ...
+    acquisition_revision: int
+    expected_atypical_rate: float
+    def __init__(self, bundle_version: _Optional[str] = ..., backbone: _Optional[str] = ..., weights_hash: _Optional[str] = ..., dimension: _Optional[int] = ..., preprocessing: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., malignant_classes: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., data_fingerprint: _Optional[str] = ..., created: _Optional[str] = ..., max_embeddings: _Optional[int] = ..., last_reload_error: _Optional[str] = ..., acquisition_revision: _Optional[int] = ..., expected_atypical_rate: _Optional[float] = ...) -> None: ...
 
 class ReloadBundleRequest(_message.Message):
     __slots__ = ("path",)

@@ -24,21 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19hemascope/v1/common.proto\x12\x0chemascope.v1\";\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\"\x9c\x01\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12\x14\n\x0cweights_hash\x18\x04 \x01(\t\x12\x15\n\rpreprocessing\x18\x05 \x01(\t\x12-\n\x0binput_check\x18\x06 \x01(\x0b\x32\x18.hemascope.v1.InputCheck\"\xc7\x01\n\nInputCheck\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.hemascope.v1.InputKind\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\r\x12\x0e\n\x06nuclei\x18\x04 \x01(\r\x12\x18\n\x10nucleus_fraction\x18\x05 \x01(\x01\x12\x15\n\rcell_fraction\x18\x06 \x01(\x01\x12\x15\n\rcentre_offset\x18\x07 \x01(\x01\x12\x18\n\x10stained_fraction\x18\x08 \x01(\x01\"K\n\x0b\x45rrorDetail\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t*\xb1\x01\n\tInputKind\x12\x1a\n\x16INPUT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16INPUT_KIND_SINGLE_CELL\x10\x01\x12\x1d\n\x19INPUT_KIND_MULTIPLE_CELLS\x10\x02\x12\x16\n\x12INPUT_KIND_NO_CELL\x10\x03\x12\x1f\n\x1bINPUT_KIND_NOT_A_CELL_IMAGE\x10\x04\x12\x14\n\x10INPUT_KIND_BLANK\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19hemascope/v1/common.proto\x12\x0chemascope.v1\";\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\"\xd7\x01\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12\x14\n\x0cweights_hash\x18\x04 \x01(\t\x12\x15\n\rpreprocessing\x18\x05 \x01(\t\x12-\n\x0binput_check\x18\x06 \x01(\x0b\x32\x18.hemascope.v1.InputCheck\x12\x39\n\x0b\x61\x63quisition\x18\x07 \x01(\x0b\x32$.hemascope.v1.AcquisitionFingerprint\":\n\x16\x41\x63quisitionFingerprint\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x10\n\x08revision\x18\x02 \x01(\r\"\xc7\x01\n\nInputCheck\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.hemascope.v1.InputKind\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\r\x12\x0e\n\x06nuclei\x18\x04 \x01(\r\x12\x18\n\x10nucleus_fraction\x18\x05 \x01(\x01\x12\x15\n\rcell_fraction\x18\x06 \x01(\x01\x12\x15\n\rcentre_offset\x18\x07 \x01(\x01\x12\x18\n\x10stained_fraction\x18\x08 \x01(\x01\"K\n\x0b\x45rrorDetail\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t*\xb1\x01\n\tInputKind\x12\x1a\n\x16INPUT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16INPUT_KIND_SINGLE_CELL\x10\x01\x12\x1d\n\x19INPUT_KIND_MULTIPLE_CELLS\x10\x02\x12\x16\n\x12INPUT_KIND_NO_CELL\x10\x03\x12\x1f\n\x1bINPUT_KIND_NOT_A_CELL_IMAGE\x10\x04\x12\x14\n\x10INPUT_KIND_BLANK\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hemascope.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INPUTKIND']._serialized_start=543
-  _globals['_INPUTKIND']._serialized_end=720
+  _globals['_INPUTKIND']._serialized_start=662
+  _globals['_INPUTKIND']._serialized_end=839
   _globals['_IMAGE']._serialized_start=43
   _globals['_IMAGE']._serialized_end=102
   _globals['_EMBEDDING']._serialized_start=105
-  _globals['_EMBEDDING']._serialized_end=261
-  _globals['_INPUTCHECK']._serialized_start=264
-  _globals['_INPUTCHECK']._serialized_end=463
-  _globals['_ERRORDETAIL']._serialized_start=465
-  _globals['_ERRORDETAIL']._serialized_end=540
+  _globals['_EMBEDDING']._serialized_end=320
+  _globals['_ACQUISITIONFINGERPRINT']._serialized_start=322
+  _globals['_ACQUISITIONFINGERPRINT']._serialized_end=380
+  _globals['_INPUTCHECK']._serialized_start=383
+  _globals['_INPUTCHECK']._serialized_end=582
+  _globals['_ERRORDETAIL']._serialized_start=584
+  _globals['_ERRORDETAIL']._serialized_end=659
 # @@protoc_insertion_point(module_scope)

@@ -33,20 +33,30 @@ class Image(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., media_type: _Optional[str] = ..., image_id: _Optional[str] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("values", "dimension", "backbone", "weights_hash", "preprocessing", "input_check")
+    __slots__ = ("values", "dimension", "backbone", "weights_hash", "preprocessing", "input_check", "acquisition")
     VALUES_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_HASH_FIELD_NUMBER: _ClassVar[int]
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     INPUT_CHECK_FIELD_NUMBER: _ClassVar[int]
+    ACQUISITION_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[float]
     dimension: int
     backbone: str
     weights_hash: str
     preprocessing: str
     input_check: InputCheck
-    def __init__(self, values: _Optional[_Iterable[float]] = ..., dimension: _Optional[int] = ..., backbone: _Optional[str] = ..., weights_hash: _Optional[str] = ..., preprocessing: _Optional[str] = ..., input_check: _Optional[_Union[InputCheck, _Mapping]] = ...) -> None: ...
+    acquisition: AcquisitionFingerprint
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., dimension: _Optional[int] = ..., backbone: _Optional[str] = ..., weights_hash: _Optional[str] = ..., preprocessing: _Optional[str] = ..., input_check: _Optional[_Union[InputCheck, _Mapping]] = ..., acquisition: _Optional[_Union[AcquisitionFingerprint, _Mapping]] = ...) -> None: ...
+
+class AcquisitionFingerprint(_message.Message):
+    __slots__ = ("values", "revision")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    revision: int
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class InputCheck(_message.Message):
     __slots__ = ("kind", "reason", "revision", "nuclei", "nucleus_fraction", "cell_fraction", "centre_offset", "stained_fraction")

@@ -1,0 +1,85 @@
+"""Fitting a bundle's acquisition reference (:class:`hemascope.bundle.site.SiteReference`).
+
+Fitted on the FIT part's fingerprints, one Ledoit-Wolf shrunk Gaussian per class in standardised units:
+each entry divided by its spread *within* classes (the inter-quartile range of the class-centred values,
+floored at the fingerprint's resolution), so that a difference between laboratories is measured against
+the variation inside one, not hidden by it. Each class's threshold is a
+quantile (default the 95th percentile) of the CALIBRATION part's scores against their own class; a class
+with fewer than :data:`MIN_PER_CLASS` calibration images takes the pooled quantile of all classes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.covariance import LedoitWolf
+
+from hemascope.bundle.site import SiteReference
+from hemascope.imaging.fingerprint import RESOLUTION, REVISION, SIZE
+
+DEFAULT_QUANTILE = 0.95
+MIN_PER_CLASS = 50
+_IQR_TO_SD = 1.349
+
+
+def fit_site_reference(
+    fit: NDArray[np.floating],
+    fit_y: NDArray[np.integer],
+    calib: NDArray[np.floating],
+    calib_y: NDArray[np.integer],
+    n_classes: int,
+    *,
+    quantile: float = DEFAULT_QUANTILE,
+) -> SiteReference:
+    """The reference of fingerprints ``fit`` (N x SIZE) with class indices ``fit_y``; thresholds from
+    ``calib``/``calib_y``. Every class must have at least two fit images."""
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must lie in (0, 1), got {quantile}")
+    fit = np.asarray(fit, dtype=np.float64)
+    if fit.ndim != 2 or fit.shape[1] != SIZE:
+        raise ValueError(f"fingerprints must be N x {SIZE}, got {fit.shape}")
+    counts = np.bincount(np.asarray(fit_y, dtype=np.intp), minlength=n_classes)
+    short = [c for c in range(n_classes) if counts[c] < 2]
+    if short:
+        raise ValueError(f"the acquisition reference needs two fit images of every class; {short} have fewer")
+    centre = np.median(fit, axis=0)
+    labels = np.asarray(fit_y, dtype=np.intp)
+    within = fit - np.stack([np.median(fit[labels == c], axis=0) for c in range(n_classes)])[labels]
+    q75, q25 = np.percentile(within, [75, 25], axis=0)
+    scale = np.maximum((q75 - q25) / _IQR_TO_SD, np.asarray(RESOLUTION, dtype=np.float64))
+    z = (fit - centre) / scale
+    means, precisions = [], []
+    for c in range(n_classes):
+        rows = z[labels == c]
+        shrunk = LedoitWolf().fit(rows)
+        means.append(shrunk.location_)
+        precisions.append(shrunk.precision_)
+    partial = SiteReference(
+        centre=centre,
+        scale=scale,
+        class_means=np.stack(means),
+        precisions=np.stack(precisions),
+        thresholds=np.zeros(n_classes),
+        quantile=np.asarray(quantile, dtype=np.float64),
+        revision=np.asarray(float(REVISION)),
+    )
+    calib_y = np.asarray(calib_y, dtype=np.intp)
+    scores = partial.score(np.asarray(calib, dtype=np.float64), calib_y)
+    pooled = float(np.quantile(scores, quantile))
+    thresholds = np.array(
+        [
+            float(np.quantile(scores[calib_y == c], quantile))
+            if (calib_y == c).sum() >= MIN_PER_CLASS
+            else pooled
+            for c in range(n_classes)
+        ]
+    )
+    return SiteReference(
+        centre=partial.centre,
+        scale=partial.scale,
+        class_means=partial.class_means,
+        precisions=partial.precisions,
+        thresholds=thresholds,
+        quantile=partial.quantile,
+        revision=partial.revision,
+    )
