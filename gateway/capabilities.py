@@ -146,6 +146,7 @@ class CapabilitiesCache:
                     ModelCapability(m.name, m.version, methods.get(m.name, ())) for m in models.models
                 ),
                 bundle_version=models.bundle_version,
+                expected_atypical_rate=models.expected_atypical_rate,
             )
             self.facts = ClassifierFacts(
                 caps.classes, tuple(m.name for m in models.models), caps.explain_methods or self._methods()

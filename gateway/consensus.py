@@ -5,7 +5,8 @@ agreement = the fraction of models whose own label is that class; malignant prob
 models' malignant probabilities, flagged at the threshold; refer when any model abstains (low confidence,
 out of distribution, or both, or the image is not a single centred white cell) or when the models disagree on
 the label, with one reason per cause; the input check's own reason, when the image is not a single cell,
-comes first.
+comes first. When any model found the image's acquisition atypical for its answer (the class was never
+validated on images taken like this one), a malignant call is still reported but marked unconfirmed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ REFER_WORDS: Mapping[str, str] = {
     "OUT_OF_DISTRIBUTION": "out of distribution",
     "LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION": "low confidence and out of distribution",
     "NOT_SINGLE_CELL": "not a single-cell image",
+    "ATYPICAL_ACQUISITION": "acquisition atypical for its class",
 }
 DEFAULT_MALIGNANT_THRESHOLD = 0.5
 
@@ -34,6 +36,7 @@ class ModelVote:
     abstain: bool = False
     refer_reason: str = ""
     """A key of :data:`REFER_WORDS` ("LOW_CONFIDENCE", "NOT_SINGLE_CELL", ...) or empty."""
+    atypical_acquisition: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class Consensus:
     malignant: bool
     refer: bool
     refer_reasons: tuple[str, ...]
+    atypical_acquisition: bool = False
+    #: malignant, but from an acquisition the bundle was not validated on: to be confirmed by a reviewer
+    malignant_unconfirmed: bool = False
 
 
 def consensus(
@@ -74,12 +80,16 @@ def consensus(
     labels = sorted({vote.label for vote in votes})
     if len(labels) > 1:
         reasons.append(f"models disagree: {', '.join(labels)}")
+    malignant = malignant_probability >= malignant_threshold
+    atypical = any(vote.atypical_acquisition for vote in votes)
     return Consensus(
         label=label,
         probability=means[label],
         agreement=agreement,
         malignant_probability=malignant_probability,
-        malignant=malignant_probability >= malignant_threshold,
+        malignant=malignant,
         refer=bool(reasons),
         refer_reasons=tuple(reasons),
+        atypical_acquisition=atypical,
+        malignant_unconfirmed=malignant and atypical,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.consensus import DEFAULT_MALIGNANT_THRESHOLD
-from gateway.domain import AnalysisReport, AnalyzeOptions, Capabilities, EmbeddingInfo
+from gateway.domain import AnalysisReport, AnalyzeOptions, Capabilities, EmbeddingInfo, SiteReport
 from hemascope.errors import HemascopeError, InvalidArgument, echo
 from hemascope.imaging.inputs import ImageInput
 from hemascope.interceptors import error_detail
@@ -111,8 +111,12 @@ def analyze_response(report: AnalysisReport) -> analysis_pb2.AnalyzeResponse:
                 malignant=v.malignant,
                 refer=v.refer,
                 refer_reasons=v.refer_reasons,
+                atypical_acquisition=v.atypical_acquisition,
+                malignant_unconfirmed=v.malignant_unconfirmed,
             )
         )
+    if report.site is not None:
+        response.site.CopyFrom(site_status(report.site))
     if report.detection is not None:
         d = report.detection
         response.detection.CopyFrom(analysis_pb2.CellDetection(boxes=d.boxes, model_version=d.model_version))
@@ -143,7 +147,21 @@ def stream_error(request_id: str, error: HemascopeError) -> analysis_pb2.Analyze
     return analysis_pb2.AnalyzeStreamResponse(request_id=request_id, error=detail)
 
 
-def capabilities_response(caps: Capabilities) -> analysis_pb2.GetCapabilitiesResponse:
+def site_status(site: SiteReport, expected_share: float = 0.0) -> analysis_pb2.SiteStatus:
+    return analysis_pb2.SiteStatus(
+        status=site.status.value,
+        atypical_share=site.atypical_share,
+        window_images=site.window_images,
+        window=site.window,
+        flag_share=site.flag_share,
+        expected_share=expected_share,
+        images_seen=site.images_seen,
+    )
+
+
+def capabilities_response(
+    caps: Capabilities, site: SiteReport | None = None
+) -> analysis_pb2.GetCapabilitiesResponse:
     response = analysis_pb2.GetCapabilitiesResponse(
         classes=caps.classes,
         malignant_classes=caps.malignant_classes,
@@ -167,4 +185,6 @@ def capabilities_response(caps: Capabilities) -> analysis_pb2.GetCapabilitiesRes
     )
     if caps.embedding is not None:
         response.embedding.CopyFrom(_embedding(caps.embedding))
+    if site is not None:
+        response.site.CopyFrom(site_status(site, caps.expected_atypical_rate))
     return response

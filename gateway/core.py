@@ -254,6 +254,7 @@ class GatewayCore:
                 malignant_probability=p.malignant_probability,
                 abstain=p.abstain,
                 refer_reason=classifier_pb2.ReferReason.Name(p.refer_reason).removeprefix(_REFER_PREFIX),
+                atypical_acquisition=p.atypical_acquisition,
             )
             for p in predictions
         ]

@@ -28,12 +28,14 @@ import grpc
 
 from gateway.audit import AuditRecord
 from gateway.audit_trail import AuditTrail
-from gateway.domain import AnalysisReport, AnalyzeOptions, Capabilities
+from gateway.domain import AnalysisReport, AnalyzeOptions, Capabilities, SiteReport
 from gateway.identity import Caller, Identifier
 from gateway.limits import StreamLimiter
+from gateway.site_monitor import SiteMonitor
 from hemascope.errors import HemascopeError, ResourceExhausted, Unauthenticated
 from hemascope.imaging.inputs import ImageInput
 from hemascope.logs import get_logger
+from hemascope.site.drift import DriftRule
 
 log = get_logger(__name__)
 
@@ -90,6 +92,7 @@ class DataPlane:
         batch_parallel: int,
         audit: AuditTrail | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        sites: SiteMonitor | None = None,
     ) -> None:
         self.core = core
         self.identifier = identifier
@@ -98,6 +101,7 @@ class DataPlane:
         self._parallel = max(1, batch_parallel)
         self.audit = audit
         self._clock = clock
+        self.sites = sites if sites is not None else SiteMonitor(DriftRule())
 
     # ---------------------------------------------------------------- admission
 
@@ -186,6 +190,7 @@ class DataPlane:
         try:
             image, options = read()
             report = self.core.analyze(image, options, deadline_s)
+            self.sites.observe(caller.id, report)
         except HemascopeError as exc:
             self.record(caller, rpc, exc.code.name, started=started, options=options_view)
             raise
@@ -255,6 +260,10 @@ class DataPlane:
 
     def capabilities(self) -> Capabilities:
         return self.core.capabilities()
+
+    def site_status(self, caller: Caller) -> SiteReport:
+        """The caller's site status (drift monitor), as its next answer would report it."""
+        return self.sites.status(caller.id)
 
     @contextmanager
     def stream(self, caller: Caller, rpc: str) -> Iterator[None]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from gateway.consensus import DEFAULT_MALIGNANT_THRESHOLD, Consensus
+from hemascope.site.drift import SiteStatus
 from hemascope.v1 import classifier_pb2, common_pb2, detector_pb2, explain_pb2
 
 PARTS = ("embedding", "classification", "detection", "explanation")
@@ -88,6 +89,18 @@ class Detection:
     model_version: str
 
 
+@dataclass(frozen=True)
+class SiteReport:
+    """A caller's site status after an image (AnalyzeResponse.site / GetCapabilities.site)."""
+
+    status: SiteStatus
+    atypical_share: float = 0.0
+    window_images: int = 0
+    window: int = 0
+    flag_share: float = 0.0
+    images_seen: int = 0
+
+
 @dataclass
 class AnalysisReport:
     """One image's analysis: what succeeded, and a status for every part attempted."""
@@ -105,6 +118,8 @@ class AnalysisReport:
     parts: list[PartStatus] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     model_versions: dict[str, str] = field(default_factory=dict)
+    #: the caller's site status after this image; None when it was not classified
+    site: SiteReport | None = None
 
     @property
     def outcome(self) -> str:
@@ -147,3 +162,5 @@ class Capabilities:
     services: tuple[ServiceState, ...] = ()
     explain_methods: tuple[str, ...] = ()
     """Every CAM method any model accepts (for validating AnalyzeOptions.explain_method)."""
+    expected_atypical_rate: float = 0.0
+    """Share of a validated site's answers flagged atypical by construction (0: no reference)."""

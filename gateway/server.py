@@ -24,9 +24,11 @@ from gateway.interceptor import GatewayInterceptor
 from gateway.limits import StreamLimiter
 from gateway.servicer import AnalysisServicer
 from gateway.settings import GatewaySettings
+from gateway.site_monitor import SiteMonitor
 from gateway.tls import server_credentials
 from hemascope.logs import get_logger
 from hemascope.server import ManagedServer, ServiceBinding, build_server
+from hemascope.site.drift import DriftRule
 from hemascope.v1 import analysis_pb2, analysis_pb2_grpc
 
 log = get_logger(__name__)
@@ -66,6 +68,15 @@ def create_server(settings: GatewaySettings) -> tuple[ManagedServer, int]:
         BoundedRunner(batch_executor, settings.batch_capacity),
         settings.batch_parallel,
         audit,
+        sites=SiteMonitor(
+            DriftRule(
+                settings.site_window,
+                settings.site_min_images,
+                settings.site_flag_share,
+                settings.site_clear_share,
+            ),
+            settings.site_max_callers,
+        ),
     )
     servicer = AnalysisServicer(
         plane, stream_executor, settings.max_stream_in_flight, settings.stream_idle_timeout_s

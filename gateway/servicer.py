@@ -93,7 +93,8 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
     def GetCapabilities(  # noqa: N802
         self, request: analysis_pb2.GetCapabilitiesRequest, context: grpc.ServicerContext
     ) -> analysis_pb2.GetCapabilitiesResponse:
-        return converters.capabilities_response(self.plane.capabilities())
+        caller = caller_of(context)
+        return converters.capabilities_response(self.plane.capabilities(), self.plane.site_status(caller))
 
     def _analyze(
         self, request: analysis_pb2.AnalyzeRequest, caller: Caller, deadline_s: float | None, rpc: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from hemascope.settings import ImageLimitSettings, ServerSettings
@@ -75,6 +75,27 @@ class GatewaySettings(ServerSettings, ImageLimitSettings):
         description="An AnalyzeStream with nothing in flight that sends no request for this long is ended "
         "(DEADLINE_EXCEEDED, reason STREAM_IDLE), freeing its slot.",
     )
+    site_window: int = Field(
+        50, ge=1, description="Images in each caller's drift window (the site monitor, docs/site.md)."
+    )
+    site_min_images: int = Field(
+        20, ge=1, description="Images a caller's window needs before the site monitor judges it."
+    )
+    site_flag_share: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Atypical share of the window at which a caller is flagged 'unvalidated site'.",
+    )
+    site_clear_share: float = Field(
+        0.15,
+        gt=0,
+        le=1,
+        description="Share at or below which a flagged caller is cleared again (hysteresis).",
+    )
+    site_max_callers: int = Field(
+        10_000, ge=1, description="Callers the site monitor remembers (least recently seen forgotten first)."
+    )
     batch_parallel: int = Field(
         4, ge=1, description="Images of one KServe ModelInfer batch analysed at once."
     )
@@ -132,3 +153,11 @@ class GatewaySettings(ServerSettings, ImageLimitSettings):
     explain_default_model: str = Field(
         "logistic_regression", description="Model explained when AnalyzeOptions.explain_model is empty."
     )
+
+    @model_validator(mode="after")
+    def _site_rule(self) -> GatewaySettings:
+        if self.site_min_images > self.site_window:
+            raise ValueError("site_min_images must not exceed site_window")
+        if self.site_clear_share >= self.site_flag_share:
+            raise ValueError("site_clear_share must be below site_flag_share")
+        return self

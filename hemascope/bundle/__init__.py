@@ -7,6 +7,7 @@ Layout::
     BUNDLE/<model>.skops        scikit-learn models (skops; only allow-listed types are loaded)
     BUNDLE/xgboost.json         XGBoost's own JSON model format
     BUNDLE/ood.npz              optional out-of-distribution model (plain arrays, loaded without pickle)
+    BUNDLE/site.npz             optional acquisition reference per class (plain arrays, likewise)
 
 Loading checks every file against the manifest's hash before parsing it, so a tampered or truncated file
 fails with :class:`BundleError` naming the file; skops refuses any type outside ``TRUSTED_TYPES``, and the

@@ -21,6 +21,7 @@ from hemascope.bundle.manifest import (
     softmax,
 )
 from hemascope.bundle.ood import OodModel
+from hemascope.bundle.site import SiteReference
 from hemascope.files import file_sha256
 
 Probabilities = NDArray[np.float64]
@@ -96,6 +97,8 @@ class LoadedBundle:
     models: Mapping[str, LoadedModel]
     #: the out-of-distribution model; ``None`` for bundles without one (they load and serve as before)
     ood: OodModel | None = None
+    #: the acquisition reference; ``None`` for bundles without one (no answer is checked for it)
+    site: SiteReference | None = None
 
     def ood_scores(
         self, scaled: NDArray[np.float64], labels: NDArray[np.integer[Any]]
@@ -139,4 +142,8 @@ def load_bundle(root: Path) -> LoadedBundle:
     if manifest.ood_file:
         path = _verified(root, manifest.ood_file, manifest.ood_sha256)
         ood = OodModel.load(path, dimension=manifest.dimension, n_classes=len(manifest.classes))
-    return LoadedBundle(root, manifest, scaler, models, ood)
+    site = None
+    if manifest.site_file:
+        path = _verified(root, manifest.site_file, manifest.site_sha256)
+        site = SiteReference.load(path, n_classes=len(manifest.classes))
+    return LoadedBundle(root, manifest, scaler, models, ood, site)

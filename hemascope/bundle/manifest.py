@@ -78,6 +78,9 @@ class Manifest:
     #: the out-of-distribution model (:mod:`hemascope.bundle.ood`); empty in bundles without one
     ood_file: str = ""
     ood_sha256: str = ""
+    #: the acquisition reference (:mod:`hemascope.bundle.site`); empty in bundles without one
+    site_file: str = ""
+    site_sha256: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

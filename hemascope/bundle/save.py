@@ -12,6 +12,7 @@ from typing import Any
 
 from hemascope.bundle.manifest import MANIFEST, Manifest, ModelEntry, ModelKind
 from hemascope.bundle.ood import OOD_FILE, OodModel
+from hemascope.bundle.site import SITE_FILE, SiteReference
 from hemascope.files import file_sha256
 
 
@@ -44,10 +45,12 @@ def save_bundle(
     scaler: Any,
     models: Mapping[str, TrainedModel],
     ood: OodModel | None = None,
+    site: SiteReference | None = None,
 ) -> Manifest:
     """Writes a complete bundle to ``target`` atomically (a half-written bundle is never visible).
 
-    ``ood``, when given, is written as ``ood.npz`` and hashed in the manifest like the models.
+    ``ood``, when given, is written as ``ood.npz`` and hashed in the manifest like the models; so is
+    ``site`` (the acquisition reference) as ``site.npz``.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -73,6 +76,9 @@ def save_bundle(
         if ood is not None:
             ood.save(staging / OOD_FILE)
             ood_fields = {"ood_file": OOD_FILE, "ood_sha256": file_sha256(staging / OOD_FILE)}
+        if site is not None:
+            site.save(staging / SITE_FILE)
+            ood_fields |= {"site_file": SITE_FILE, "site_sha256": file_sha256(staging / SITE_FILE)}
         manifest = Manifest(
             scaler_file="scaler.skops",
             scaler_sha256=file_sha256(staging / "scaler.skops"),

@@ -10,12 +10,22 @@ with fewer than :data:`MIN_PER_CLASS` calibration images takes the pooled quanti
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.covariance import LedoitWolf
 
 from hemascope.bundle.site import SiteReference
+from hemascope.datasets import CLASSES
 from hemascope.imaging.fingerprint import RESOLUTION, REVISION, SIZE
+from hemascope.training.fingerprints import fingerprint_files
+
+if TYPE_CHECKING:
+    from hemascope.training.multisource import SourcedData
+    from hemascope.training.split import Split
 
 DEFAULT_QUANTILE = 0.95
 MIN_PER_CLASS = 50
@@ -83,3 +93,37 @@ def fit_site_reference(
         quantile=partial.quantile,
         revision=partial.revision,
     )
+
+
+def fit_acquisition(
+    sourced: SourcedData,
+    rows: NDArray[np.int64],
+    split: Split,
+    cache_dir: Path | None,
+    log: Callable[[str], None],
+) -> tuple[SiteReference, dict[str, Any]]:
+    """The bundle's acquisition reference from the training rows' FIT and CALIBRATION parts, and what it
+    says of the TEST part and of the evaluation-only images, per site (for the report and the manifest)."""
+    paths = sourced.paths
+    fingerprints = fingerprint_files(paths, cache_dir=cache_dir, workers=2, log=log)
+    y = sourced.y
+    fit, calib, test = rows[split.fit], rows[split.calib], rows[split.test]
+    reference = fit_site_reference(fingerprints[fit], y[fit], fingerprints[calib], y[calib], len(CLASSES))
+    sites = np.asarray(sourced.sites)
+    rates: dict[str, Any] = {}
+    for name, part in (("test", test), ("evaluation", sourced.evaluation_rows)):
+        if not len(part):
+            continue
+        atypical = reference.atypical(reference.score(fingerprints[part], y[part]), y[part])
+        rates[name] = {
+            str(site): float(atypical[sites[part] == site].mean())
+            for site in dict.fromkeys(sites[part].tolist())
+        }
+    info = {
+        "revision": REVISION,
+        "quantile": float(reference.quantile),
+        "fit": "fit part (true classes); thresholds from the calibration part",
+        "thresholds": {c: float(t) for c, t in zip(CLASSES, reference.thresholds, strict=True)},
+        "atypical_rate_true_class": rates,
+    }
+    return reference, info

@@ -25,6 +25,7 @@ from hemascope.training.models import MODELS
 from hemascope.training.multisource import SourcedData, load_sourced
 from hemascope.training.ood import DEFAULT_COMPONENTS, DEFAULT_QUANTILE
 from hemascope.training.sets import default_preprocessing, embed_set, embedder
+from hemascope.training.site_reference import fit_acquisition
 from hemascope.training.sources import DatasetSpec
 
 IntArray = NDArray[np.int64]
@@ -231,7 +232,8 @@ def train_classifiers(cfg: TrainConfig) -> dict[str, Any]:
     augment_info = _add_augmented(data, [paths[i] for i in rows], cfg, where)
     settings = cfg.settings()
     scaler, ood = fit_scaler_and_ood(data, settings)
-    results: dict[str, Any] = {"models": {}, "augmentation": augment_info}
+    site, acquisition_info = fit_acquisition(sourced, rows, split, cfg.cache_dir, cfg.log)
+    results: dict[str, Any] = {"models": {}, "augmentation": augment_info, "acquisition": acquisition_info}
     trained = {}
     for name in cfg.models:
         cfg.log(f"training {name} ({cfg.cv_folds}-fold CV, then the final fit)")
@@ -312,9 +314,10 @@ def train_classifiers(cfg: TrainConfig) -> dict[str, Any]:
                 "quantile": cfg.ood_quantile,
                 "fit": "fit part",
             },
+            "acquisition": acquisition_info,
         },
         "created": results["created"],
     }
-    save_bundle(cfg.out, manifest_fields, scaler, trained, ood)
+    save_bundle(cfg.out, manifest_fields, scaler, trained, ood, site)
     results["bundle"] = {"path": str(cfg.out), "version": manifest_fields["bundle_version"]}
     return results

@@ -17,6 +17,7 @@ REFER_REASONS = (
     classifier_pb2.REFER_REASON_OUT_OF_DISTRIBUTION,
     classifier_pb2.REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION,
     classifier_pb2.REFER_REASON_NOT_SINGLE_CELL,
+    classifier_pb2.REFER_REASON_ATYPICAL_ACQUISITION,
 )
 
 
@@ -28,6 +29,12 @@ def embedding_from_proto(embedding: common_pb2.Embedding) -> EmbeddingInput:
         weights_hash=embedding.weights_hash,
         preprocessing=embedding.preprocessing,
         input_kind=_input_kind(embedding),
+        acquisition=(
+            np.asarray(embedding.acquisition.values, dtype=np.float32)
+            if embedding.HasField("acquisition")
+            else None
+        ),
+        acquisition_revision=embedding.acquisition.revision,
     )
 
 
@@ -57,6 +64,9 @@ def classify_response(result: Classification) -> classifier_pb2.ClassifyResponse
             output.ood_score.tolist(),
             output.out_of_distribution.tolist(),
             output.refer_reason.tolist(),
+            output.acquisition_score.tolist(),
+            output.atypical_acquisition.tolist(),
+            output.acquisition_checked.tolist(),
             strict=True,
         )
         per_model.append(
@@ -75,8 +85,23 @@ def classify_response(result: Classification) -> classifier_pb2.ClassifyResponse
                     ood_score=ood_score,
                     out_of_distribution=ood,
                     refer_reason=REFER_REASONS[reason],
+                    acquisition_score=acquisition_score,
+                    atypical_acquisition=atypical,
+                    acquisition_checked=checked,
                 )
-                for probs, label, confidence, malignant, abstain, ood_score, ood, reason in rows
+                for (
+                    probs,
+                    label,
+                    confidence,
+                    malignant,
+                    abstain,
+                    ood_score,
+                    ood,
+                    reason,
+                    acquisition_score,
+                    atypical,
+                    checked,
+                ) in rows
             ]
         )
     results = [
@@ -90,6 +115,7 @@ def list_models_response(
     served: ServedBundle, *, max_embeddings: int, last_reload_error: str
 ) -> classifier_pb2.ListModelsResponse:
     manifest = served.manifest
+    site = served.bundle.site
     models = [
         classifier_pb2.ModelInfo(
             name=name,
@@ -115,6 +141,8 @@ def list_models_response(
         created=manifest.created,
         max_embeddings=max_embeddings,
         last_reload_error=last_reload_error,
+        acquisition_revision=int(site.revision) if site is not None else 0,
+        expected_atypical_rate=site.expected_atypical_rate if site is not None else 0.0,
     )
 
 

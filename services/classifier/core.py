@@ -20,13 +20,16 @@ from numpy.typing import NDArray
 from hemascope.bundle import BundleError, LoadedBundle, Manifest, load_bundle
 from hemascope.errors import HemascopeError, InvalidArgument, Unavailable
 from hemascope.logs import get_logger
+from services.classifier.acquisition import Acquisition
 from services.classifier.inputs import EmbeddingInput, embedding_matrix, select_models
 from services.classifier.metrics import (
     ABSTENTIONS,
+    ATYPICAL_ACQUISITION,
     MODEL_SECONDS,
     OUT_OF_DISTRIBUTION,
     PREDICTIONS,
     RELOADS,
+    UNCHECKED_ACQUISITION,
 )
 from services.classifier.settings import ClassifierSettings
 from services.classifier.watcher import BundleWatcher, manifest_fingerprint
@@ -67,11 +70,19 @@ class ModelOutput:
     #: OOD score (Mahalanobis distance to the label's training cells); zeros without an OOD model
     ood_score: NDArray[np.float64]
     out_of_distribution: NDArray[np.bool_]  # ood_score > the model's OOD threshold
-    #: ReferReason per row: 0 none, 1 confidence, 2 OOD, 3 both, 4 not a single-cell image (wins)
+    #: ReferReason per row: 0 none, 1 confidence, 2 OOD, 3 both, 4 not a single-cell image (wins),
+    #: 5 atypical acquisition (only when no other reason applies)
     refer_reason: NDArray[np.int64]
+    #: distance of the acquisition fingerprint to the reference of the label; zeros where unchecked
+    acquisition_score: NDArray[np.float64]
+    #: the label was never validated on images taken like this one (see hemascope.bundle.site)
+    atypical_acquisition: NDArray[np.bool_]
+    #: the row carried a fingerprint of the reference's revision and the bundle has a reference
+    acquisition_checked: NDArray[np.bool_]
 
 
 REFER_NONE, REFER_LOW_CONFIDENCE, REFER_OOD, REFER_BOTH, REFER_NOT_SINGLE_CELL = 0, 1, 2, 3, 4
+REFER_ATYPICAL_ACQUISITION = 5
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,7 @@ def _output(
     probs: NDArray[np.float64],
     scaled: NDArray[np.float64],
     not_single_cell: NDArray[np.bool_],
+    acquisition: Acquisition,
 ) -> ModelOutput:
     entry = served.bundle.models[name].entry
     if not np.isfinite(probs).all():
@@ -126,7 +138,9 @@ def _output(
     scores = served.bundle.ood_scores(scaled, labels) if entry.ood_threshold > 0 else None
     ood_score = np.zeros(len(probs)) if scores is None else scores
     ood = ood_score > entry.ood_threshold if scores is not None else np.zeros(len(probs), dtype=np.bool_)
+    acquisition_score, atypical = acquisition.judge(served.bundle.site, labels)
     reason = np.where(low_confidence, REFER_LOW_CONFIDENCE, REFER_NONE) + np.where(ood, REFER_OOD, 0)
+    reason = np.where((reason == REFER_NONE) & atypical, REFER_ATYPICAL_ACQUISITION, reason)
     reason = np.where(not_single_cell, REFER_NOT_SINGLE_CELL, reason)
     return ModelOutput(
         name=name,
@@ -135,10 +149,13 @@ def _output(
         labels=labels,
         confidence=confidence,
         malignant=probs[:, served.malignant].sum(axis=1),
-        abstain=low_confidence | ood | not_single_cell,
+        abstain=low_confidence | ood | not_single_cell | atypical,
         ood_score=ood_score,
         out_of_distribution=ood,
         refer_reason=reason.astype(np.int64),
+        acquisition_score=acquisition_score,
+        atypical_acquisition=atypical,
+        acquisition_checked=acquisition.checked.copy(),
     )
 
 
@@ -257,15 +274,19 @@ class ClassifierCore:
         )
         scaled = served.bundle.scale(matrix)
         not_single_cell = np.array([item.not_single_cell for item in embeddings], dtype=np.bool_)
+        acquisition = Acquisition.of(embeddings, served.bundle.site)
+        if served.bundle.site is not None:
+            UNCHECKED_ACQUISITION.inc(int((~acquisition.checked).sum()))
         outputs = []
         for name in names:
             started = time.perf_counter()
             probs = served.bundle.models[name].proba(scaled)
             MODEL_SECONDS.labels(name).observe(time.perf_counter() - started)
-            output = _output(name, served, probs, scaled, not_single_cell)
+            output = _output(name, served, probs, scaled, not_single_cell, acquisition)
             PREDICTIONS.labels(name).inc(len(matrix))
             ABSTENTIONS.labels(name).inc(int(output.abstain.sum()))
             OUT_OF_DISTRIBUTION.labels(name).inc(int(output.out_of_distribution.sum()))
+            ATYPICAL_ACQUISITION.labels(name).inc(int(output.atypical_acquisition.sum()))
             outputs.append(output)
         return Classification(manifest.bundle_version, tuple(manifest.classes), tuple(outputs), len(matrix))
 

@@ -23,6 +23,9 @@ class EmbeddingInput:
     preprocessing: str = ""
     #: the feature service's input check (hemascope.imaging.inputcheck.InputKind value); "" when unchecked
     input_kind: str = ""
+    #: the acquisition fingerprint and its revision; None when the embedding carried none
+    acquisition: NDArray[np.float32] | None = None
+    acquisition_revision: int = 0
 
     @property
     def not_single_cell(self) -> bool:

@@ -26,3 +26,13 @@ OUT_OF_DISTRIBUTION = Counter(
 RELOADS = Counter(
     "hemascope_classifier_reloads_total", "Bundle loads, by outcome (loaded, failed).", ["outcome"]
 )
+ATYPICAL_ACQUISITION = Counter(
+    "hemascope_classifier_atypical_acquisition_total",
+    "Predictions whose image's acquisition was atypical for the answered class, by model.",
+    ["model"],
+)
+UNCHECKED_ACQUISITION = Counter(
+    "hemascope_classifier_unchecked_acquisition_total",
+    "Embeddings answered without the acquisition check although the bundle has a reference (no fingerprint, "
+    "or one of another revision).",
+)

@@ -43,6 +43,8 @@ class SyntheticSpec:
     temperatures: Mapping[str, float] = field(default_factory=dict)
     #: with an out-of-distribution model, thresholded at this quantile of the training scores (None: none)
     ood_quantile: float | None = None
+    #: with an acquisition reference fitted on :func:`synthetic_fingerprints` at this quantile (None: none)
+    site_quantile: float | None = None
 
 
 def synthetic_data(
@@ -54,6 +56,19 @@ def synthetic_data(
     labels = np.arange(samples or spec.samples) % len(CLASSES)
     vectors = means[labels] + rng.normal(size=(len(labels), spec.dimension))
     return vectors.astype(np.float32), labels.astype(np.int64)
+
+
+def synthetic_fingerprints(
+    spec: SyntheticSpec, labels: NDArray[np.int64], shift: float = 0.0, seed: int = 1
+) -> NDArray[np.float32]:
+    """Acquisition fingerprints for images of classes ``labels``: one random mean per class, noise of three
+    times each entry's resolution; ``shift`` moves every entry by that many noise widths (another site)."""
+    from hemascope.imaging.fingerprint import RESOLUTION, SIZE
+
+    width = 3.0 * np.asarray(RESOLUTION)
+    means = np.random.default_rng(spec.seed).normal(scale=2.0, size=(len(CLASSES), SIZE)) * width
+    noise = np.random.default_rng(seed).normal(size=(len(labels), SIZE)) * width
+    return (means[labels] + noise + shift * width).astype(np.float32)
 
 
 def _estimator(name: str, spec: SyntheticSpec) -> Any:
@@ -117,6 +132,19 @@ def build_synthetic_bundle(target: Path, spec: SyntheticSpec | None = None) -> M
             entry = ModelEntry(name, model.kind, "", "", "", extra=model.extra)
             predicted = LoadedModel(entry, model.estimator, len(CLASSES)).raw_proba(scaled).argmax(axis=1)
             model.ood_threshold = ood_threshold(ood.score(scaled, predicted), spec.ood_quantile)
+    site = None
+    if spec.site_quantile is not None:
+        from hemascope.training.site_reference import fit_site_reference
+
+        calib_labels = np.arange(len(labels)) % len(CLASSES)
+        site = fit_site_reference(
+            synthetic_fingerprints(spec, labels, seed=1),
+            labels,
+            synthetic_fingerprints(spec, calib_labels, seed=2),
+            calib_labels,
+            len(CLASSES),
+            quantile=spec.site_quantile,
+        )
     fields = {
         "bundle_version": spec.version,
         "backbone": spec.backbone,
@@ -129,4 +157,4 @@ def build_synthetic_bundle(target: Path, spec: SyntheticSpec | None = None) -> M
         "training": {"synthetic": True, "samples": spec.samples, "seed": spec.seed},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return save_bundle(target, fields, scaler, models, ood)
+    return save_bundle(target, fields, scaler, models, ood, site)

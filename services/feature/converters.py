@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hemascope.errors import HemascopeError
+from hemascope.imaging.fingerprint import REVISION as FINGERPRINT_REVISION
 from hemascope.imaging.inputcheck import InputCheck, InputKind
 from hemascope.imaging.inputs import ImageInput
 from hemascope.interceptors import error_detail
@@ -49,6 +50,9 @@ def embed_response(result: EmbedResult, info: BackboneInfo) -> feature_pb2.Embed
     )
     if result.input_check is not None:
         embedding.input_check.CopyFrom(input_check_to_proto(result.input_check))
+    if result.acquisition is not None:
+        embedding.acquisition.values.extend(result.acquisition.tolist())
+        embedding.acquisition.revision = FINGERPRINT_REVISION
     return feature_pb2.EmbedResponse(
         embedding=embedding,
         content_hash=result.content_hash,

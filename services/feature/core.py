@@ -25,6 +25,7 @@ from hemascope.errors import (
 )
 from hemascope.files import file_sha256
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
+from hemascope.imaging.fingerprint import fingerprint
 from hemascope.imaging.hashing import content_hash
 from hemascope.imaging.inputcheck import InputCheck, InputKind, check_input
 from hemascope.imaging.inputs import ImageInput, check_batch
@@ -39,8 +40,19 @@ from services.feature.settings import FeatureSettings
 log = get_logger(__name__)
 
 
-#: Input-check verdicts remembered per feature service (a few hundred bytes each).
+#: Inspections (input-check verdict and acquisition fingerprint) remembered per feature service (a few
+#: hundred bytes each).
 VERDICTS_KEPT = 4096
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What the feature service saw of an image besides its embedding; both depend on the pixels only."""
+
+    #: the input check's verdict; None when the check is off
+    check: InputCheck | None
+    #: the acquisition fingerprint (:mod:`hemascope.imaging.fingerprint`)
+    acquisition: NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,8 @@ class EmbedResult:
     image_id: str = ""
     #: the input check's verdict; None when the check is off
     input_check: InputCheck | None = None
+    #: the acquisition fingerprint; None only for results made without inspecting the image
+    acquisition: NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,7 @@ class _Prepared:
     decoded: DecodedImage
     key: CacheKey
     cached: NDArray[np.float32] | None
-    check: InputCheck | None = None
+    inspection: Inspection
     pixels: NDArray[np.uint8] | None = None
     future: Future[NDArray[np.float32]] | None = field(default=None, repr=False)
 
@@ -97,8 +111,8 @@ class FeatureCore:
         self._info: BackboneInfo | None = None
         self._embedder: OnnxEmbedder | None = None
         self._batcher: MicroBatcher[NDArray[np.uint8], NDArray[np.float32]] | None = None
-        # Input-check verdicts by pixel hash: a repeated image (an embedding-cache hit) is not checked again.
-        self._verdicts: OrderedDict[str, InputCheck] = OrderedDict()
+        # Inspections by pixel hash: a repeated image (an embedding-cache hit) is not inspected again.
+        self._verdicts: OrderedDict[str, Inspection] = OrderedDict()
         self._verdicts_lock = threading.Lock()
 
     # lifecycle -------------------------------------------------------------------------------------------
@@ -208,35 +222,36 @@ class FeatureCore:
         info = self.info
         decoded = decode_image(image.data, self.limits, image.media_type)
         pixel_hash = content_hash(decoded.pixels)
-        check = self._check_input(decoded, pixel_hash)
+        inspection = self._inspect(decoded, pixel_hash)
         key = CacheKey(pixel_hash, self.spec.name, info.weights_hash, info.preprocessing.version)
         cached = None if skip_cache else self.cache.get(key)
         if cached is not None and cached.shape != (self.spec.dimension,):
             cached = None
-        prepared = _Prepared(image, decoded, key, cached, check)
+        prepared = _Prepared(image, decoded, key, cached, inspection)
         if cached is None:
             prepared.pixels = info.preprocessing.prepare(decoded.pixels)
         return prepared
 
-    def _check_input(self, decoded: DecodedImage, pixel_hash: str) -> InputCheck | None:
-        """The input check's verdict (None when it is off); a blank image is refused here. Verdicts of the
-        last :data:`VERDICTS_KEPT` distinct images are remembered (the check depends on the pixels only)."""
-        if not self.settings.input_check:
-            return None
+    def _inspect(self, decoded: DecodedImage, pixel_hash: str) -> Inspection:
+        """The input check's verdict (None when it is off) and the acquisition fingerprint; a blank image is
+        refused here. Inspections of the last :data:`VERDICTS_KEPT` distinct images are remembered."""
         with self._verdicts_lock:
-            check = self._verdicts.get(pixel_hash)
-            if check is not None:
+            inspection = self._verdicts.get(pixel_hash)
+            if inspection is not None:
                 self._verdicts.move_to_end(pixel_hash)
-        if check is None:
-            check = check_input(decoded.pixels)
+        if inspection is None:
+            check = check_input(decoded.pixels) if self.settings.input_check else None
+            inspection = Inspection(check, fingerprint(decoded.pixels))
             with self._verdicts_lock:
-                self._verdicts[pixel_hash] = check
+                self._verdicts[pixel_hash] = inspection
                 while len(self._verdicts) > VERDICTS_KEPT:
                     self._verdicts.popitem(last=False)
-        INPUT_CHECKS.labels(check.kind.value).inc()
-        if check.kind is InputKind.BLANK:
-            raise InvalidArgument(check.reason, reason="BLANK_IMAGE", field="image.data")
-        return check
+        check = inspection.check
+        if check is not None:
+            INPUT_CHECKS.labels(check.kind.value).inc()
+            if check.kind is InputKind.BLANK:
+                raise InvalidArgument(check.reason, reason="BLANK_IMAGE", field="image.data")
+        return inspection
 
     def _finish(
         self, outcome: _Prepared | HemascopeError, deadline: float | None
@@ -270,7 +285,8 @@ class FeatureCore:
             width=prepared.decoded.width,
             height=prepared.decoded.height,
             image_id=prepared.image.image_id,
-            input_check=prepared.check,
+            input_check=prepared.inspection.check,
+            acquisition=prepared.inspection.acquisition,
         )
 
 

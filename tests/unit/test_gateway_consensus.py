@@ -87,3 +87,16 @@ def test_an_image_that_is_not_a_single_cell_is_referred_first_whatever_the_votes
         "svm: not a single-cell image",
     )
     assert result.label == "monocyte"  # still computed, for the person the cell is referred to
+
+
+def test_a_malignant_call_from_an_atypical_acquisition_is_reported_but_unconfirmed() -> None:
+    probs = {"myeloblast": 0.9, "monocyte": 0.1}
+    atypical = ModelVote(
+        "lr", "myeloblast", probs, 0.9, True, "ATYPICAL_ACQUISITION", atypical_acquisition=True
+    )
+    result = consensus([atypical, vote("svm", probs)], CLASSES)
+    assert result.label == "myeloblast" and result.malignant
+    assert result.atypical_acquisition and result.malignant_unconfirmed
+    assert result.refer_reasons == ("lr: acquisition atypical for its class",)
+    plain = consensus([vote("lr", probs), vote("svm", probs)], CLASSES)
+    assert plain.malignant and not plain.malignant_unconfirmed and not plain.atypical_acquisition
