@@ -57,7 +57,7 @@ def parse_candidate(candidate: str) -> tuple[str, str]:
     return kind, option
 
 
-def _frozen(sourced: SourcedData, option: str, cfg: SiteStudyConfig) -> NDArray[np.float32]:
+def frozen_embeddings(sourced: SourcedData, option: str, cfg: SiteStudyConfig) -> NDArray[np.float32]:
     from hemascope.imaging.preprocess import get_preprocessing
     from hemascope.training.sets import embed_set
 
@@ -151,7 +151,7 @@ def run_site_study(cfg: SiteStudyConfig) -> dict[str, Any]:
         kind, option = parse_candidate(candidate)
         cfg.log(f"candidate {candidate}")
         embed = (
-            _frozen_embedder(_frozen(sourced, option, cfg))
+            _frozen_embedder(frozen_embeddings(sourced, option, cfg))
             if kind == "frozen"
             else _finetuned(sourced, option, cfg)
         )
