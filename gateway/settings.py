@@ -79,16 +79,16 @@ class GatewaySettings(ServerSettings, ImageLimitSettings):
         50, ge=1, description="Images in each caller's drift window (the site monitor, docs/site.md)."
     )
     site_min_images: int = Field(
-        20, ge=1, description="Images a caller's window needs before the site monitor judges it."
+        30, ge=1, description="Images a caller's window needs before the site monitor judges it."
     )
     site_flag_share: float = Field(
-        0.3,
+        0.4,
         gt=0,
         le=1,
         description="Atypical share of the window at which a caller is flagged 'unvalidated site'.",
     )
     site_clear_share: float = Field(
-        0.15,
+        0.2,
         gt=0,
         le=1,
         description="Share at or below which a flagged caller is cleared again (hysteresis).",

@@ -3,15 +3,18 @@
 A class answer is only as good as the acquisitions it was validated on. When the training images of a
 class all came from one laboratory, a cell of that class from another laboratory may be answered by how
 its image was taken rather than by the cell (the classic case: myeloblasts seen only through one scanner).
-The reference keeps, per class, the mean and a Ledoit-Wolf shrunk precision of the standardised
-acquisition fingerprints (:mod:`hemascope.imaging.fingerprint`) of the training images of that class, and
+The reference keeps, per class, the mean and a precision of the acquisition fingerprints
+(:mod:`hemascope.imaging.fingerprint`) of the training images of that class (a Ledoit-Wolf shrunk
+covariance of the values standardised by the class's own spread, floored at each entry's resolution), and
 a threshold per class: a quantile of the scores of the calibration part, so about ``1 - quantile`` of
 in-distribution cells are *atypical* by construction.
 
-``score(f, label)`` is the Mahalanobis distance of a fingerprint to the reference of the class the model
-answered; above ``thresholds[label]`` the answer's acquisition was never validated for that class.
-Stored as ``site.npz`` (plain arrays, loaded with ``allow_pickle=False``); every shape is checked and the
-fingerprint revision must match the running one.
+Only the entries marked ``used`` are compared (see :data:`hemascope.training.site_reference.COMPARED`): the
+stain colours of nuclei and red cells are measured but vary from slide to slide within one laboratory as
+much as between laboratories. ``score(f, label)`` is the Mahalanobis distance of a fingerprint to the
+reference of the class the model answered; above ``thresholds[label]`` the answer's acquisition was never
+validated for that class. Stored as ``site.npz`` (plain arrays, loaded with ``allow_pickle=False``); every
+shape is checked and the fingerprint revision must match the running one.
 """
 
 from __future__ import annotations
@@ -28,15 +31,14 @@ from hemascope.imaging.fingerprint import REVISION, SIZE
 
 FloatArray = NDArray[np.float64]
 SITE_FILE = "site.npz"
-_ARRAYS = ("centre", "scale", "class_means", "precisions", "thresholds", "quantile", "revision")
+_ARRAYS = ("used", "class_means", "precisions", "thresholds", "quantile", "revision")
 
 
 @dataclass(frozen=True)
 class SiteReference:
-    centre: FloatArray  # (SIZE,): median of the fit fingerprints
-    scale: FloatArray  # (SIZE,): spread within classes, floored at the fingerprint's resolution
-    class_means: FloatArray  # (classes, SIZE) in standardised units
-    precisions: FloatArray  # (classes, SIZE, SIZE): per-class shrunk precision
+    used: FloatArray  # (SIZE,): 1 for the entries the reference compares, 0 for those it ignores
+    class_means: FloatArray  # (classes, SIZE): per-class mean fingerprint (0 where unused)
+    precisions: FloatArray  # (classes, SIZE, SIZE): per-class shrunk precision, in fingerprint units
     thresholds: FloatArray  # (classes,): score above which an answer of that class is atypical
     quantile: FloatArray  # (): the calibration quantile the thresholds were taken at
     revision: FloatArray  # (): the fingerprint revision the reference was fitted on
@@ -46,15 +48,10 @@ class SiteReference:
         """The share of in-distribution answers flagged atypical by construction."""
         return float(1.0 - self.quantile)
 
-    def standardise(self, fingerprints: NDArray[np.floating[Any]]) -> FloatArray:
-        out: FloatArray = (np.asarray(fingerprints, dtype=np.float64) - self.centre) / self.scale
-        return out
-
     def score(self, fingerprints: NDArray[np.floating[Any]], labels: NDArray[np.integer[Any]]) -> FloatArray:
         """Distance of each fingerprint to the reference of the class ``labels[i]`` (N,)."""
-        z = self.standardise(np.atleast_2d(fingerprints))
         idx = np.asarray(labels, dtype=np.intp)
-        diff = z - self.class_means[idx]
+        diff = (np.atleast_2d(np.asarray(fingerprints, dtype=np.float64)) - self.class_means[idx]) * self.used
         squared = np.einsum("ij,ijk,ik->i", diff, self.precisions[idx], diff)
         out: FloatArray = np.sqrt(np.maximum(squared, 0.0))
         return out
@@ -77,8 +74,7 @@ class SiteReference:
             raise BundleError(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from exc
         ref = SiteReference(**arrays)
         expected = {
-            "centre": (SIZE,),
-            "scale": (SIZE,),
+            "used": (SIZE,),
             "class_means": (n_classes, SIZE),
             "precisions": (n_classes, SIZE, SIZE),
             "thresholds": (n_classes,),
@@ -96,6 +92,6 @@ class SiteReference:
                 f"{path.name} was fitted on acquisition fingerprint revision {int(ref.revision)}; this "
                 f"version computes revision {REVISION}: refit the bundle"
             )
-        if (ref.scale <= 0).any():
-            raise BundleError(f"{path.name}: scale must be positive")
+        if not np.isin(ref.used, (0.0, 1.0)).all() or not ref.used.any():
+            raise BundleError(f"{path.name}: used must be 0 or 1 per entry, with at least one 1")
         return ref

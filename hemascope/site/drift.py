@@ -32,9 +32,9 @@ class SiteStatus(StrEnum):
 @dataclass(frozen=True)
 class DriftRule:
     window: int = 50
-    min_images: int = 20
-    flag_share: float = 0.3
-    clear_share: float = 0.15
+    min_images: int = 30
+    flag_share: float = 0.4
+    clear_share: float = 0.2
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_images <= self.window:

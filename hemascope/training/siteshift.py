@@ -79,9 +79,10 @@ def shift_parts(sourced: SourcedData, seed: int = 50) -> list[ShiftParts]:
             grouped_folds(strata(sourced.y[rest], list(sites[rest])), sourced.groups[rest], 5, seed)
         )
         keep = rest[keep_rel]
-        fit_rel, calib_rel = next(
-            grouped_folds(strata(sourced.y[keep], list(sites[keep])), sourced.groups[keep], 10, seed)
-        )
+        keep_strata = strata(sourced.y[keep], list(sites[keep]))
+        # a tenth for calibration, or as large a share as the rarest (class, site) allows on small sets
+        k = int(max(2, min(10, np.bincount(keep_strata)[np.unique(keep_strata)].min())))
+        fit_rel, calib_rel = next(grouped_folds(keep_strata, sourced.groups[keep], k, seed))
         new_site = np.flatnonzero(sites == site).astype(np.int64)
         out.append(ShiftParts(site, keep[fit_rel], keep[calib_rel], rest[unseen_rel], new_site))
     return out
@@ -92,6 +93,13 @@ def _auroc(negative: FloatArray, positive: FloatArray) -> float | None:
         return None
     labels = np.r_[np.zeros(len(negative)), np.ones(len(positive))]
     return float(roc_auc_score(labels, np.r_[negative, positive]))
+
+
+def _full_proba(estimator: Any, x: FloatArray, n_classes: int) -> FloatArray:
+    """Probabilities over every class (a class absent from a small fold's fit part gets 0)."""
+    out = np.zeros((len(x), n_classes))
+    out[:, np.asarray(estimator.classes_, dtype=np.intp)] = estimator.predict_proba(x)
+    return out
 
 
 def _robust_z(scores: FloatArray, calib: FloatArray) -> FloatArray:
@@ -153,8 +161,9 @@ def run_fold(
     scaler = StandardScaler().fit(embeddings[parts.fit])
     x = {k: scaler.transform(embeddings[getattr(parts, k)]) for k in ("fit", "calib", "unseen", "new_site")}
     fitted = fit_model(MODELS[CLASSIFIER], x["fit"], y[parts.fit], n_classes)
-    temperature = cal.fit_temperature(y[parts.calib], fitted.estimator.predict_proba(x["calib"]))
-    proba = {k: apply_temperature(fitted.estimator.predict_proba(v), temperature) for k, v in x.items()}
+    raw = {k: _full_proba(fitted.estimator, v, n_classes) for k, v in x.items()}
+    temperature = cal.fit_temperature(y[parts.calib], raw["calib"])
+    proba = {k: apply_temperature(p, temperature) for k, p in raw.items()}
     answer = {k: p.argmax(axis=1) for k, p in proba.items()}
     ood = fit_ood(x["fit"], y[parts.fit], n_classes, components=DEFAULT_COMPONENTS, seed=cfg.seed)
     ood_scores = {k: ood.score(x[k], answer[k]) for k in x}

@@ -47,9 +47,8 @@ def test_round_trip_and_refusals(reference: SiteReference, tmp_path: Path) -> No
     np.testing.assert_array_equal(loaded.precisions, reference.precisions)
     with pytest.raises(BundleError, match="class_means has shape"):
         SiteReference.load(path, n_classes=3)
-    arrays = {
-        k: getattr(reference, k) for k in ("centre", "scale", "class_means", "precisions", "thresholds")
-    }
+    names = ("used", "class_means", "precisions", "thresholds")
+    arrays = {k: getattr(reference, k) for k in names}
     np.savez(path, **arrays, quantile=reference.quantile, revision=np.asarray(99.0))
     with pytest.raises(BundleError, match="revision 99"):
         SiteReference.load(path, n_classes=2)
@@ -62,12 +61,13 @@ def test_round_trip_and_refusals(reference: SiteReference, tmp_path: Path) -> No
         SiteReference.load(path, n_classes=2)
 
 
-def test_fit_refuses_missing_classes_and_bad_shapes() -> None:
+def test_a_class_without_fit_images_gets_the_pooled_reference_and_bad_shapes_are_refused() -> None:
     rng = np.random.default_rng(2)
-    with pytest.raises(ValueError, match="two fit images of every class"):
-        fit_site_reference(
-            _gaussian(rng, 10, 0), np.zeros(10, int), _gaussian(rng, 5, 0), np.zeros(5, int), 2
-        )
+    fit, calib = _gaussian(rng, 50, 0), _gaussian(rng, 20, 0)
+    ref = fit_site_reference(fit, np.zeros(50, int), calib, np.zeros(20, int), 2)
+    np.testing.assert_allclose(ref.class_means[1], ref.class_means[0], atol=0.5)
+    with pytest.raises(ValueError, match="at least two fit images"):
+        fit_site_reference(fit[:1], np.zeros(1, int), calib, np.zeros(20, int), 2)
     with pytest.raises(ValueError, match="N x"):
         fit_site_reference(np.zeros((10, 3)), np.zeros(10, int), np.zeros((5, 3)), np.zeros(5, int), 1)
 
