@@ -14,7 +14,7 @@ from hemascope.commands.failures import CliGroup
 from hemascope.commands.gateway import serve_gateway_command
 from hemascope.commands.health import health_command
 from hemascope.commands.site_cli import site_group
-from hemascope.commands.siteshift_cli import study_site_shift_command
+from hemascope.commands.siteshift_cli import study_site_shift_command, train_acquisition_command
 from hemascope.commands.stack_cli import analyze_command, up_command
 from hemascope.commands.tls import tls_group
 from hemascope.commands.train_cli import (
@@ -465,6 +465,7 @@ def train_detector(
 # Training and evaluation commands live in their own module.
 train.add_command(train_classifiers_command)
 train.add_command(train_backbone_command)
+train.add_command(train_acquisition_command)
 main.add_command(evaluate_command)
 study.add_command(study_sites_command)
 study.add_command(study_site_shift_command)

@@ -62,3 +62,40 @@ def study_site_shift_command(
     result["command"] = command
     write_json(result, out)
     click.echo(f"study: {write_markdown(result, out, command)}")
+
+
+@click.command("acquisition")
+@click.option(
+    "--bundle",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The bundle to add an acquisition reference to (rewritten as a new version).",
+)
+@data_options
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Fingerprint cache (default ~/.cache/hemascope/finetune).",
+)
+@user_errors
+def train_acquisition_command(
+    bundle: Path,
+    data: tuple[str, ...],
+    spec: Path | None,
+    probe: str | None,
+    no_probe: bool,
+    cache: Path | None,
+) -> None:
+    """Add the acquisition reference to a bundle trained without one, from its own sources and split."""
+    import json
+
+    from hemascope.training.attach import attach_acquisition
+
+    result = attach_acquisition(
+        bundle,
+        resolve_sources(data, spec, probe, no_probe),
+        cache_dir=cache or Path.home() / ".cache" / "hemascope" / "finetune",
+        log=lambda line: click.echo(line, err=True),
+    )
+    click.echo(json.dumps(result, indent=2))

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.multisite_fixtures import make_three_labs
 
-def test_site_shift_study_scores_every_fold(three_labs: Path, tmp_path: Path) -> None:
+
+def test_site_shift_study_scores_every_fold(data_dir: Path, tmp_path: Path) -> None:
+    # enough cells per class that every class has patients on both sides of every fold's split
+    three_labs = make_three_labs(data_dir, tmp_path / "labs", per_class=30)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "hemascope", "study", "site-shift", "--sources", str(three_labs)]
     options = ["--out", str(out), "--cache", str(tmp_path / "cache"), "--streams", "3"]
