@@ -140,3 +140,13 @@ def validate_command(
         }
         click.echo(json.dumps(line))
     sys.exit(0 if result["passed"] else 1)
+
+
+def _register() -> None:
+    from hemascope.commands.site_adapt_cli import adapt_command, curve_command
+
+    site_group.add_command(adapt_command)
+    site_group.add_command(curve_command)
+
+
+_register()

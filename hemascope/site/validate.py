@@ -36,7 +36,7 @@ class ValidationConfig:
     progress: bool = True
 
 
-def _check_folders(scan: SourcedSet, classes: Sequence[str]) -> None:
+def check_folders(scan: SourcedSet, classes: Sequence[str]) -> None:
     if scan.unknown_folders:
         names = ", ".join(str(p) for p in scan.unknown_folders[:5])
         more = f" (and {len(scan.unknown_folders) - 5} more)" if len(scan.unknown_folders) > 5 else ""
@@ -76,7 +76,7 @@ def run_validation(config: ValidationConfig) -> dict[str, Any]:
     chosen = criteria.chosen_models({name: m.entry.kind for name, m in bundle.models.items()})
     criteria.check_classes(classes)
     scan = scan_sources(config.specs, classes)
-    _check_folders(scan, classes)
+    check_folders(scan, classes)
     resampler = Resampler.create([r.patient for r in scan.records], config.replicates, config.seed)
     y, scaled = embed_scan(bundle, scan, address=config.address, progress=config.progress)
     malignant = [classes.index(c) for c in manifest.malignant_classes]
