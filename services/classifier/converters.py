@@ -83,7 +83,9 @@ def classify_response(result: Classification) -> classifier_pb2.ClassifyResponse
         classifier_pb2.ClassifyResult(predictions=[predictions[i] for predictions in per_model])
         for i in range(result.count)
     ]
-    return classifier_pb2.ClassifyResponse(results=results, bundle_version=result.bundle_version)
+    return classifier_pb2.ClassifyResponse(
+        results=results, bundle_version=result.bundle_version, site_profile=result.site_profile
+    )
 
 
 def list_models_response(
@@ -115,6 +117,7 @@ def list_models_response(
         created=manifest.created,
         max_embeddings=max_embeddings,
         last_reload_error=last_reload_error,
+        site_profiles=served.profiles.names,
     )
 
 
