@@ -92,8 +92,6 @@ def adapt_command(
     from hemascope.site.profile import SUFFIX, check_name
     from hemascope.training.sources import spec_from_option
 
-    if out.is_dir():
-        raise InvalidArgument(f"--out {out} is a folder: give the profile's file name")
     name = out.name.removesuffix(SUFFIX)
     check_name(name)
     loaded = load_bundle(bundle)
