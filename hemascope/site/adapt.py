@@ -12,7 +12,8 @@ temperature is kept, and only if it lowers the cross-validated log-loss (a tempe
 label). Every candidate is first made to call at least as many myeloblasts as the unadapted bundle: its
 myeloblast logit is raised by the smallest amount that restores the unadapted myeloblast sensitivity on the
 site's cells, out of fold and when refitted on every cell
-(:func:`~hemascope.site.corrections.myeloblast_boost`).
+(:func:`~hemascope.site.corrections.myeloblast_boost`); and wherever the bundle alone calls a cell myeloblast,
+the profile keeps that call (:func:`~hemascope.site.profile.keep_calls`), in cross-validation as in serving.
 The chosen correction is refitted on every cell; the abstain threshold is re-chosen on the out-of-fold
 probabilities at the target coverage, and, when the bundle has an OOD model, the site's own OOD reference is
 fitted on every cell with thresholds at a quantile of out-of-fold scores.
@@ -32,14 +33,21 @@ from sklearn.model_selection import StratifiedGroupKFold
 from hemascope.bundle import LoadedBundle, OodModel, softmax
 from hemascope.errors import InvalidArgument
 from hemascope.site import corrections as fix
-from hemascope.site.profile import ADAPTERS, AdapterKind, BundleRef, ModelCorrection, SiteProfile
+from hemascope.site.profile import (
+    ADAPTERS,
+    MYELOBLAST,
+    AdapterKind,
+    BundleRef,
+    ModelCorrection,
+    SiteProfile,
+    keep_calls,
+)
 from hemascope.training import calibration as cal
 from hemascope.training.ood import DEFAULT_QUANTILE, fit_ood, ood_threshold
 
 FloatArray = fix.FloatArray
 IntArray = fix.IntArray
 Split = tuple[IntArray, IntArray]
-MYELOBLAST = "myeloblast"
 
 
 @dataclass(frozen=True)
@@ -129,7 +137,7 @@ class _ModelFit:
             logits[test] = fix.calibrated_logits(logp[test], temperature, bias)
         boost = fix.myeloblast_boost(logits, self.y, self.m, self.needed)
         logits[:, self.m] += boost
-        return logits, boost
+        return keep_calls(self.base_logp, logits, self.m), boost
 
     def refit(self, candidate: Candidate) -> tuple[float, FloatArray, float]:
         """``(temperature, bias, boost)`` of ``candidate`` fitted on every cell, guard included."""

@@ -17,7 +17,8 @@ import numpy as np
 from hemascope.bundle import LoadedBundle
 from hemascope.errors import InvalidArgument
 from hemascope.site import corrections as fix
-from hemascope.site.adapt import MYELOBLAST, AdaptSettings, fit_profile
+from hemascope.site.adapt import AdaptSettings, fit_profile
+from hemascope.site.profile import MYELOBLAST
 
 IntArray = fix.IntArray
 FloatArray = fix.FloatArray

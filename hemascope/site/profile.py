@@ -10,6 +10,9 @@ are float arrays. Per model of the bundle it holds:
 - ``temperature`` and ``bias``: ``p' = softmax(log p / temperature + bias)`` on the bundle's calibrated
   probabilities (temperature 1 and zero bias leave them unchanged);
 - ``abstain_threshold`` and ``ood_threshold``: the referral thresholds, chosen on the site's cells;
+- ``keep_myeloblast_calls``: where the bundle alone calls a cell myeloblast and the corrected model would
+  not, the bundle's own probabilities answer for that cell, so the profile never withdraws a myeloblast call
+  (on any cells, not only the site's: myeloblast sensitivity can never fall below the bundle's);
 
 and, when the bundle has an out-of-distribution model, the site's own OOD reference (``ood_*`` arrays, the
 layout of :class:`hemascope.bundle.OodModel`) fitted on the site's adapted cells.
@@ -40,6 +43,7 @@ SUFFIX = ".npz"
 AdapterKind = Literal["none", "shift", "standardise"]
 ADAPTERS: tuple[AdapterKind, ...] = ("none", "shift", "standardise")
 _OOD_ARRAYS = ("mean", "components", "class_means", "precision")
+MYELOBLAST = "myeloblast"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -64,6 +68,16 @@ def check_name(name: str) -> str:
             field="site_profile",
         )
     return name
+
+
+def keep_calls(base: FloatArray, corrected: FloatArray, cls: int) -> FloatArray:
+    """``corrected`` where it calls ``cls`` whenever ``base`` does; elsewhere the rows of ``base``."""
+    withdrawn = (base.argmax(axis=1) == cls) & (corrected.argmax(axis=1) != cls)
+    if not withdrawn.any():
+        return corrected
+    out = corrected.copy()
+    out[withdrawn] = base[withdrawn]
+    return out
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,7 @@ class ModelCorrection:
     bias: tuple[float, ...] = ()
     abstain_threshold: float = 0.0
     ood_threshold: float = 0.0
+    keep_myeloblast_calls: bool = True
 
     def calibrate(self, probs: FloatArray) -> FloatArray:
         """``softmax(log p / temperature + bias)``; the identity at temperature 1 and zero bias."""
@@ -146,9 +161,15 @@ class SiteProfile:
         return out
 
     def proba(self, bundle: LoadedBundle, model: str, scaled: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """(adapted embeddings, site-calibrated probabilities) of ``model`` for bundle-scaled embeddings."""
+        """(adapted embeddings, site probabilities) of ``model`` for bundle-scaled embeddings."""
+        correction = self.models[model]
         adapted = self.adapt(model, scaled)
-        return adapted, self.models[model].calibrate(bundle.models[model].proba(adapted))
+        probs = correction.calibrate(bundle.models[model].proba(adapted))
+        if correction.keep_myeloblast_calls and MYELOBLAST in self.bundle.classes:
+            probs = keep_calls(
+                bundle.models[model].proba(scaled), probs, self.bundle.classes.index(MYELOBLAST)
+            )
+        return adapted, probs
 
     def ood_scores(self, scaled: FloatArray, labels: NDArray[np.integer[Any]]) -> FloatArray | None:
         return None if self.ood is None else self.ood.score(scaled, labels)
@@ -217,6 +238,7 @@ def _correction(raw: Mapping[str, Any], n_classes: int) -> ModelCorrection:
         bias=tuple(float(b) for b in raw["bias"]),
         abstain_threshold=float(raw["abstain_threshold"]),
         ood_threshold=float(raw["ood_threshold"]),
+        keep_myeloblast_calls=bool(raw.get("keep_myeloblast_calls", True)),
     )
     if correction.adapter not in ADAPTERS:
         raise ProfileError(f"unknown adapter {correction.adapter!r}; expected one of {ADAPTERS}")

@@ -163,3 +163,18 @@ def test_names_and_too_few_patients_are_usage_errors(bundle: LoadedBundle) -> No
     scaled, y, _ = _site(bundle, 0.0, n=20)
     with pytest.raises(InvalidArgument, match="at least 2 patients"):
         fit_profile(bundle, scaled, y, ["P1"] * len(y), site="one")
+
+
+def test_a_profile_never_withdraws_a_myeloblast_call_on_any_cells(bundle: LoadedBundle, shifted) -> None:  # type: ignore[no-untyped-def]
+    profile = shifted[0]
+    # cells unlike the site's (another shift, another seed): the corrections were not fitted on them
+    x, _ = synthetic_data(SPEC, 300)
+    other = bundle.scale(x + np.random.default_rng(9).normal(scale=0.8, size=x.shape) - 0.5)
+    withdrawn_without_rule = 0
+    for name, model in bundle.models.items():
+        base_calls = model.proba(other).argmax(axis=1) == M
+        after_calls = profile.proba(bundle, name, other)[1].argmax(axis=1) == M
+        assert not (base_calls & ~after_calls).any()
+        plain = profile.models[name].calibrate(model.proba(profile.adapt(name, other)))
+        withdrawn_without_rule += int((base_calls & (plain.argmax(axis=1) != M)).sum())
+    assert withdrawn_without_rule > 0, "these cells no longer exercise the rule"
