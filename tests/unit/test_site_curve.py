@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from hemascope.bundle import load_bundle
+from hemascope.site.adapt_report import render_curve_report
 from hemascope.site.curve import learning_curve, sample_cells, split_patients
 from services.classifier.synthetic import build_synthetic_bundle
 from tests.site_profile_fixtures import SPEC, site_cells
@@ -48,6 +49,10 @@ def test_learning_curve_scores_before_and_after_on_other_patients(tmp_path) -> N
         assert run["eval_patients"] == 8
         for name in SPEC.models:
             assert 0 <= run["after"][name]["macro_f1"] <= 1
+    report = render_curve_report(result, "synthetic", tmp_path / "report")
+    text = report.read_text()
+    assert text.count("| Logistic regression |") == 2 and text.count("| SVM |") == 2
+    assert (tmp_path / "report" / "curve.png").stat().st_size > 0
     summary = result["summary"]["logistic_regression"]["20"]
     # the shifted site is corrected on its other patients
     assert summary["macro_f1_after"] > summary["macro_f1_before"]
