@@ -174,6 +174,18 @@ class SiteProfile:
     def ood_scores(self, scaled: FloatArray, labels: NDArray[np.integer[Any]]) -> FloatArray | None:
         return None if self.ood is None else self.ood.score(scaled, labels)
 
+    def referral(
+        self, bundle: LoadedBundle, model: str, scaled: FloatArray, probs: FloatArray
+    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """Low-confidence and out-of-distribution flags with the site's thresholds and OOD reference (the
+        bundle's OOD model when the profile has none), as the classifier service sets them."""
+        correction = self.models[model]
+        low = probs.max(axis=1) < correction.abstain_threshold
+        scorer = self.ood if self.ood is not None else bundle.ood
+        if correction.ood_threshold <= 0 or scorer is None:
+            return low, np.zeros(len(probs), dtype=np.bool_)
+        return low, scorer.score(scaled, probs.argmax(axis=1)) > correction.ood_threshold
+
     # storage --------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
         return {

@@ -84,6 +84,25 @@ def test_site_adapt_end_to_end(lab: Path, tmp_path: Path) -> None:
         json.loads((report / "adapt.json").read_text())["bundle"]["version"] == bundle.manifest.bundle_version
     )
 
+    # the bundle validated with the profile, as the classifier applies it
+    criteria = tmp_path / "criteria.yaml"
+    criteria.write_text("models: all\ncriteria:\n  - {metric: cells_per_class, min: 10}\n")
+    command = [sys.executable, "-m", "hemascope", "site", "validate", "--bundle", str(BUNDLE)]
+    command += ["--data", f"jhu={lab}", "--criteria", str(criteria), "--out", str(tmp_path / "validation")]
+    command += ["--profile", str(path), "--replicates", "100"]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    checked = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env=env, cwd=REPO_ROOT, check=False
+    )
+    assert checked.returncode == 0, checked.stderr
+    validation = json.loads((tmp_path / "validation" / "validation.json").read_text())
+    assert validation["site_profile"]["path"] == str(path)
+    assert "Site profile:" in (tmp_path / "validation" / "report.md").read_text()
+    for name, model in validation["models"].items():
+        assert model["abstain_threshold"] == profile.models[name].abstain_threshold
+        expected = summary["models"][name]["baseline"]["myeloblast_sensitivity"]
+        assert model["myeloblast"]["sensitivity"]["value"] >= expected - 1e-9, name
+
 
 def test_usage_errors_are_one_line_and_exit_2(lab: Path, tmp_path: Path) -> None:
     stray = tmp_path / "stray"
