@@ -88,18 +88,25 @@ def serve_feature(
     default=None,
     help="Poll the bundle's manifest every N seconds and reload when it changes (default 0: off).",
 )
+@click.option(
+    "--site-profiles",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory of site profiles (hemascope site adapt) that calls may name (default: none).",
+)
 def serve_classifier(
     host: str | None,
     port: int | None,
     metrics_port: int | None,
     bundle: Path | None,
     watch_interval: float | None,
+    site_profiles: Path | None,
 ) -> None:
     """The classifier service: every model of a model bundle, reloadable without a restart."""
     from hemascope.commands.serve import serve_classifier as run
 
     overrides: dict[str, object] = {"host": host, "port": port, "metrics_port": metrics_port}
-    overrides |= {"bundle": bundle, "watch_interval_s": watch_interval}
+    overrides |= {"bundle": bundle, "watch_interval_s": watch_interval, "site_profiles": site_profiles}
     run({k: v for k, v in overrides.items() if v is not None})
 
 

@@ -95,6 +95,12 @@ def _print_verdicts(result: dict[str, Any], err: bool) -> None:
     help="Bootstrap replicates.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option(
+    "--profile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A site profile (hemascope site adapt) to validate the bundle with, as the classifier applies it.",
+)
 @user_errors
 def validate_command(
     bundle: Path,
@@ -105,6 +111,7 @@ def validate_command(
     address: str | None,
     replicates: int,
     seed: int,
+    profile: Path | None,
 ) -> None:
     """Score every model of a bundle on a laboratory's own labelled cells, with 95% intervals, and judge the
     acceptance criteria: exit 0 when all pass, 1 when any fails, 2 for a usage error."""
@@ -123,6 +130,7 @@ def validate_command(
         replicates=replicates,
         seed=seed,
         progress=not as_json,
+        profile=profile,
     )
     result = run_validation(config)
     report = render_report(result, out)
@@ -140,3 +148,13 @@ def validate_command(
         }
         click.echo(json.dumps(line))
     sys.exit(0 if result["passed"] else 1)
+
+
+def _register() -> None:
+    from hemascope.commands.site_adapt_cli import adapt_command, curve_command
+
+    site_group.add_command(adapt_command)
+    site_group.add_command(curve_command)
+
+
+_register()

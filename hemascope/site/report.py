@@ -69,6 +69,14 @@ def _head(result: Mapping[str, Any]) -> list[str]:
         f"- Bundle: `{b['path']}` version {b['version']}; backbone {b['backbone']} (weights "
         f"`{b['weights_hash'][:16]}`), preprocessing {b['preprocessing']}",
         f"- Data: {d['cells']} cells ({counts}); {grouping}",
+        *(
+            [
+                f"- Site profile: `{result['site_profile']['path']}` (site "
+                f"{result['site_profile']['site']}), applied to every model as the classifier applies it"
+            ]
+            if result.get("site_profile")
+            else []
+        ),
         "- Datasets: " + ", ".join(f"{s['name']} (`{s['root']}`)" for s in d["datasets"]),
         f"- Run: {result['created']}; intervals {int(iv['level'] * 100)}%, "
         f"{iv['replicates']} bootstrap replicates, seed {iv['seed']}",

@@ -18,6 +18,7 @@ from typing import Any
 from hemascope.bundle import load_bundle
 from hemascope.site.criteria import Criteria, evaluate_criteria
 from hemascope.site.metrics import model_metrics
+from hemascope.site.profile import SiteProfile
 from hemascope.site.stats import LEVEL, Resampler
 from hemascope.training.evaluate import embed_scan, referral_flags, trained_on
 from hemascope.training.sources import DatasetSpec, SourcedSet, SourceSpecError, scan_sources
@@ -34,9 +35,11 @@ class ValidationConfig:
     replicates: int = DEFAULT_REPLICATES
     seed: int = 0
     progress: bool = True
+    #: a site profile (``hemascope site adapt``) to validate the bundle with, as the classifier applies it
+    profile: Path | None = None
 
 
-def _check_folders(scan: SourcedSet, classes: Sequence[str]) -> None:
+def check_folders(scan: SourcedSet, classes: Sequence[str]) -> None:
     if scan.unknown_folders:
         names = ", ".join(str(p) for p in scan.unknown_folders[:5])
         more = f" (and {len(scan.unknown_folders) - 5} more)" if len(scan.unknown_folders) > 5 else ""
@@ -74,20 +77,29 @@ def run_validation(config: ValidationConfig) -> dict[str, Any]:
     classes = tuple(manifest.classes)
     criteria = config.criteria
     chosen = criteria.chosen_models({name: m.entry.kind for name, m in bundle.models.items()})
+    profile = SiteProfile.load(config.profile) if config.profile is not None else None
+    if profile is not None:
+        profile.check_bundle(manifest, config.profile.name if config.profile else "")
     criteria.check_classes(classes)
     scan = scan_sources(config.specs, classes)
-    _check_folders(scan, classes)
+    check_folders(scan, classes)
     resampler = Resampler.create([r.patient for r in scan.records], config.replicates, config.seed)
     y, scaled = embed_scan(bundle, scan, address=config.address, progress=config.progress)
     malignant = [classes.index(c) for c in manifest.malignant_classes]
     models: dict[str, Any] = {}
     for name, model in bundle.models.items():
-        proba = model.proba(scaled)
-        flags = referral_flags(bundle, name, scaled, proba)
+        if profile is None:
+            proba = model.proba(scaled)
+            flags = referral_flags(bundle, name, scaled, proba)
+        else:
+            proba = profile.proba(bundle, name, scaled)[1]
+            flags = profile.referral(bundle, name, scaled, proba)
         metrics = model_metrics(y, proba, classes, malignant, flags, resampler, criteria.target_sensitivity)
         metrics["kind"] = model.entry.kind
         metrics["ood_available"] = bundle.ood is not None and model.entry.ood_threshold > 0
-        metrics["abstain_threshold"] = model.entry.abstain_threshold
+        metrics["abstain_threshold"] = (
+            model.entry.abstain_threshold if profile is None else profile.models[name].abstain_threshold
+        )
         models[name] = metrics
     data = _data_summary(scan, classes, resampler, trained_on(bundle, config.specs))
     verdicts = evaluate_criteria(criteria, data, {n: models[n] for n in chosen}, classes)
@@ -103,6 +115,9 @@ def run_validation(config: ValidationConfig) -> dict[str, Any]:
             "malignant_classes": list(manifest.malignant_classes),
         },
         "data": data,
+        "site_profile": None
+        if profile is None or config.profile is None
+        else {"path": str(config.profile), "site": profile.site, "created": profile.created},
         "intervals": {
             "level": LEVEL,
             "grouped_by_patient": resampler.grouped,

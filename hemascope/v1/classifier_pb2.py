@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hemascope.v1 import common_pb2 as hemascope_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhemascope/v1/classifier.proto\x12\x0chemascope.v1\x1a\x19hemascope/v1/common.proto\"N\n\x0f\x43lassifyRequest\x12+\n\nembeddings\x18\x01 \x03(\x0b\x32\x17.hemascope.v1.Embedding\x12\x0e\n\x06models\x18\x02 \x03(\t\";\n\x10\x43lassProbability\x12\x12\n\nclass_name\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xf8\x02\n\x0fModelPrediction\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x35\n\rprobabilities\x18\x03 \x03(\x0b\x32\x1e.hemascope.v1.ClassProbability\x12\r\n\x05label\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x1d\n\x15malignant_probability\x18\x06 \x01(\x01\x12\x0f\n\x07\x61\x62stain\x18\x07 \x01(\x08\x12\x11\n\tood_score\x18\x08 \x01(\x01\x12\x1b\n\x13out_of_distribution\x18\t \x01(\x08\x12/\n\x0crefer_reason\x18\n \x01(\x0e\x32\x19.hemascope.v1.ReferReason\x12\x19\n\x11\x61\x63quisition_score\x18\x0b \x01(\x01\x12\x1c\n\x14\x61typical_acquisition\x18\x0c \x01(\x08\x12\x1b\n\x13\x61\x63quisition_checked\x18\r \x01(\x08\"D\n\x0e\x43lassifyResult\x12\x32\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1d.hemascope.v1.ModelPrediction\"Y\n\x10\x43lassifyResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.hemascope.v1.ClassifyResult\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"\xe6\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x35\n\x07metrics\x18\x04 \x03(\x0b\x32$.hemascope.v1.ModelInfo.MetricsEntry\x12\x19\n\x11\x61\x62stain_threshold\x18\x05 \x01(\x01\x12\x13\n\x0btemperature\x18\x06 \x01(\x01\x12\x15\n\rood_threshold\x18\x07 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xef\x02\n\x12ListModelsResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x14\n\x0cweights_hash\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\r\x12\x15\n\rpreprocessing\x18\x05 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\t\x12\x19\n\x11malignant_classes\x18\x07 \x03(\t\x12\'\n\x06models\x18\x08 \x03(\x0b\x32\x17.hemascope.v1.ModelInfo\x12\x18\n\x10\x64\x61ta_fingerprint\x18\t \x01(\t\x12\x0f\n\x07\x63reated\x18\n \x01(\t\x12\x16\n\x0emax_embeddings\x18\x0b \x01(\r\x12\x19\n\x11last_reload_error\x18\x0c \x01(\t\x12\x1c\n\x14\x61\x63quisition_revision\x18\r \x01(\r\x12\x1e\n\x16\x65xpected_atypical_rate\x18\x0e \x01(\x01\"#\n\x13ReloadBundleRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"]\n\x14ReloadBundleResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x13\n\x0bmodel_count\x18\x03 \x01(\r*\xf4\x01\n\x0bReferReason\x12\x1c\n\x18REFER_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREFER_REASON_LOW_CONFIDENCE\x10\x01\x12$\n REFER_REASON_OUT_OF_DISTRIBUTION\x10\x02\x12\x37\n3REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION\x10\x03\x12 \n\x1cREFER_REASON_NOT_SINGLE_CELL\x10\x04\x12%\n!REFER_REASON_ATYPICAL_ACQUISITION\x10\x05\x32\x86\x02\n\x11\x43lassifierService\x12I\n\x08\x43lassify\x12\x1d.hemascope.v1.ClassifyRequest\x1a\x1e.hemascope.v1.ClassifyResponse\x12O\n\nListModels\x12\x1f.hemascope.v1.ListModelsRequest\x1a .hemascope.v1.ListModelsResponse\x12U\n\x0cReloadBundle\x12!.hemascope.v1.ReloadBundleRequest\x1a\".hemascope.v1.ReloadBundleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhemascope/v1/classifier.proto\x12\x0chemascope.v1\x1a\x19hemascope/v1/common.proto\"d\n\x0f\x43lassifyRequest\x12+\n\nembeddings\x18\x01 \x03(\x0b\x32\x17.hemascope.v1.Embedding\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x14\n\x0csite_profile\x18\x03 \x01(\t\";\n\x10\x43lassProbability\x12\x12\n\nclass_name\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xf8\x02\n\x0fModelPrediction\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x35\n\rprobabilities\x18\x03 \x03(\x0b\x32\x1e.hemascope.v1.ClassProbability\x12\r\n\x05label\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x1d\n\x15malignant_probability\x18\x06 \x01(\x01\x12\x0f\n\x07\x61\x62stain\x18\x07 \x01(\x08\x12\x11\n\tood_score\x18\x08 \x01(\x01\x12\x1b\n\x13out_of_distribution\x18\t \x01(\x08\x12/\n\x0crefer_reason\x18\n \x01(\x0e\x32\x19.hemascope.v1.ReferReason\x12\x19\n\x11\x61\x63quisition_score\x18\x0b \x01(\x01\x12\x1c\n\x14\x61typical_acquisition\x18\x0c \x01(\x08\x12\x1b\n\x13\x61\x63quisition_checked\x18\r \x01(\x08\"D\n\x0e\x43lassifyResult\x12\x32\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1d.hemascope.v1.ModelPrediction\"o\n\x10\x43lassifyResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.hemascope.v1.ClassifyResult\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x14\n\x0csite_profile\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\"\xe6\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x35\n\x07metrics\x18\x04 \x03(\x0b\x32$.hemascope.v1.ModelInfo.MetricsEntry\x12\x19\n\x11\x61\x62stain_threshold\x18\x05 \x01(\x01\x12\x13\n\x0btemperature\x18\x06 \x01(\x01\x12\x15\n\rood_threshold\x18\x07 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x86\x03\n\x12ListModelsResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x14\n\x0cweights_hash\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\r\x12\x15\n\rpreprocessing\x18\x05 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\t\x12\x19\n\x11malignant_classes\x18\x07 \x03(\t\x12\'\n\x06models\x18\x08 \x03(\x0b\x32\x17.hemascope.v1.ModelInfo\x12\x18\n\x10\x64\x61ta_fingerprint\x18\t \x01(\t\x12\x0f\n\x07\x63reated\x18\n \x01(\t\x12\x16\n\x0emax_embeddings\x18\x0b \x01(\r\x12\x19\n\x11last_reload_error\x18\x0c \x01(\t\x12\x15\n\rsite_profiles\x18\r \x03(\t\x12\x1c\n\x14\x61\x63quisition_revision\x18\x0e \x01(\r\x12\x1e\n\x16\x65xpected_atypical_rate\x18\x0f \x01(\x01\"#\n\x13ReloadBundleRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"]\n\x14ReloadBundleResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x13\n\x0bmodel_count\x18\x03 \x01(\r*\xf4\x01\n\x0bReferReason\x12\x1c\n\x18REFER_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREFER_REASON_LOW_CONFIDENCE\x10\x01\x12$\n REFER_REASON_OUT_OF_DISTRIBUTION\x10\x02\x12\x37\n3REFER_REASON_LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION\x10\x03\x12 \n\x1cREFER_REASON_NOT_SINGLE_CELL\x10\x04\x12%\n!REFER_REASON_ATYPICAL_ACQUISITION\x10\x05\x32\x86\x02\n\x11\x43lassifierService\x12I\n\x08\x43lassify\x12\x1d.hemascope.v1.ClassifyRequest\x1a\x1e.hemascope.v1.ClassifyResponse\x12O\n\nListModels\x12\x1f.hemascope.v1.ListModelsRequest\x1a .hemascope.v1.ListModelsResponse\x12U\n\x0cReloadBundle\x12!.hemascope.v1.ReloadBundleRequest\x1a\".hemascope.v1.ReloadBundleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,30 +34,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_REFERREASON']._serialized_start=1512
-  _globals['_REFERREASON']._serialized_end=1756
+  _globals['_REFERREASON']._serialized_start=1579
+  _globals['_REFERREASON']._serialized_end=1823
   _globals['_CLASSIFYREQUEST']._serialized_start=74
-  _globals['_CLASSIFYREQUEST']._serialized_end=152
-  _globals['_CLASSPROBABILITY']._serialized_start=154
-  _globals['_CLASSPROBABILITY']._serialized_end=213
-  _globals['_MODELPREDICTION']._serialized_start=216
-  _globals['_MODELPREDICTION']._serialized_end=592
-  _globals['_CLASSIFYRESULT']._serialized_start=594
-  _globals['_CLASSIFYRESULT']._serialized_end=662
-  _globals['_CLASSIFYRESPONSE']._serialized_start=664
-  _globals['_CLASSIFYRESPONSE']._serialized_end=753
-  _globals['_LISTMODELSREQUEST']._serialized_start=755
-  _globals['_LISTMODELSREQUEST']._serialized_end=774
-  _globals['_MODELINFO']._serialized_start=777
-  _globals['_MODELINFO']._serialized_end=1007
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=961
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1007
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1010
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1377
-  _globals['_RELOADBUNDLEREQUEST']._serialized_start=1379
-  _globals['_RELOADBUNDLEREQUEST']._serialized_end=1414
-  _globals['_RELOADBUNDLERESPONSE']._serialized_start=1416
-  _globals['_RELOADBUNDLERESPONSE']._serialized_end=1509
-  _globals['_CLASSIFIERSERVICE']._serialized_start=1759
-  _globals['_CLASSIFIERSERVICE']._serialized_end=2021
+  _globals['_CLASSIFYREQUEST']._serialized_end=174
+  _globals['_CLASSPROBABILITY']._serialized_start=176
+  _globals['_CLASSPROBABILITY']._serialized_end=235
+  _globals['_MODELPREDICTION']._serialized_start=238
+  _globals['_MODELPREDICTION']._serialized_end=614
+  _globals['_CLASSIFYRESULT']._serialized_start=616
+  _globals['_CLASSIFYRESULT']._serialized_end=684
+  _globals['_CLASSIFYRESPONSE']._serialized_start=686
+  _globals['_CLASSIFYRESPONSE']._serialized_end=797
+  _globals['_LISTMODELSREQUEST']._serialized_start=799
+  _globals['_LISTMODELSREQUEST']._serialized_end=818
+  _globals['_MODELINFO']._serialized_start=821
+  _globals['_MODELINFO']._serialized_end=1051
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1005
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1051
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1054
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1444
+  _globals['_RELOADBUNDLEREQUEST']._serialized_start=1446
+  _globals['_RELOADBUNDLEREQUEST']._serialized_end=1481
+  _globals['_RELOADBUNDLERESPONSE']._serialized_start=1483
+  _globals['_RELOADBUNDLERESPONSE']._serialized_end=1576
+  _globals['_CLASSIFIERSERVICE']._serialized_start=1826
+  _globals['_CLASSIFIERSERVICE']._serialized_end=2088
 # @@protoc_insertion_point(module_scope)

@@ -24,12 +24,14 @@ REFER_REASON_NOT_SINGLE_CELL: ReferReason
 REFER_REASON_ATYPICAL_ACQUISITION: ReferReason
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("embeddings", "models")
+    __slots__ = ("embeddings", "models", "site_profile")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    SITE_PROFILE_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
     models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+    site_profile: str
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., models: _Optional[_Iterable[str]] = ..., site_profile: _Optional[str] = ...) -> None: ...
 
 class ClassProbability(_message.Message):
     __slots__ = ("class_name", "probability")
@@ -76,12 +78,14 @@ class ClassifyResult(_message.Message):
     def __init__(self, predictions: _Optional[_Iterable[_Union[ModelPrediction, _Mapping]]] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("results", "bundle_version")
+    __slots__ = ("results", "bundle_version", "site_profile")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SITE_PROFILE_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ClassifyResult]
     bundle_version: str
-    def __init__(self, results: _Optional[_Iterable[_Union[ClassifyResult, _Mapping]]] = ..., bundle_version: _Optional[str] = ...) -> None: ...
+    site_profile: str
+    def __init__(self, results: _Optional[_Iterable[_Union[ClassifyResult, _Mapping]]] = ..., bundle_version: _Optional[str] = ..., site_profile: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -113,7 +117,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., abstain_threshold: _Optional[float] = ..., temperature: _Optional[float] = ..., ood_threshold: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("bundle_version", "backbone", "weights_hash", "dimension", "preprocessing", "classes", "malignant_classes", "models", "data_fingerprint", "created", "max_embeddings", "last_reload_error", "acquisition_revision", "expected_atypical_rate")
+    __slots__ = ("bundle_version", "backbone", "weights_hash", "dimension", "preprocessing", "classes", "malignant_classes", "models", "data_fingerprint", "created", "max_embeddings", "last_reload_error", "site_profiles", "acquisition_revision", "expected_atypical_rate")
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +130,7 @@ class ListModelsResponse(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     MAX_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     LAST_RELOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SITE_PROFILES_FIELD_NUMBER: _ClassVar[int]
     ACQUISITION_REVISION_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_ATYPICAL_RATE_FIELD_NUMBER: _ClassVar[int]
     bundle_version: str
@@ -140,9 +145,10 @@ class ListModelsResponse(_message.Message):
     created: str
     max_embeddings: int
     last_reload_error: str
+    site_profiles: _containers.RepeatedScalarFieldContainer[str]
     acquisition_revision: int
     expected_atypical_rate: float
-    def __init__(self, bundle_version: _Optional[str] = ..., backbone: _Optional[str] = ..., weights_hash: _Optional[str] = ..., dimension: _Optional[int] = ..., preprocessing: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., malignant_classes: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., data_fingerprint: _Optional[str] = ..., created: _Optional[str] = ..., max_embeddings: _Optional[int] = ..., last_reload_error: _Optional[str] = ..., acquisition_revision: _Optional[int] = ..., expected_atypical_rate: _Optional[float] = ...) -> None: ...
+    def __init__(self, bundle_version: _Optional[str] = ..., backbone: _Optional[str] = ..., weights_hash: _Optional[str] = ..., dimension: _Optional[int] = ..., preprocessing: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., malignant_classes: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., data_fingerprint: _Optional[str] = ..., created: _Optional[str] = ..., max_embeddings: _Optional[int] = ..., last_reload_error: _Optional[str] = ..., site_profiles: _Optional[_Iterable[str]] = ..., acquisition_revision: _Optional[int] = ..., expected_atypical_rate: _Optional[float] = ...) -> None: ...
 
 class ReloadBundleRequest(_message.Message):
     __slots__ = ("path",)

@@ -108,7 +108,9 @@ def classify_response(result: Classification) -> classifier_pb2.ClassifyResponse
         classifier_pb2.ClassifyResult(predictions=[predictions[i] for predictions in per_model])
         for i in range(result.count)
     ]
-    return classifier_pb2.ClassifyResponse(results=results, bundle_version=result.bundle_version)
+    return classifier_pb2.ClassifyResponse(
+        results=results, bundle_version=result.bundle_version, site_profile=result.site_profile
+    )
 
 
 def list_models_response(
@@ -143,6 +145,7 @@ def list_models_response(
         last_reload_error=last_reload_error,
         acquisition_revision=int(site.revision) if site is not None else 0,
         expected_atypical_rate=site.expected_atypical_rate if site is not None else 0.0,
+        site_profiles=served.profiles.names,
     )
 
 

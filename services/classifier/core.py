@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from hemascope.bundle import BundleError, LoadedBundle, Manifest, load_bundle
 from hemascope.errors import HemascopeError, InvalidArgument, Unavailable
 from hemascope.logs import get_logger
+from hemascope.site.profile import SiteProfile
 from services.classifier.acquisition import Acquisition
 from services.classifier.inputs import EmbeddingInput, embedding_matrix, select_models
 from services.classifier.metrics import (
@@ -31,6 +32,7 @@ from services.classifier.metrics import (
     RELOADS,
     UNCHECKED_ACQUISITION,
 )
+from services.classifier.profiles import ProfileSet, load_profiles
 from services.classifier.settings import ClassifierSettings
 from services.classifier.watcher import BundleWatcher, manifest_fingerprint
 
@@ -50,6 +52,7 @@ class ServedBundle:
     bundle: LoadedBundle
     fingerprint: str | None  # of the manifest as read just before loading
     malignant: NDArray[np.intp]  # indices of the malignant classes
+    profiles: ProfileSet = field(default_factory=ProfileSet)  # the site profiles for this bundle
 
     @property
     def manifest(self) -> Manifest:
@@ -91,6 +94,7 @@ class Classification:
     classes: tuple[str, ...]
     outputs: tuple[ModelOutput, ...]  # in the order the models were requested
     count: int  # embeddings classified
+    site_profile: str = ""  # the site profile applied to every output; "" for the bundle alone
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,9 @@ def set_model_threads(bundle: LoadedBundle, threads: int) -> None:
             model.estimator.set_params(n_jobs=threads)
 
 
-def _serve(bundle: LoadedBundle, fingerprint: str | None, threads: int) -> ServedBundle:
+def _serve(
+    bundle: LoadedBundle, fingerprint: str | None, threads: int, profile_dir: Path | None = None
+) -> ServedBundle:
     set_model_threads(bundle, threads)
     manifest = bundle.manifest
     unknown = sorted(set(manifest.malignant_classes) - set(manifest.classes))
@@ -116,7 +122,7 @@ def _serve(bundle: LoadedBundle, fingerprint: str | None, threads: int) -> Serve
         problem = f"malignant classes {unknown} are not among its classes" if unknown else "it has no models"
         raise BundleError(f"bundle {manifest.bundle_version} cannot serve: {problem}")
     malignant = np.array([manifest.classes.index(c) for c in manifest.malignant_classes], dtype=np.intp)
-    return ServedBundle(bundle, fingerprint, malignant)
+    return ServedBundle(bundle, fingerprint, malignant, load_profiles(profile_dir, manifest))
 
 
 def _output(
@@ -126,18 +132,26 @@ def _output(
     scaled: NDArray[np.float64],
     not_single_cell: NDArray[np.bool_],
     acquisition: Acquisition,
+    profile: SiteProfile | None = None,
 ) -> ModelOutput:
     entry = served.bundle.models[name].entry
+    abstain_threshold, ood_threshold = entry.abstain_threshold, entry.ood_threshold
+    ood_scores = served.bundle.ood_scores
+    if profile is not None:  # the site's thresholds, and its own OOD reference when it has one
+        correction = profile.models[name]
+        abstain_threshold, ood_threshold = correction.abstain_threshold, correction.ood_threshold
+        if profile.ood is not None:
+            ood_scores = profile.ood_scores
     if not np.isfinite(probs).all():
         raise HemascopeError(f"model {name} produced non-finite probabilities", reason="MODEL_FAILURE")
     probs = np.clip(probs, 0.0, 1.0)
     probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
     labels = probs.argmax(axis=1)
     confidence = probs[np.arange(len(probs)), labels]
-    low_confidence = confidence < entry.abstain_threshold
-    scores = served.bundle.ood_scores(scaled, labels) if entry.ood_threshold > 0 else None
+    low_confidence = confidence < abstain_threshold
+    scores = ood_scores(scaled, labels) if ood_threshold > 0 else None
     ood_score = np.zeros(len(probs)) if scores is None else scores
-    ood = ood_score > entry.ood_threshold if scores is not None else np.zeros(len(probs), dtype=np.bool_)
+    ood = ood_score > ood_threshold if scores is not None else np.zeros(len(probs), dtype=np.bool_)
     acquisition_score, atypical = acquisition.judge(served.bundle.site, labels)
     reason = np.where(low_confidence, REFER_LOW_CONFIDENCE, REFER_NONE) + np.where(ood, REFER_OOD, 0)
     reason = np.where((reason == REFER_NONE) & atypical, REFER_ATYPICAL_ACQUISITION, reason)
@@ -215,7 +229,9 @@ class ClassifierCore:
             started = time.perf_counter()
             fingerprint = manifest_fingerprint(root)
             try:
-                served = _serve(load_bundle(root), fingerprint, self.settings.model_threads)
+                served = _serve(
+                    load_bundle(root), fingerprint, self.settings.model_threads, self.settings.site_profiles
+                )
             except Exception as exc:  # whatever a damaged bundle throws, the old one keeps serving
                 error = exc if isinstance(exc, BundleError) else _unexpected(root, exc)
                 self._last_error = error.message
@@ -261,10 +277,14 @@ class ClassifierCore:
         return requested
 
     # classification --------------------------------------------------------------------------------------
-    def classify(self, embeddings: Sequence[EmbeddingInput], models: Sequence[str] = ()) -> Classification:
-        """Runs the chosen models (default all) on the embeddings, with the bundle served at call time."""
+    def classify(
+        self, embeddings: Sequence[EmbeddingInput], models: Sequence[str] = (), site_profile: str = ""
+    ) -> Classification:
+        """Runs the chosen models (default all) on the embeddings, with the bundle served at call time and,
+        when ``site_profile`` names one, that site's profile applied (:mod:`hemascope.site.profile`)."""
         served = self.served  # one snapshot for the whole call
         manifest = served.manifest
+        profile = served.profiles.get(site_profile)
         names = select_models(manifest, models)
         matrix = embedding_matrix(
             manifest,
@@ -280,15 +300,24 @@ class ClassifierCore:
         outputs = []
         for name in names:
             started = time.perf_counter()
-            probs = served.bundle.models[name].proba(scaled)
+            if profile is None:
+                probs = served.bundle.models[name].proba(scaled)
+            else:
+                _, probs = profile.proba(served.bundle, name, scaled)
             MODEL_SECONDS.labels(name).observe(time.perf_counter() - started)
-            output = _output(name, served, probs, scaled, not_single_cell, acquisition)
+            output = _output(name, served, probs, scaled, not_single_cell, acquisition, profile)
             PREDICTIONS.labels(name).inc(len(matrix))
             ABSTENTIONS.labels(name).inc(int(output.abstain.sum()))
             OUT_OF_DISTRIBUTION.labels(name).inc(int(output.out_of_distribution.sum()))
             ATYPICAL_ACQUISITION.labels(name).inc(int(output.atypical_acquisition.sum()))
             outputs.append(output)
-        return Classification(manifest.bundle_version, tuple(manifest.classes), tuple(outputs), len(matrix))
+        return Classification(
+            manifest.bundle_version,
+            tuple(manifest.classes),
+            tuple(outputs),
+            len(matrix),
+            site_profile if profile is not None else "",
+        )
 
 
 def _unexpected(root: Path, exc: Exception) -> BundleError:

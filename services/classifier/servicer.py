@@ -16,7 +16,9 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServiceServicer):
     def Classify(  # noqa: N802 (gRPC method name)
         self, request: classifier_pb2.ClassifyRequest, context: grpc.ServicerContext
     ) -> classifier_pb2.ClassifyResponse:
-        result = self.core.classify(converters.embeddings_from_request(request), list(request.models))
+        result = self.core.classify(
+            converters.embeddings_from_request(request), list(request.models), request.site_profile
+        )
         return converters.classify_response(result)
 
     def ListModels(  # noqa: N802

@@ -45,3 +45,10 @@ class ClassifierSettings(ServerSettings):
         description="Refuse embeddings whose backbone, weights_hash or preprocessing is empty (by default "
         "empty ones are not checked, only the dimension is).",
     )
+    site_profiles: Path | None = Field(
+        None,
+        description="Directory of site profiles (`hemascope site adapt` writes them; NAME.npz is applied "
+        "when a Classify call names NAME in site_profile). Read and checked against the bundle at every "
+        "(re)load: a profile for another bundle or a damaged one is refused (calls naming it fail with "
+        "FAILED_PRECONDITION) and the others serve; a missing directory fails the load. None: no profiles.",
+    )
