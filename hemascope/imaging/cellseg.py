@@ -27,6 +27,7 @@ stay in Pillow), so the output is that of revision 1 at a fraction of the cost.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -139,14 +140,25 @@ def _pick_nucleus(candidates: NDArray[np.bool_]) -> NDArray[np.bool_] | None:
     return np.asarray(parts.labels == int(np.argmax(score)) + 1)
 
 
+@lru_cache(maxsize=32)
+def _rays(longest: int) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The radii (every half pixel up to ``longest``) and each ray's offsets ``sin * r``, ``cos * r``
+    (read-only: shared by every call)."""
+    radii = np.arange(0.0, float(longest), 0.5)
+    rays = (radii, _SIN[:, None] * radii[None, :], _COS[:, None] * radii[None, :])
+    for array in rays:
+        array.setflags(write=False)
+    return rays
+
+
 def _sample(planes: NDArray[np.uint8], ys: NDArray[np.float64], xs: NDArray[np.float64]) -> NDArray[np.uint8]:
     """``scipy.ndimage.map_coordinates(planes, (ys, xs), order=0, cval=0)``: the nearest pixel
     (``floor(c + 0.5)``), 0 outside ``[0, size - 1]``."""
     h, w = planes.shape
     inside = (ys >= 0) & (ys <= h - 1) & (xs >= 0) & (xs <= w - 1)
-    iy = np.floor(np.where(inside, ys, 0) + 0.5).astype(np.intp)
-    ix = np.floor(np.where(inside, xs, 0) + 0.5).astype(np.intp)
-    return np.asarray(planes[np.minimum(iy, h - 1), np.minimum(ix, w - 1)] * inside)
+    iy = np.clip(np.floor(ys + 0.5), 0, h - 1).astype(np.intp)  # outside points: any pixel, masked below
+    ix = np.clip(np.floor(xs + 0.5), 0, w - 1).astype(np.intp)
+    return np.asarray(planes[iy, ix] * inside)
 
 
 def radial_cell(cell: NDArray[np.bool_], nucleus: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -156,9 +168,8 @@ def radial_cell(cell: NDArray[np.bool_], nucleus: NDArray[np.bool_]) -> NDArray[
     count = ys_n.size
     cy, cx = float(ys_n.sum()) / count, float(xs_n.sum()) / count
     r_eq = float(np.sqrt(nucleus.sum() / np.pi))
-    radii = np.arange(0.0, float(max(h, w)), 0.5)
-    ys = cy + _SIN[:, None] * radii[None, :]
-    xs = cx + _COS[:, None] * radii[None, :]
+    radii, dy, dx = _rays(max(h, w))
+    ys, xs = cy + dy, cx + dx
     # Both masks in one plane (bit 0: cell, bit 1: nucleus), sampled once.
     planes = cell.astype(np.uint8) | (nucleus.astype(np.uint8) * np.uint8(2))
     sampled = _sample(planes, ys, xs)
@@ -196,9 +207,11 @@ def segment_cell(pixels: NDArray[np.uint8]) -> CellSegmentation:
     background = feature <= low
     if not background.any():
         return _fallback(shape, scale, "no-background")
-    luminance = small.astype(np.float32).mean(axis=2)
-    contrast = float(np.median(feature[nucleus]) - np.median(feature[background]))
-    darkness = float(np.median(luminance[background]) - np.median(luminance[nucleus]))
+    contrast = float(filters.median(feature[nucleus]) - filters.median(feature[background]))
+    # The mean of R, G, B (float32), only where the medians need it.
+    lum_background = small[background].astype(np.float32).mean(axis=1)
+    lum_nucleus = small[nucleus].astype(np.float32).mean(axis=1)
+    darkness = float(filters.median(lum_background) - filters.median(lum_nucleus))
     if contrast < _MIN_FEATURE_CONTRAST or darkness < _MIN_DARKNESS:
         return _fallback(shape, scale, "low-contrast")
     candidates = filters.fill_holes(filters.opening(feature > low) | nucleus)

@@ -13,6 +13,7 @@ and real images, so a preprocessing version's output never depends on which of t
 - :func:`fill_holes`: ``scipy.ndimage.binary_fill_holes`` (background 4-connected to the outside is kept).
 - :func:`components`: ``scipy.ndimage.label`` (4-connectivity) with its raster-order numbering, areas,
   centres of mass and whether each component touches the border.
+- :func:`median`: ``numpy.median`` of a 1-D float array, without its generic machinery.
 - :func:`percentile`: ``numpy.percentile`` (``method="linear"``) for a few percentiles of a large array,
   from the order statistics near them instead of a partition of the whole array.
 """
@@ -185,3 +186,17 @@ def percentile(values: NDArray[np.floating], q: Sequence[float]) -> list[float]:
         result = np.float64(b) - diff * (1 - gamma) if gamma >= 0.5 else np.float64(a) + diff * gamma
         out.append(float(result))
     return out
+
+
+def median(values: NDArray[np.floating]) -> np.floating:
+    """``numpy.median(values)`` of a 1-D float array without NaN, bit for bit, in the values' dtype: the
+    middle value, or the two middle values' sum halved (in the dtype, as ``numpy.mean`` of two does)."""
+    n = values.size
+    if n == 0:
+        raise ValueError("the median of no values")
+    k = n // 2
+    dtype = values.dtype.type
+    if n % 2:
+        return dtype(np.partition(values, k)[k])
+    part = np.partition(values, [k - 1, k])
+    return dtype(dtype(part[k - 1] + part[k]) / 2)

@@ -80,6 +80,21 @@ def test_percentile_is_numpys(size: int, dtype: type) -> None:
             assert filters.percentile(values, q) == np.percentile(values, q).tolist(), (q, dtype)
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 101, 1000, 16384])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_is_numpys(size: int, dtype: type) -> None:
+    rng = np.random.default_rng(size + 1)
+    for raw in (rng.normal(size=size) * 100, np.round(rng.normal(size=size) * 3), rng.exponential(size=size)):
+        values = raw.astype(dtype)
+        got, expected = filters.median(values), np.median(values)
+        assert got == expected and type(got) is type(expected)
+
+
+def test_median_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        filters.median(np.zeros(0, np.float32))
+
+
 def test_filters_match_scipy_on_real_images() -> None:
     """The segmentation's own inputs: the stain feature of real images of the three laboratories."""
     data = shared_data_dir()
