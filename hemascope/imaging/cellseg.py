@@ -208,10 +208,10 @@ def segment_cell(pixels: NDArray[np.uint8]) -> CellSegmentation:
     if not background.any():
         return _fallback(shape, scale, "no-background")
     contrast = float(filters.median(feature[nucleus]) - filters.median(feature[background]))
-    # The mean of R, G, B (float32), only where the medians need it.
-    lum_background = small[background].astype(np.float32).mean(axis=1)
-    lum_nucleus = small[nucleus].astype(np.float32).mean(axis=1)
-    darkness = float(filters.median(lum_background) - filters.median(lum_nucleus))
+    # The mean of R, G, B in float32: ``(R + G) + B`` divided by 3, as ``mean(axis=2)`` sums three values.
+    red, green, blue = (plane.astype(np.float32) for plane in cv2.split(small))
+    luminance = ((red + green) + blue) / np.float32(3)
+    darkness = float(filters.median(luminance[background]) - filters.median(luminance[nucleus]))
     if contrast < _MIN_FEATURE_CONTRAST or darkness < _MIN_DARKNESS:
         return _fallback(shape, scale, "low-contrast")
     candidates = filters.fill_holes(filters.opening(feature > low) | nucleus)
