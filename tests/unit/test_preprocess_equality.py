@@ -9,6 +9,7 @@ Hopkins) and on the odd images that take the fallbacks.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ SOURCES = {
     ],
 }
 PER_FOLDER = 4
+#: Set to 1 to compare every image of the three sources (about 5400; some minutes on two cores).
+ALL_IMAGES = os.environ.get("HEMASCOPE_EQUALITY_ALL_IMAGES") == "1"
 #: The options whose steps were reimplemented (the crop, the segmentation, the channels); the stain
 #: normalisers are torchstain's and unchanged.
 OPTIONS = [
@@ -65,6 +68,21 @@ def test_default_option_is_pixel_identical_on_real_images(source: str) -> None:
         assert (seg.fallback, seg.reason, seg.scale) == (ref_seg.fallback, ref_seg.reason, ref_seg.scale)
         assert np.array_equal(seg.cell, ref_seg.cell) and np.array_equal(seg.nucleus, ref_seg.nucleus)
         assert got.box == reference.crop_cell(pixels, option.size).box
+
+
+@pytest.mark.skipif(not ALL_IMAGES, reason="HEMASCOPE_EQUALITY_ALL_IMAGES=1 compares every image")
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_default_option_is_pixel_identical_on_every_image(source: str) -> None:
+    paths = sorted((DATA / source).rglob("*.jpg"))
+    if not paths:
+        pytest.skip(f"no data at {DATA / source}")
+    option = get_preprocessing("cellcrop-hematoxylin")
+    different = []
+    for path in paths:
+        pixels = decode_image(path.read_bytes()).pixels
+        if not np.array_equal(option.prepare(pixels), reference.prepare(option, pixels)):
+            different.append(path.name)
+    assert not different, different
 
 
 @pytest.mark.parametrize("name", OPTIONS)
