@@ -10,6 +10,8 @@ and real images, so a preprocessing version's output never depends on which of t
   float32 between and after the passes, so the rounding points are the same.
 - :func:`erode` / :func:`dilate` / :func:`opening` / :func:`closing`: ``scipy.ndimage.binary_*`` with a
   square (3 x 3) or cross structure and ``border_value=0`` (outside the image is background).
+- :func:`maximum3` / :func:`minimum3`: ``scipy.ndimage.maximum_filter`` / ``minimum_filter`` with
+  ``size=3`` (``mode="reflect"``, which for a 3 x 3 window repeats the edge pixel).
 - :func:`fill_holes`: ``scipy.ndimage.binary_fill_holes`` (background 4-connected to the outside is kept).
 - :func:`components`: ``scipy.ndimage.label`` (4-connectivity) with its raster-order numbering, areas,
   centres of mass and whether each component touches the border.
@@ -94,6 +96,16 @@ def opening(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
 def closing(mask: NDArray[np.bool_], iterations: int = 1) -> NDArray[np.bool_]:
     """``scipy.ndimage.binary_closing(mask, structure=np.ones((3, 3)), iterations=iterations)``."""
     return erode(dilate(mask, iterations), iterations)
+
+
+def maximum3(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """``scipy.ndimage.maximum_filter(image, size=3)`` for a 2-D uint8 image."""
+    return np.asarray(cv2.dilate(image, _SQUARE, borderType=cv2.BORDER_REPLICATE))
+
+
+def minimum3(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """``scipy.ndimage.minimum_filter(image, size=3)`` for a 2-D uint8 image."""
+    return np.asarray(cv2.erode(image, _SQUARE, borderType=cv2.BORDER_REPLICATE))
 
 
 def fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:

@@ -54,6 +54,14 @@ def test_binary_morphology_is_scipys(shape: tuple[int, int]) -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+def test_minimum_and_maximum_of_3_are_scipys(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(3 * shape[0] + shape[1])
+    for image in (rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 3, shape, dtype=np.uint8)):
+        assert np.array_equal(filters.maximum3(image), ndi.maximum_filter(image, size=3))
+        assert np.array_equal(filters.minimum3(image), ndi.minimum_filter(image, size=3))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 def test_components_number_and_measure_like_scipy(shape: tuple[int, int]) -> None:
     for seed, mask in enumerate(_masks(7 * shape[0] + shape[1], shape)):
         labels, count = ndi.label(mask)
