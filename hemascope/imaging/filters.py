@@ -15,6 +15,7 @@ and real images, so a preprocessing version's output never depends on which of t
 - :func:`fill_holes`: ``scipy.ndimage.binary_fill_holes`` (background 4-connected to the outside is kept).
 - :func:`components`: ``scipy.ndimage.label`` (4-connectivity) with its raster-order numbering, areas,
   centres of mass and whether each component touches the border.
+- :func:`label_medians`: ``scipy.ndimage.median(values, labels, index)`` for every label of a float image.
 - :func:`median`: ``numpy.median`` of a 1-D float array, without its generic machinery.
 - :func:`percentile`: ``numpy.percentile`` (``method="linear"``) for a few percentiles of a large array,
   from the order statistics near them instead of a partition of the whole array.
@@ -212,3 +213,20 @@ def median(values: NDArray[np.floating]) -> np.floating:
         return dtype(np.partition(values, k)[k])
     part = np.partition(values, [k - 1, k])
     return dtype(dtype(part[k - 1] + part[k]) / 2)
+
+
+def label_medians(
+    values: NDArray[np.floating], labels: NDArray[np.int32], count: int
+) -> NDArray[np.floating]:
+    """``scipy.ndimage.median(values, labels, range(1, count + 1))`` for a float image whose labels are
+    ``0 .. count`` (each present), bit for bit: per label, its middle value or the two middle values' sum
+    halved, in the values' dtype. Only the labelled pixels are sorted (SciPy sorts the whole image)."""
+    inside = labels > 0
+    lab, val = labels[inside], values[inside]
+    order = np.lexsort((val, lab))
+    lab, val = lab[order], val[order]
+    wanted = np.arange(1, count + 1)
+    lo = np.searchsorted(lab, wanted, side="left")
+    hi = np.searchsorted(lab, wanted, side="right") - 1
+    step = (hi - lo) // 2
+    return np.asarray((val[lo + step] + val[hi - step]) / 2.0)

@@ -210,8 +210,8 @@ def _nuclei(
     index = np.arange(1, count + 1)
     h, w = feature.shape
     areas = parts.areas / (h * w)
-    med_feature = np.asarray(ndi.median(feature, labels, index), dtype=np.float64)
-    med_lum = np.asarray(ndi.median(lum, labels, index), dtype=np.float64)
+    med_feature = np.asarray(filters.label_medians(feature, labels, count), dtype=np.float64)
+    med_lum = np.asarray(filters.label_medians(lum, labels, count), dtype=np.float64)
     like = (
         (areas >= t.min_nucleus)
         & (med_feature - bg_feature >= t.nucleus_contrast)

@@ -98,6 +98,20 @@ def test_median_is_numpys(size: int, dtype: type) -> None:
         assert got == expected and type(got) is type(expected)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_label_medians_are_scipys(shape: tuple[int, int], dtype: type) -> None:
+    rng = np.random.default_rng(5 * shape[0] + shape[1])
+    values = np.round(rng.normal(size=shape) * 4).astype(dtype)  # ties, as real images have
+    for mask in _masks(shape[0], shape):
+        labels, count = ndi.label(mask)
+        if count == 0:
+            continue
+        expected = ndi.median(values, labels, np.arange(1, count + 1))
+        got = filters.label_medians(values, labels.astype(np.int32), count)
+        assert np.array_equal(got, np.asarray(expected)) and got.dtype == np.asarray(expected).dtype
+
+
 def test_median_of_nothing_is_an_error() -> None:
     with pytest.raises(ValueError, match="no values"):
         filters.median(np.zeros(0, np.float32))
