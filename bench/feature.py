@@ -22,8 +22,15 @@ What is measured, per backbone, in one run:
    the full path: lookup, decode, hash, resize, model, cache write) and for a cache hit (the same image
    again), with the default in-process cache and, given ``--redis-url``, with Redis (under a unique key
    prefix whose keys are deleted afterwards).
-4. **Miss breakdown** -- the per-image Python work of a miss outside the model (decode, hash, resize,
-   protobuf), timed in-process on one real image, to show where the time goes besides the model.
+4. **Miss breakdown** -- the per-image Python work of a miss outside the model (decode, hash, the default
+   preprocessing option, protobuf), timed in-process on one real image, to show where the time goes
+   besides the model.
+5. **Preprocessing, before and after** -- CPU ms per image of the default option's ``prepare`` on the
+   throughput images (both scanners: 360x363 and 400x400), the package's OpenCV implementation against the
+   SciPy definition it reproduces bit for bit (``tests/reference_preprocess.py``), alternating in one run.
+6. **Preprocessing pool** (``--compare-prep-threads N``) -- the throughput levels again on a second service
+   process with ``HEMASCOPE_FEATURE_PREPROCESS_THREADS=N`` (0: each RPC thread prepares its own image), its
+   ratio against the same raw session.
 
 ``ratio = service_16_img_s / raw_best_img_s`` compares the service with the raw session *measured in the
 same run*: absolute timings vary between runs on shared machines, the ratio much less. The client threads
@@ -59,6 +66,7 @@ from feature_model import (
     load_images,
     miss_breakdown,
     model_inputs,
+    prepare_timings,
     random_resnet50_checkpoint,
 )
 from feature_report import BackboneRun, print_table, summary
@@ -79,6 +87,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=None, help="also measure latency with this Redis")
     parser.add_argument(
         "--channel-mode", default="auto", choices=["auto", *CHANNEL_MODES], help="auto: probe both"
+    )
+    parser.add_argument(
+        "--compare-prep-threads",
+        type=int,
+        default=None,
+        help="also load a service with this many preprocessing threads (0: on the RPC threads)",
     )
     return parser.parse_args(argv)
 
@@ -106,6 +120,20 @@ def bench_service(
     return mode, probe, results, latency
 
 
+def compare_prep_threads(
+    settings: FeatureSettings,
+    workdir: Path,
+    args: argparse.Namespace,
+    images: dict[str, list[EncodedImage]],
+    mode: str,
+) -> list[LoadResult]:
+    """The throughput levels on a service with ``--compare-prep-threads`` preprocessing threads."""
+    make_call = embed_caller(embed_requests(images["throughput"], skip_cache=True))
+    env = {"HEMASCOPE_FEATURE_PREPROCESS_THREADS": str(args.compare_prep_threads)}
+    with run_server(settings, workdir, **env) as server:
+        return [run_load(server, make_call, n, mode, args.warmup, args.seconds) for n in CLIENT_COUNTS]
+
+
 def bench_backbone(name: str, args: argparse.Namespace, workdir: Path) -> BackboneRun:
     notes: list[str] = []
     settings = backbone_settings(name, args, workdir, notes)
@@ -120,7 +148,11 @@ def bench_backbone(name: str, args: argparse.Namespace, workdir: Path) -> Backbo
         path, settings, model_inputs(images["throughput"], spec), args.seconds
     )
     breakdown = miss_breakdown(images["throughput"][0], spec, weights_hash)
+    prepare = prepare_timings(images["throughput"])
     mode, probe, service, memory_latency = bench_service(settings, workdir, args, images)
+    compared: dict[int, list[LoadResult]] = {}
+    if args.compare_prep_threads is not None:
+        compared[args.compare_prep_threads] = compare_prep_threads(settings, workdir, args, images, mode)
     latency = {"memory": memory_latency}
     if args.redis_url:
         latency["redis"] = bench_redis_latency(settings, workdir, args.redis_url, images, args.seconds)
@@ -137,6 +169,9 @@ def bench_backbone(name: str, args: argparse.Namespace, workdir: Path) -> Backbo
         latency_cpu={cache: usage for cache, (_, usage) in latency.items()},
         breakdown=breakdown,
         notes=notes,
+        prepare=prepare,
+        prep_threads=settings.preprocess_threads,
+        compared=compared,
     )
 
 

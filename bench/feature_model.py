@@ -6,6 +6,7 @@ the raw session runs in a process as lean as the service's.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from benchlib.cpu import CpuUsage, cpu_snapshot, cpu_usage
@@ -37,6 +39,7 @@ from services.feature.settings import FeatureSettings
 DATASET = "bloodcells-5class"
 RAW_BATCHES = (1, 8, 32)
 BREAKDOWN_ITERATIONS = 200
+PREPARE_ROUNDS = 5
 EXPORT_TIMEOUT_S = 1800.0
 RANDOM_CHECKPOINT_SCRIPT = """
 import sys, torch
@@ -172,3 +175,42 @@ def miss_breakdown(image: EncodedImage, spec: BackboneSpec, weights_hash: str) -
     timings = {name: median_ms(fn, BREAKDOWN_ITERATIONS) for name, fn in stages.items()}
     timings["total_python"] = round(sum(timings.values()), 3)
     return timings
+
+
+# --- preprocessing, package against the SciPy reference ---------------------------------------------------
+def _reference_module() -> ModuleType:
+    """``tests/reference_preprocess.py`` of this checkout (first on the path: torchstain installs a
+    top-level ``tests`` package of its own)."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("tests.reference_preprocess")
+
+
+def prepare_timings(images: Sequence[EncodedImage]) -> dict[str, float]:
+    """CPU ms per image of the default option's ``prepare`` (the package's OpenCV implementation) and of
+    the SciPy / per-pixel definition it reproduces (``tests/reference_preprocess.py``), on the same real
+    images in the same run: rounds alternate between the two, and each side's best round counts (CPU time,
+    so another process taking the CPU between rounds does not count; sharing the core still slows both).
+    """
+    option = get_preprocessing(DEFAULT_PREPROCESSING)
+    reference_preprocess = _reference_module()
+    pixels = [decode_image(im.data, ImageLimits(), im.media_type).pixels for im in images]
+    sides: dict[str, Callable[[NDArray[np.uint8]], object]] = {
+        "package": option.prepare,
+        "reference": lambda p: reference_preprocess.prepare(option, p),
+    }
+    best = {name: float("inf") for name in sides}
+    for _ in range(PREPARE_ROUNDS):
+        for name, fn in sides.items():
+            started = time.process_time()
+            for p in pixels:
+                fn(p)
+            best[name] = min(best[name], 1000 * (time.process_time() - started) / len(pixels))
+    sizes = sorted({f"{p.shape[1]}x{p.shape[0]}" for p in pixels})
+    print(f"preprocessing timed on {len(pixels)} images ({', '.join(sizes)})", file=sys.stderr)
+    return {
+        "package_ms": round(best["package"], 3),
+        "reference_ms": round(best["reference"], 3),
+        "speedup": round(best["reference"] / best["package"], 2),
+    }

@@ -36,6 +36,11 @@ class BackboneRun:
     latency_cpu: dict[str, CpuUsage]
     breakdown: dict[str, float]
     notes: list[str]
+    #: the default option's prepare, CPU ms per image: package, reference and speedup
+    prepare: dict[str, float]
+    #: the service's preprocessing threads, and the levels of a service with another count
+    prep_threads: int
+    compared: dict[int, list[LoadResult]]
 
 
 def summary(run: BackboneRun, args: argparse.Namespace, machine: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +61,17 @@ def summary(run: BackboneRun, args: argparse.Namespace, machine: dict[str, Any])
     out["channel_mode"] = run.channel_mode
     out["channel_probe_img_s"] = run.channel_probe
     out["miss_breakdown_ms"] = run.breakdown
-    usages = [run.raw_cpu, *(result.cpu for result in run.service), *run.latency_cpu.values()]
+    out["prepare_cpu_ms"] = run.prepare
+    out["preprocess_threads"] = run.prep_threads
+    for threads, results in run.compared.items():
+        levels = {result.clients: result.calls_s for result in results}
+        out[f"prep_threads_{threads}"] = {
+            **{f"service_{n}_img_s": value for n, value in levels.items()},
+            "ratio": round(levels[max(CLIENT_COUNTS)] / raw_best, 3),
+            "errors": sum(result.errors for result in results),
+        }
+    compared = [result.cpu for results in run.compared.values() for result in results]
+    usages = [run.raw_cpu, *(result.cpu for result in run.service), *compared, *run.latency_cpu.values()]
     out["foreign_cpu_pct_max"] = foreign_pct_max(usages)
     out["disturbed"] = out["foreign_cpu_pct_max"] > DISTURBED_FOREIGN_PCT
     out["seconds"] = args.seconds
@@ -74,10 +89,15 @@ def _raw_lines(run: BackboneRun) -> list[str]:
 
 
 def _service_lines(run: BackboneRun, out: dict[str, Any]) -> list[str]:
-    lines = load_lines(run.channel_mode, run.channel_probe, run.service, unit="img/s")
+    lines = [f"preprocessing threads: {run.prep_threads}"]
+    lines += load_lines(run.channel_mode, run.channel_probe, run.service, unit="img/s")
     lines.append(
         f"ratio service_16 / raw_best = {out['ratio']:.3f}  (raw best {out['raw_best_img_s']:.1f} img/s)"
     )
+    for threads, results in run.compared.items():
+        lines.append(f"preprocessing threads: {threads}")
+        lines += load_lines(run.channel_mode, {}, results, unit="img/s")
+        lines.append(f"ratio service_16 / raw_best = {out[f'prep_threads_{threads}']['ratio']:.3f}")
     return lines
 
 
@@ -97,6 +117,11 @@ def _breakdown_lines(run: BackboneRun) -> list[str]:
     lines = [f"miss work besides the model, in-process, median of {BREAKDOWN_ITERATIONS} (ms/image)"]
     lines += [f"  {stage:<32}{ms:>9.4f}" for stage, ms in run.breakdown.items()]
     lines.append(f"  {'model, raw batch 1 (for scale)':<32}{1000 / run.raw[1]:>9.4f}")
+    prep = run.prepare
+    lines.append(
+        f"default preprocessing, CPU ms/image (same run): package {prep['package_ms']:.3f}, "
+        f"SciPy reference {prep['reference_ms']:.3f}, speedup {prep['speedup']:.2f}x"
+    )
     return lines
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
+from hemascope.imaging import filters
 from hemascope.imaging.cellseg import radial_cell, stain_feature, working_image
 from hemascope.imaging.thresholds import otsu3
 
@@ -177,8 +178,8 @@ def _flat(small: NDArray[np.uint8]) -> float:
     scanner's black border is flat in a micrograph too)."""
     flat = np.ones(small.shape[:2], dtype=bool)
     for channel in range(3):
-        values = small[..., channel]
-        flat &= ndi.maximum_filter(values, size=3) == ndi.minimum_filter(values, size=3)
+        values = np.ascontiguousarray(small[..., channel])
+        flat &= filters.maximum3(values) == filters.minimum3(values)
     lit = small.max(axis=2) >= _BLACK
     return float(flat[lit].mean()) if lit.any() else 1.0
 
@@ -201,15 +202,16 @@ def _nuclei(
     lum = small.astype(np.float32).mean(axis=2)
     bg_feature, bg_lum = float(np.median(feature[background])), float(np.median(lum[background]))
     candidates = feature > high
-    closed = ndi.binary_closing(candidates, structure=np.ones((3, 3), bool), iterations=2) | candidates
-    labels, count = ndi.label(closed)
+    closed = filters.closing(candidates, iterations=2) | candidates
+    parts = filters.components(closed)
+    labels, count = parts.labels, parts.count
     if count == 0:
         return empty, background
     index = np.arange(1, count + 1)
     h, w = feature.shape
-    areas = np.asarray(ndi.sum_labels(closed, labels, index), dtype=np.float64) / (h * w)
-    med_feature = np.asarray(ndi.median(feature, labels, index), dtype=np.float64)
-    med_lum = np.asarray(ndi.median(lum, labels, index), dtype=np.float64)
+    areas = parts.areas / (h * w)
+    med_feature = np.asarray(filters.label_medians(feature, labels, count), dtype=np.float64)
+    med_lum = np.asarray(filters.label_medians(lum, labels, count), dtype=np.float64)
     like = (
         (areas >= t.min_nucleus)
         & (med_feature - bg_feature >= t.nucleus_contrast)
@@ -217,9 +219,9 @@ def _nuclei(
     )
     if not like.any():
         return empty, background
-    centres = np.asarray(ndi.center_of_mass(closed, labels, index), dtype=np.float64).reshape(-1, 2)
+    centres = parts.centres
     distance = np.hypot(centres[:, 0] - (h - 1) / 2, centres[:, 1] - (w - 1) / 2)
-    edge = np.isin(index, np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge = parts.touches_border
     centrality = np.exp(-((distance / (0.3 * min(h, w))) ** 2)) * np.where(edge, 0.25, 1.0)
     main = int(np.argmax(np.where(like, areas * centrality, -1.0)))
     radius = float(np.sqrt(areas[main] * h * w / np.pi))
@@ -239,9 +241,8 @@ def _nuclei(
 def _cell(
     feature: NDArray[np.float32], background: NDArray[np.bool_], nucleus: NDArray[np.bool_]
 ) -> NDArray[np.bool_]:
-    candidates = ndi.binary_opening(~background, structure=np.ones((3, 3), bool))
-    candidates = ndi.binary_fill_holes(candidates | nucleus)
-    return np.asarray(ndi.binary_fill_holes(radial_cell(np.asarray(candidates), nucleus) | nucleus))
+    candidates = filters.fill_holes(filters.opening(~background) | nucleus)
+    return filters.fill_holes(radial_cell(candidates, nucleus) | nucleus)
 
 
 def measure_input(pixels: NDArray[np.uint8], thresholds: Thresholds = THRESHOLDS) -> InputMeasurements:

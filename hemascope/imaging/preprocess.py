@@ -34,7 +34,7 @@ from PIL import Image
 
 from hemascope.errors import NotFound
 from hemascope.imaging.cellseg import NEUTRAL, SEG_REVISION, crop_cell, neutralise
-from hemascope.imaging.channels import CHANNELS_REVISION, grayscale, haematoxylin
+from hemascope.imaging.channels import CHANNELS_REVISION, grayscale, haematoxylin_grey, three
 from hemascope.imaging.stain import REFERENCE_ID, normalise_stain
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -145,13 +145,15 @@ class Preprocessing:
             out = stained.pixels
             if stained.fallback:
                 fallbacks.append(stained.reason)
-        if self.channels == "gray":
-            out = grayscale(out)
-        elif self.channels == "hematoxylin":
-            out = haematoxylin(out)
-        if alpha is not None:
-            # Stain-free white for the haematoxylin channel; the light neutral grey otherwise.
-            out = neutralise(out, alpha, (255, 255, 255) if self.channels == "hematoxylin" else NEUTRAL)
+        if self.channels == "hematoxylin":
+            # One channel, blended into stain-free white once (the same for each of the three copies).
+            grey = haematoxylin_grey(out)
+            out = three(grey if alpha is None else neutralise(grey, alpha, 255))
+        else:
+            if self.channels == "gray":
+                out = grayscale(out)
+            if alpha is not None:
+                out = neutralise(out, alpha, NEUTRAL)  # the light neutral grey
         if fallbacks:
             with _fallback_lock:
                 _fallbacks.update(f"{self.name}:{reason}" for reason in fallbacks)

@@ -6,7 +6,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,6 +111,7 @@ class FeatureCore:
         self._info: BackboneInfo | None = None
         self._embedder: OnnxEmbedder | None = None
         self._batcher: MicroBatcher[NDArray[np.uint8], NDArray[np.float32]] | None = None
+        self._prep_pool: ThreadPoolExecutor | None = None
         # Inspections by pixel hash: a repeated image (an embedding-cache hit) is not inspected again.
         self._verdicts: OrderedDict[str, Inspection] = OrderedDict()
         self._verdicts_lock = threading.Lock()
@@ -139,6 +140,10 @@ class FeatureCore:
             max_wait_s=self.settings.max_batch_wait_ms / 1000,
             max_queue=self.settings.max_queue,
         )
+        if self.settings.preprocess_threads:
+            self._prep_pool = ThreadPoolExecutor(
+                self.settings.preprocess_threads, thread_name_prefix=f"feature-prep-{self.spec.name}"
+            )
         log.info(
             "backbone_loaded",
             backbone=self.spec.name,
@@ -149,6 +154,8 @@ class FeatureCore:
         )
 
     def close(self) -> None:
+        if self._prep_pool is not None:
+            self._prep_pool.shutdown(wait=True, cancel_futures=True)
         if self._batcher is not None:
             self._batcher.close()
         self.cache.close()
@@ -183,13 +190,14 @@ class FeatureCore:
         self, image: ImageInput, *, skip_cache: bool = False, timeout: float | None = None
     ) -> EmbedResult:
         """Embeds one image; ``timeout`` is the caller's remaining deadline in seconds."""
-        prepared = self._prepare(image, skip_cache)
-        if prepared.cached is not None:
-            return self._result(prepared, prepared.cached, hit=True)
-        assert prepared.pixels is not None
-        vector = self._batcher_or_raise().submit(prepared.pixels, timeout)
-        self.cache.put(prepared.key, vector)
-        return self._result(prepared, vector, hit=False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        outcome = self._wait_prepared(self._start(image, skip_cache, deadline), deadline)
+        if isinstance(outcome, HemascopeError):
+            raise outcome
+        result = self._finish(outcome, deadline)
+        if isinstance(result, HemascopeError):
+            raise result
+        return result
 
     def embed_many(
         self, images: Sequence[ImageInput], *, skip_cache: bool = False, timeout: float | None = None
@@ -197,16 +205,10 @@ class FeatureCore:
         """Embeds a batch; each item gets a result or its own error, in order."""
         self.check_batch(images)
         deadline = None if timeout is None else time.monotonic() + timeout
-        batcher = self._batcher_or_raise()
-        outcomes: list[_Prepared | HemascopeError] = []
-        for image in images:
-            try:
-                prepared = self._prepare(image, skip_cache)
-                if prepared.pixels is not None:
-                    prepared.future = batcher.enqueue(prepared.pixels, _remaining(deadline))
-                outcomes.append(prepared)
-            except HemascopeError as exc:
-                outcomes.append(exc)
+        self._batcher_or_raise()
+        # Every image is started before any is awaited: with the pool they are prepared in parallel.
+        started = [self._start(image, skip_cache, deadline) for image in images]
+        outcomes = [self._wait_prepared(item, deadline) for item in started]
         return [self._finish(outcome, deadline) for outcome in outcomes]
 
     def check_batch(self, images: Sequence[ImageInput]) -> None:
@@ -217,6 +219,40 @@ class FeatureCore:
         if self._batcher is None:
             raise Unavailable("the backbone is still loading; retry shortly", reason="NOT_READY")
         return self._batcher
+
+    def _start(
+        self, image: ImageInput, skip_cache: bool, deadline: float | None
+    ) -> Future[_Prepared] | _Prepared | HemascopeError:
+        """Decodes, checks, looks up and preprocesses ``image`` and queues a miss for the model: on the
+        preprocessing pool when there is one (a future), else here."""
+        if self._prep_pool is None:
+            try:
+                return self._prepare_and_queue(image, skip_cache, deadline)
+            except HemascopeError as exc:
+                return exc
+        try:
+            return self._prep_pool.submit(self._prepare_and_queue, image, skip_cache, deadline)
+        except RuntimeError:  # the pool was shut down: the service is stopping
+            return Unavailable("the feature service is shutting down; retry shortly")
+
+    def _wait_prepared(
+        self, started: Future[_Prepared] | _Prepared | HemascopeError, deadline: float | None
+    ) -> _Prepared | HemascopeError:
+        if not isinstance(started, Future):
+            return started
+        try:
+            return started.result(timeout=_remaining(deadline))
+        except TimeoutError:
+            started.cancel()
+            return DeadlineExceeded("deadline passed before this image was preprocessed")
+        except HemascopeError as exc:
+            return exc
+
+    def _prepare_and_queue(self, image: ImageInput, skip_cache: bool, deadline: float | None) -> _Prepared:
+        prepared = self._prepare(image, skip_cache)
+        if prepared.pixels is not None:
+            prepared.future = self._batcher_or_raise().enqueue(prepared.pixels, _remaining(deadline))
+        return prepared
 
     def _prepare(self, image: ImageInput, skip_cache: bool) -> _Prepared:
         info = self.info

@@ -45,6 +45,13 @@ class FeatureSettings(ServerSettings, ImageLimitSettings, CacheSettings):
         description="Let ONNX Runtime's idle threads spin (faster alone, slower beside Python work).",
     )
     use_gpu: bool = Field(True, description="Use the CUDA execution provider when ONNX Runtime has it.")
+    preprocess_threads: int = Field(
+        2,
+        ge=0,
+        description="Threads that decode, check and preprocess images ahead of the model, off the RPC "
+        "threads, so that this work overlaps the model's batches without every RPC thread contending for "
+        "it (an EmbedBatch's images are prepared in parallel). 0: each RPC thread prepares its own images.",
+    )
     max_batch_size: int = Field(32, ge=1, le=256, description="Largest micro-batch sent to the model.")
     max_batch_wait_ms: float = Field(
         0.0,
