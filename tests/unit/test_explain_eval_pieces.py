@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer, neighbors_weights
 
+from hemascope.datasets import CLASSES
 from services.explain.evaluation.cellheat import heat_share
+from services.explain.evaluation.data import HeldOut, stratified
 from services.explain.evaluation.faithfulness import paired, relevance_order
 from services.explain.evaluation.imputation import FastNoisyLinearImputer, imputation_system
 
@@ -61,3 +66,19 @@ def test_heat_share() -> None:
     assert heat_share(mask.astype(np.float32), mask) == 1.0
     assert heat_share(np.ones((4, 4), np.float32), mask) == pytest.approx(0.25)
     assert np.isnan(heat_share(np.zeros((4, 4), np.float32), mask))
+
+
+def test_held_out_draw_is_equal_per_class_then_per_laboratory_and_reproducible() -> None:
+    items: list[HeldOut] = []
+    for c in CLASSES:
+        items += [
+            (Path(f"/x/{c}-{i}.jpg"), c, "barcelona" if c != "myeloblast" else "munich") for i in range(30)
+        ]
+        items += [(Path(f"/y/{c}-{i}.jpg"), c, "johns-hopkins") for i in range(3 if c == "basophil" else 30)]
+    drawn = stratified(items, 40)
+    assert drawn == stratified(list(reversed(items)), 40)  # the order of the list does not matter
+    counts = Counter((CLASSES[im.label], im.scanner) for im in drawn)
+    assert counts[("basophil", "johns-hopkins")] == 3 and counts[("basophil", "barcelona")] == 5  # 3 are all
+    assert counts[("myeloblast", "munich")] == counts[("myeloblast", "johns-hopkins")] == 4
+    assert all(n == 4 for (c, _), n in counts.items() if c not in ("basophil",))
+    assert len({im.path for im in drawn}) == 40 and stratified(items, 40, seed=1) != drawn
