@@ -13,7 +13,7 @@ is built directly (``C x C`` numbers instead of ``C x C x h x w``) and the model
   the 1280 channels;
 - an RBF SVM's probabilities for these one-feature changes come from :mod:`services.explain.rbf_svm`
   (exact, ``C`` times fewer kernel operations than libsvm); every other model gets one ``proba`` call on
-  the whole batch.
+  the whole batch, whose first row is the image itself (its probabilities: no separate call).
 
 The weights and the map follow the library: ``w_k = (y - y_k) / y`` in float32 with ``y`` the calibrated
 probability of the class, ``cam = relu(sum_k w_k A_k)``, min-max scaled as ``BaseCAM`` scales it.
@@ -21,6 +21,8 @@ Tests check the result equals the library's Ablation-CAM on real images.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -58,26 +60,38 @@ def active_channels(channel_maps: NDArray[np.float32]) -> NDArray[np.int64]:
     return np.flatnonzero(flat.max(axis=1) > 0).astype(np.int64)
 
 
-def pooled_ablation_cam(
-    head: Head, maps: torch.Tensor, bundle: LoadedBundle, model: str, target: int, original: float
-) -> NDArray[np.float32]:
-    """Ablation-CAM of ``model``'s calibrated probability of class ``target`` for one image's maps
-    (``1 x C x h x w``, the body's output): an ``h x w`` map in [0, 1]. ``original`` is that probability
-    for the maps as they are (the caller has it already; one model call less)."""
+@dataclass(frozen=True)
+class PooledAblation:
+    """One image's ablation, every class at once: the image's own calibrated probabilities, and those with
+    each active channel ablated; any class's map follows without another model call."""
+
+    channel_maps: NDArray[np.float32]  # C x h x w: the target layer's activation
+    active: NDArray[np.int64]  # the channels ablated (see :func:`active_channels`)
+    probabilities: NDArray[np.float64]  # classes: the image as it is
+    ablated: NDArray[np.float64]  # active channels x classes
+
+    def heatmap(self, target: int) -> NDArray[np.float32]:
+        """The ``h x w`` Ablation-CAM of class ``target``, in [0, 1], as the library computes it."""
+        score = np.float32(self.probabilities[target])
+        scores = np.full(self.channel_maps.shape[0], score, dtype=np.float32)
+        scores[self.active] = self.ablated[:, target].astype(np.float32)
+        weights = (score - scores) / score
+        cam = np.maximum((weights[:, None, None] * self.channel_maps).sum(axis=0), 0)
+        heat: NDArray[np.float32] = scale_cam_image(scale_cam_image(cam[None]))[0]
+        return heat
+
+
+def pooled_ablation(head: Head, maps: torch.Tensor, bundle: LoadedBundle, model: str) -> PooledAblation:
+    """The ablation of one image's maps (``1 x C x h x w``, the body's output) for ``model``: one model
+    call, whose first row is the image itself (a copy with no feature changed)."""
     with torch.no_grad():
         activation = head.target_layer(maps)
         pooled = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(activation, 1), 1)[0].numpy()
-    channels_maps = activation[0].numpy()  # C x h x w, float32
-    count = pooled.shape[0]
+    channel_maps = activation[0].numpy()  # float32
     scaled = bundle.scale(pooled.astype(np.float64)[None, :])[0]
-    zero = bundle.scale(np.zeros((1, count)))[0]
-    score = np.float32(original)
-    active = active_channels(channels_maps)
-    scores = np.full(count, score, dtype=np.float32)
-    if active.size:
-        probabilities = ablated_probabilities(bundle, model, scaled, active, zero[active])
-        scores[active] = probabilities[:, target].astype(np.float32)
-    weights = (score - scores) / score
-    cam = np.maximum((weights[:, None, None] * channels_maps).sum(axis=0), 0)
-    heat: NDArray[np.float32] = scale_cam_image(scale_cam_image(cam[None]))[0]
-    return heat
+    zero = bundle.scale(np.zeros((1, scaled.size)))[0]
+    active = active_channels(channel_maps)
+    features = np.concatenate([[0], active]).astype(np.int64)
+    values = np.concatenate([[scaled[0]], zero[active]])
+    probabilities = ablated_probabilities(bundle, model, scaled, features, values)
+    return PooledAblation(channel_maps, active, probabilities[0], probabilities[1:])

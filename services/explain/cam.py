@@ -30,7 +30,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from hemascope.bundle import LoadedBundle
 from hemascope.errors import FailedPrecondition, InvalidArgument, NotFound, echo
-from services.explain.ablation import pooled_ablation_cam
+from services.explain.ablation import pooled_ablation
 from services.explain.heads import LogisticHead, ProbabilityHead, is_differentiable
 from services.explain.network import SplitBackbone
 
@@ -152,11 +152,14 @@ class CamExplainer:
         """One image's explanation from its maps (``1 x C x h x w``)."""
         chosen = self.check(model, method)
         head = self.backbone.head(self.classifier(model, chosen))
-        with torch.no_grad():
-            pooled = head.pooled(maps)
-        probabilities = self.bundle.models[model].proba(self.bundle.scale(pooled.numpy().astype(np.float64)))[
-            0
-        ]
+        ablation = None
+        if chosen == ABLATIONCAM and self.ablation_engine == POOLED:
+            ablation = pooled_ablation(head, maps.detach(), self.bundle, model)
+            probabilities = ablation.probabilities  # from the same model call as the ablated scores
+        else:
+            with torch.no_grad():
+                pooled = head.pooled(maps).numpy().astype(np.float64)
+            probabilities = self.bundle.models[model].proba(self.bundle.scale(pooled))[0]
         predicted = int(np.argmax(probabilities))
         target = predicted if class_index is None else class_index
         if not 0 <= target < len(probabilities):
@@ -164,13 +167,12 @@ class CamExplainer:
         # A frozen backbone gives maps without a gradient path; Grad-CAM's gradient hook only fires on
         # tensors that require grad, so the maps are made a leaf that does.
         inputs = maps.detach().clone().requires_grad_(chosen in GRADIENT_METHODS)
-        if chosen in GRADIENT_METHODS:
+        if ablation is not None:
+            heat = ablation.heatmap(target)[None]
+        elif chosen in GRADIENT_METHODS:
             cam_class = GRADIENT_METHODS[chosen]
             with cam_class(model=head, target_layers=[head.target_layer]) as cam:
                 heat = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(target)])
-        elif self.ablation_engine == POOLED:
-            original = float(probabilities[target])
-            heat = pooled_ablation_cam(head, maps.detach(), self.bundle, model, target, original)[None]
         else:
             with AblationCAM(
                 model=head,
