@@ -6,7 +6,7 @@
   model's own calibrated probability for the class (:class:`~services.explain.heads.ProbabilityHead`).
   Two engines compute it: ``pooled`` (the default, :mod:`services.explain.ablation`: the library's
   result from the pooled features, one model call) and ``library`` (the library's ``AblationCAM``,
-  one pooled copy of the maps per channel; 4-50x slower, kept as the reference).
+  one pooled copy of the maps per channel; 10-37x slower, kept as the reference).
 
 The library is handed the backbone's head only (see :mod:`services.explain.network`): the maps of the last
 conv block are computed once, then the library hooks the block's activation. Every call builds its own

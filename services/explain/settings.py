@@ -46,9 +46,9 @@ class ExplainSettings(ServerSettings, ImageLimitSettings, CacheSettings):
         "pooled",
         description="How Ablation-CAM is computed. `pooled`: from the pooled features, one model call for "
         "every channel at once (an RBF SVM through exact one-feature kernel updates); the grad-cam "
-        "library's result to float rounding, 4-50x faster. `library`: the grad-cam library's AblationCAM, "
-        "one pooled copy of the maps per channel, in batches of ablation_batch (the reference). Each "
-        "engine has its own cache entries.",
+        "library's result to float rounding, 10-37x faster (bench/explain.py). `library`: the grad-cam "
+        "library's AblationCAM, one pooled copy of the maps per channel, in batches of ablation_batch (the "
+        "reference). Each engine has its own cache entries.",
     )
     ablation_batch: int = Field(
         256,
