@@ -15,6 +15,7 @@ from services.explain.evaluation.cellheat import heat_share
 from services.explain.evaluation.data import HeldOut, stratified
 from services.explain.evaluation.faithfulness import paired, relevance_order
 from services.explain.evaluation.imputation import FastNoisyLinearImputer, imputation_system
+from services.explain.evaluation.report import _speed
 
 
 @pytest.mark.parametrize("removed", [0.2, 0.6])
@@ -82,3 +83,12 @@ def test_held_out_draw_is_equal_per_class_then_per_laboratory_and_reproducible()
     assert counts[("myeloblast", "munich")] == counts[("myeloblast", "johns-hopkins")] == 4
     assert all(n == 4 for (c, _), n in counts.items() if c not in ("basophil",))
     assert len({im.path for im in drawn}) == 40 and stratified(items, 40, seed=1) != drawn
+
+
+def test_the_report_gives_cam_time_against_the_forward_pass_only_when_measured() -> None:
+    entry = {"method": "ablationcam", "cam_ms_p50": 12.5, "x_forward": 1.5}
+    measured = {"speed": {"forward_ms_p50": 25.0, "images": 3}, "models": {"svm": entry}}
+    lines = _speed("test", measured)
+    assert lines[0] == "### test: 3 images, forward pass p50 25.0 ms"
+    assert "| svm | ablationcam | 12.5 | 1.50 |" in lines
+    assert _speed("test", {"models": {"svm": {"method": "ablationcam"}}}) == []  # maps read from a cache
