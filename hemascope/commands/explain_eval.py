@@ -18,6 +18,7 @@ def run_explain_eval(
     probe_images: int,
     road_images: int,
     sanity_images: int,
+    ablation_engine: str = "pooled",
 ) -> None:
     from services.explain.evaluation.report import render
     from services.explain.evaluation.run import EvalConfig, run_evaluation
@@ -32,6 +33,7 @@ def run_explain_eval(
         probe_images=probe_images,
         road_images=road_images,
         sanity_images=sanity_images,
+        ablation_engine=ablation_engine,
         log=lambda line: click.echo(line, err=True),
     )
     click.echo(
@@ -73,6 +75,14 @@ def run_explain_eval(
 @click.option("--probe-images", default=50, show_default=True, help="Probe neutrophils (0: skip).")
 @click.option("--road-images", default=30, show_default=True, help="ROAD on this subset of each set.")
 @click.option("--sanity-images", default=30, show_default=True, help="Images in the randomisation check.")
+@click.option(
+    "--ablation-engine",
+    type=click.Choice(["pooled", "library"]),
+    default="pooled",
+    show_default=True,
+    help="How Ablation-CAM is computed: from the pooled features (the service's default) or by the grad-cam "
+    "library (the reference); maps are cached per engine.",
+)
 def explain_eval_command(
     bundle: Path,
     data: Path | None,
@@ -83,6 +93,7 @@ def explain_eval_command(
     probe_images: int,
     road_images: int,
     sanity_images: int,
+    ablation_engine: str,
 ) -> None:
     """Measure the explanations: faithfulness vs random maps, randomisation check, heat on the cell."""
     from hemascope.data import shared_data_dir
@@ -99,4 +110,5 @@ def explain_eval_command(
         probe_images,
         road_images,
         sanity_images,
+        ablation_engine,
     )

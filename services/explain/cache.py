@@ -4,6 +4,9 @@ An explanation is a pure function of (decoded pixels, bundle, preprocessing, mod
 key (:class:`ExplainKey`) holds exactly those: the pixels' content hash, the bundle version (which also
 fixes the backbone weights: the service refuses weights whose hash differs from the bundle's), the
 preprocessing version, the model, the method and the requested class. Never image bytes or caller ids.
+The method is named with its revision (:meth:`services.explain.cam.CamExplainer.revision`): an engine
+whose maps may differ from those cached by another (Ablation-CAM's ``pooled`` and ``library``) has its
+own name, so a map cached by one is never served as the other's.
 
 Only the small result is stored (a 7 x 7 map, the probabilities, the crop box: a few hundred bytes of
 JSON); the overlay PNG is re-rendered from the caller's image, so a cache entry never holds pixels.
@@ -48,7 +51,7 @@ class ExplainKey:
     bundle_version: str
     preprocessing: str
     model: str
-    method: str
+    method: str  # with its revision, e.g. "ablationcam.pooled-1"
     target_class: str  # "" = the predicted class
 
     def render(self, prefix: str) -> str:

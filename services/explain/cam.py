@@ -4,6 +4,9 @@
   study's method, with the class's calibrated logit as the target.
 - SVM, random forest, XGBoost and k-means are not: Ablation-CAM, gradient-free, whose target is the
   model's own calibrated probability for the class (:class:`~services.explain.heads.ProbabilityHead`).
+  Two engines compute it: ``pooled`` (the default, :mod:`services.explain.ablation`: the library's
+  result from the pooled features, one model call) and ``library`` (the library's ``AblationCAM``,
+  one pooled copy of the maps per channel; 10-37x slower, kept as the reference).
 
 The library is handed the backbone's head only (see :mod:`services.explain.network`): the maps of the last
 conv block are computed once, then the library hooks the block's activation. Every call builds its own
@@ -27,6 +30,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from hemascope.bundle import LoadedBundle
 from hemascope.errors import FailedPrecondition, InvalidArgument, NotFound, echo
+from services.explain.ablation import pooled_ablation
 from services.explain.heads import LogisticHead, ProbabilityHead, is_differentiable
 from services.explain.network import SplitBackbone
 
@@ -39,6 +43,12 @@ GRADCAM_PLUS_PLUS = "gradcam++"
 ABLATIONCAM = "ablationcam"
 GRADIENT_METHODS: Mapping[str, Callable[..., Any]] = {GRADCAM: GradCAM, GRADCAM_PLUS_PLUS: GradCAMPlusPlus}
 METHODS = (GRADCAM, GRADCAM_PLUS_PLUS, ABLATIONCAM)
+POOLED, LIBRARY = "pooled", "library"
+ABLATION_ENGINES = (POOLED, LIBRARY)
+#: What cache keys call a method computed by an engine. An entry is reused only under the same name, so a
+#: new engine (or a change to one that moves its output) gets a new name here and never serves maps
+#: cached from another. The library engine keeps the name its entries have always had.
+_REVISIONS = {(ABLATIONCAM, POOLED): f"{ABLATIONCAM}.{POOLED}-1"}
 
 
 class ZeroAblationLayer(AblationLayer):  # type: ignore[misc]
@@ -78,10 +88,20 @@ def default_method(bundle: LoadedBundle, model: str) -> str:
 class CamExplainer:
     """Explains one bundle's models on one backbone."""
 
-    def __init__(self, backbone: SplitBackbone, bundle: LoadedBundle, *, ablation_batch: int = 256) -> None:
+    def __init__(
+        self,
+        backbone: SplitBackbone,
+        bundle: LoadedBundle,
+        *,
+        ablation_batch: int = 256,
+        ablation_engine: str = POOLED,
+    ) -> None:
+        if ablation_engine not in ABLATION_ENGINES:
+            raise ValueError(f"unknown Ablation-CAM engine {ablation_engine!r}; known: {ABLATION_ENGINES}")
         self.backbone = backbone
         self.bundle = bundle
         self.ablation_batch = ablation_batch
+        self.ablation_engine = ablation_engine
         self._logistic = {
             name: LogisticHead(bundle, name) for name in bundle.models if is_differentiable(bundle, name)
         }
@@ -113,6 +133,11 @@ class CamExplainer:
         self.classifier(model, chosen)  # refuses gradient methods on non-differentiable models
         return chosen
 
+    def revision(self, method: str) -> str:
+        """``method`` as cache keys name it with this explainer's engine (see ``_REVISIONS``)."""
+        engine = self.ablation_engine if method == ABLATIONCAM else ""
+        return _REVISIONS.get((method, engine), method)
+
     def maps(self, prepared: NDArray[np.uint8]) -> torch.Tensor:
         """The last conv block's pre-activation maps for prepared ``N x size x size x 3`` pixels."""
         with torch.inference_mode():
@@ -127,11 +152,14 @@ class CamExplainer:
         """One image's explanation from its maps (``1 x C x h x w``)."""
         chosen = self.check(model, method)
         head = self.backbone.head(self.classifier(model, chosen))
-        with torch.no_grad():
-            pooled = head.pooled(maps)
-        probabilities = self.bundle.models[model].proba(self.bundle.scale(pooled.numpy().astype(np.float64)))[
-            0
-        ]
+        ablation = None
+        if chosen == ABLATIONCAM and self.ablation_engine == POOLED:
+            ablation = pooled_ablation(head, maps.detach(), self.bundle, model)
+            probabilities = ablation.probabilities  # from the same model call as the ablated scores
+        else:
+            with torch.no_grad():
+                pooled = head.pooled(maps).numpy().astype(np.float64)
+            probabilities = self.bundle.models[model].proba(self.bundle.scale(pooled))[0]
         predicted = int(np.argmax(probabilities))
         target = predicted if class_index is None else class_index
         if not 0 <= target < len(probabilities):
@@ -139,7 +167,9 @@ class CamExplainer:
         # A frozen backbone gives maps without a gradient path; Grad-CAM's gradient hook only fires on
         # tensors that require grad, so the maps are made a leaf that does.
         inputs = maps.detach().clone().requires_grad_(chosen in GRADIENT_METHODS)
-        if chosen in GRADIENT_METHODS:
+        if ablation is not None:
+            heat = ablation.heatmap(target)[None]
+        elif chosen in GRADIENT_METHODS:
             cam_class = GRADIENT_METHODS[chosen]
             with cam_class(model=head, target_layers=[head.target_layer]) as cam:
                 heat = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(target)])

@@ -197,15 +197,16 @@ class ExplainCore:
         check_graph_compatible(get_spec(manifest.backbone), preprocessing)
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
-        explainer = CamExplainer(
-            split_backbone(manifest.backbone, weights), bundle, ablation_batch=self.settings.ablation_batch
-        )
+        engine, batch = self.settings.ablation_engine, self.settings.ablation_batch
+        backbone = split_backbone(manifest.backbone, weights)
+        explainer = CamExplainer(backbone, bundle, ablation_batch=batch, ablation_engine=engine)
         self._loaded = Loaded(bundle, explainer, preprocessing, weights_hash)
         log.info(
             "explainer_loaded",
             bundle=manifest.bundle_version,
             backbone=manifest.backbone,
             preprocessing=preprocessing.version,
+            ablation_engine=engine,
             cache=self.cache.backend,
             seconds=round(time.perf_counter() - started, 2),
         )
@@ -273,7 +274,7 @@ class ExplainCore:
             loaded.bundle.manifest.bundle_version,
             loaded.preprocessing.version,
             model,
-            chosen,
+            loaded.explainer.revision(chosen),
             "" if class_index is None else loaded.classes[class_index],
         )
         decoded_at = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -41,8 +42,18 @@ class ExplainSettings(ServerSettings, ImageLimitSettings, CacheSettings):
         "a busy host, 1 avoids threads contending for cores (small 7 x 7 CAM ops then take microseconds, not "
         "milliseconds); max_concurrent still runs several explanations in parallel.",
     )
+    ablation_engine: Literal["pooled", "library"] = Field(
+        "pooled",
+        description="How Ablation-CAM is computed. `pooled`: from the pooled features, one model call for "
+        "every channel at once (an RBF SVM through exact one-feature kernel updates); the grad-cam "
+        "library's result to float rounding, 10-37x faster (bench/explain.py). `library`: the grad-cam "
+        "library's AblationCAM, one pooled copy of the maps per channel, in batches of ablation_batch (the "
+        "reference). Each engine has its own cache entries.",
+    )
     ablation_batch: int = Field(
-        256, ge=1, description="Ablated channels evaluated per batch by Ablation-CAM (memory vs. speed)."
+        256,
+        ge=1,
+        description="Ablated channels evaluated per batch by the `library` engine (memory vs. speed).",
     )
     max_image_pixels: int = Field(
         40_000_000,

@@ -15,9 +15,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from hemascope.bundle import LoadedBundle, load_bundle
 from hemascope.data import REPO_ROOT
 from hemascope.datasets import CLASSES
-from services.explain.cam import CamExplainer
+from services.explain.cam import LIBRARY, POOLED, CamExplainer
 from services.explain.evaluation import data, faithfulness, sanity
-from services.explain.evaluation.maps import full_resolution, random_maps
+from services.explain.evaluation.maps import cached_maps, full_resolution, random_maps
 from services.explain.heads import LogisticHead
 from services.explain.network import SplitBackbone, split_backbone
 from services.feature.backbones import weights_file
@@ -103,3 +103,32 @@ def test_randomising_the_weights_changes_the_maps(
     for row in rows:
         assert row.images == len(prepared)
         assert row.spearman_mean < 0.6  # measured on 10 held-out images: 0.08 and 0.19
+
+
+def test_the_held_out_part_of_a_bundle_from_three_laboratories_is_reproduced(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The committed bundle was trained on bloodcells-5class and jhu-cellavision: its test part (1047
+    images in the manifest) is reproduced from the sources it records, every laboratory in it."""
+    bundle = load_bundle(REPO_ROOT / "models" / "bloodcells-5class")
+    held_out = data.held_out_paths(data_dir / "bloodcells-5class", bundle, tmp_path)
+    assert len(held_out) == bundle.manifest.training["split"]["test"] == 1047
+    assert {site for _, _, site in held_out} == {"barcelona", "munich", "johns-hopkins"}
+    assert all(path.is_file() and path.parent.name == label for path, label, _ in held_out)
+    assert data.held_out_paths(data_dir / "bloodcells-5class", bundle, tmp_path) == held_out  # cached
+
+
+def test_maps_are_cached_per_ablation_engine(
+    setup: tuple[SplitBackbone, LoadedBundle, NDArray[np.uint8]], tmp_path: Path
+) -> None:
+    backbone, bundle, prepared = setup
+    images = [data.EvalImage(Path(f"/images/{c}.jpg"), i, "barcelona", "test") for i, c in enumerate(CLASSES)]
+    first, second = images[3:4], prepared[3:4]  # the myeloblast
+    pooled = cached_maps(CamExplainer(backbone, bundle, ablation_engine=POOLED), first, second, tmp_path)
+    library = cached_maps(CamExplainer(backbone, bundle, ablation_engine=LIBRARY), first, second, tmp_path)
+    assert len(list(tmp_path.rglob("*.npz"))) == 2  # one file per engine: the library's was computed
+    assert np.isfinite(library[0].seconds).all() and np.isfinite(pooled[0].seconds).all()
+    np.testing.assert_allclose(pooled[0].heatmaps, library[0].heatmaps, atol=2e-4)
+    again = cached_maps(CamExplainer(backbone, bundle, ablation_engine=POOLED), first, second, tmp_path)
+    assert np.isnan(again[0].seconds).all()  # read back, not computed
+    np.testing.assert_array_equal(again[0].heatmaps, pooled[0].heatmaps)

@@ -20,9 +20,11 @@ from PIL import Image
 import services.explain.core as core_module
 from hemascope.cli import main
 from hemascope.data import REPO_ROOT
+from hemascope.imaging.inputs import ImageInput
 from hemascope.imaging.preprocess import DEFAULT_PREPROCESSING, get_preprocessing
 from hemascope.server import ManagedServer
 from hemascope.v1 import common_pb2, explain_pb2, explain_pb2_grpc
+from services.explain.core import ExplainCore
 from services.explain.server import SERVICE_NAME, create_server
 from services.explain.settings import ExplainSettings
 from tests.grpc_helpers import error_reason, rpc_error
@@ -113,6 +115,25 @@ def test_a_target_class_and_a_gradient_free_model(stub: Stub, cell: Path) -> Non
     response = explain(stub, cell.read_bytes(), "svm", target_class="myeloblast")
     assert response.method == "ablationcam" and response.class_name == "myeloblast"
     assert response.predicted_class == "monocyte" and response.class_probability < 0.5
+
+
+def test_the_served_ablation_cam_is_the_librarys(stub: Stub, cell: Path) -> None:
+    """The service computes Ablation-CAM from the pooled features by default; its map is the one the
+    grad-cam library's AblationCAM (the ``library`` engine) gives for the same image."""
+    response = explain(stub, cell.read_bytes(), "svm")
+    settings = ExplainSettings(
+        bundle=BUNDLE, metrics_port=None, log_json=False, ablation_engine="library", memory_cache_entries=0
+    )
+    reference_core = ExplainCore(settings)
+    reference_core.load()
+    try:
+        reference = reference_core.explain(ImageInput(data=cell.read_bytes()), "svm")
+    finally:
+        reference_core.close()
+    served = np.asarray(response.heat_map.values, dtype=np.float32).reshape(7, 7)
+    np.testing.assert_allclose(served, reference.heatmap, atol=2e-4)
+    assert response.method == reference.method == "ablationcam"
+    assert response.class_name == reference.class_name == "monocyte" and float(served.std()) > 0.01
 
 
 def test_describe(stub: Stub) -> None:

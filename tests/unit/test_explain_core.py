@@ -31,6 +31,7 @@ from services.classifier.core import ClassifierCore
 from services.classifier.inputs import EmbeddingInput
 from services.classifier.settings import ClassifierSettings
 from services.explain.admission import Admission
+from services.explain.cache import build_explain_cache
 from services.explain.core import ExplainCore
 from services.explain.settings import ExplainSettings
 from tests.conftest import encode
@@ -310,3 +311,23 @@ def test_large_image_decodes_are_bounded_like_explanations(
         with pytest.raises(ResourceExhausted, match="large image decodes"):
             core.explain(ImageInput(data=data), "logistic_regression", skip_cache=True)
         core.explain(ImageInput(data=small), "logistic_regression", skip_cache=True)  # small ones pass
+
+
+def test_ablation_engines_never_serve_each_others_cached_maps(paths: dict[str, Path]) -> None:
+    """Two cores on one cache: a map the library engine cached is not served as the pooled engine's (each
+    computes and caches its own, and they agree), while Grad-CAM entries, unchanged, are shared."""
+    shared = build_explain_cache(None, prefix="", ttl_s=600, memory_entries=64, redis_timeout_s=1.0)
+    cores = {}
+    for engine in ("library", "pooled"):
+        settings = ExplainSettings(bundle=BUNDLE, metrics_port=None, log_json=False, ablation_engine=engine)
+        cores[engine] = ExplainCore(settings, cache=shared)
+        cores[engine].load()
+    cell = image(paths["monocyte"])
+    reference = cores["library"].explain(cell, "svm")
+    fast = cores["pooled"].explain(cell, "svm")
+    assert not reference.cache_hit and not fast.cache_hit
+    assert fast.method == reference.method == "ablationcam" and fast.class_name == reference.class_name
+    np.testing.assert_allclose(fast.heatmap, reference.heatmap, atol=2e-4)
+    assert cores["pooled"].explain(cell, "svm").cache_hit and cores["library"].explain(cell, "svm").cache_hit
+    assert not cores["library"].explain(cell, "logistic_regression").cache_hit
+    assert cores["pooled"].explain(cell, "logistic_regression").cache_hit

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer, neighbors_weights
 
+from hemascope.datasets import CLASSES
 from services.explain.evaluation.cellheat import heat_share
+from services.explain.evaluation.data import HeldOut, stratified
 from services.explain.evaluation.faithfulness import paired, relevance_order
 from services.explain.evaluation.imputation import FastNoisyLinearImputer, imputation_system
+from services.explain.evaluation.report import _speed
 
 
 @pytest.mark.parametrize("removed", [0.2, 0.6])
@@ -61,3 +67,28 @@ def test_heat_share() -> None:
     assert heat_share(mask.astype(np.float32), mask) == 1.0
     assert heat_share(np.ones((4, 4), np.float32), mask) == pytest.approx(0.25)
     assert np.isnan(heat_share(np.zeros((4, 4), np.float32), mask))
+
+
+def test_held_out_draw_is_equal_per_class_then_per_laboratory_and_reproducible() -> None:
+    items: list[HeldOut] = []
+    for c in CLASSES:
+        items += [
+            (Path(f"/x/{c}-{i}.jpg"), c, "barcelona" if c != "myeloblast" else "munich") for i in range(30)
+        ]
+        items += [(Path(f"/y/{c}-{i}.jpg"), c, "johns-hopkins") for i in range(3 if c == "basophil" else 30)]
+    drawn = stratified(items, 40)
+    assert drawn == stratified(list(reversed(items)), 40)  # the order of the list does not matter
+    counts = Counter((CLASSES[im.label], im.scanner) for im in drawn)
+    assert counts[("basophil", "johns-hopkins")] == 3 and counts[("basophil", "barcelona")] == 5  # 3 are all
+    assert counts[("myeloblast", "munich")] == counts[("myeloblast", "johns-hopkins")] == 4
+    assert all(n == 4 for (c, _), n in counts.items() if c not in ("basophil",))
+    assert len({im.path for im in drawn}) == 40 and stratified(items, 40, seed=1) != drawn
+
+
+def test_the_report_gives_cam_time_against_the_forward_pass_only_when_measured() -> None:
+    entry = {"method": "ablationcam", "cam_ms_p50": 12.5, "x_forward": 1.5}
+    measured = {"speed": {"forward_ms_p50": 25.0, "images": 3}, "models": {"svm": entry}}
+    lines = _speed("test", measured)
+    assert lines[0] == "### test: 3 images, forward pass p50 25.0 ms"
+    assert "| svm | ablationcam | 12.5 | 1.50 |" in lines
+    assert _speed("test", {"models": {"svm": {"method": "ablationcam"}}}) == []  # maps read from a cache

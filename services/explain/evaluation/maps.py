@@ -1,9 +1,11 @@
-"""CAM maps for every model of a bundle (cached on disk: Ablation-CAM costs about a second per image and
-model on two cores) and random maps at the same resolution, upsampled the same way."""
+"""CAM maps for every model of a bundle (cached on disk, per Ablation-CAM engine: the library's engine costs
+about a second per image and model on two cores) and random maps at the same resolution, upsampled the
+same way."""
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,23 +27,31 @@ class ImageMaps:
     heatmaps: NDArray[np.float32]  # models x h x w, in [0, 1]
     predicted: NDArray[np.int64]  # models: the class explained (the model's most probable class)
     probabilities: NDArray[np.float64]  # models x classes, calibrated
+    seconds: NDArray[np.float64]  # the body's forward pass, then each model's CAM on its maps (NaN: cached)
 
 
-def _cache_file(work: Path, bundle_version: str, image: EvalImage) -> Path:
+def _cache_file(work: Path, bundle_version: str, engine: str, image: EvalImage) -> Path:
     key = hashlib.sha256(str(image.path.resolve()).encode()).hexdigest()[:24]
-    return work / "maps" / bundle_version / f"{key}.npz"
+    return work / "maps" / bundle_version / engine / f"{key}.npz"
 
 
 def explain_all(explainer: CamExplainer, prepared: NDArray[np.uint8], models: Sequence[str]) -> ImageMaps:
     """Every model's default-method explanation of one prepared image."""
+    started = time.perf_counter()
     maps = explainer.maps(prepared[None])
-    results = [explainer.explain_maps(maps, model, None) for model in models]
+    seconds = [time.perf_counter() - started]
+    results = []
+    for model in models:
+        started = time.perf_counter()
+        results.append(explainer.explain_maps(maps, model, None))
+        seconds.append(time.perf_counter() - started)
     return ImageMaps(
         models=tuple(models),
         methods=tuple(r.method for r in results),
         heatmaps=np.stack([r.heatmap for r in results]).astype(np.float32),
         predicted=np.asarray([r.class_index for r in results], np.int64),
         probabilities=np.stack([r.probabilities for r in results]),
+        seconds=np.asarray(seconds, np.float64),
     )
 
 
@@ -52,12 +62,13 @@ def cached_maps(
     work: Path,
     progress: Callable[[str], None] | None = None,
 ) -> list[ImageMaps]:
-    """:func:`explain_all` for each image, read from / written to ``work/maps/<bundle version>/``."""
+    """:func:`explain_all` for each image, read from / written to
+    ``work/maps/<bundle version>/<Ablation-CAM engine>/``."""
     models = tuple(explainer.bundle.models)
     version = explainer.bundle.manifest.bundle_version
     out: list[ImageMaps] = []
     for index, (image, pixels) in enumerate(zip(images, prepared, strict=True)):
-        path = _cache_file(work, version, image)
+        path = _cache_file(work, version, explainer.ablation_engine, image)
         if path.is_file():
             with np.load(path) as stored:
                 if tuple(stored["models"].tolist()) == models:
@@ -68,6 +79,7 @@ def cached_maps(
                             stored["heatmaps"],
                             stored["predicted"],
                             stored["probabilities"],
+                            np.full(len(models) + 1, np.nan),
                         )
                     )
                     continue

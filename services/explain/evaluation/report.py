@@ -9,7 +9,8 @@ from hemascope.datasets import CLASSES
 CREDITS = (
     "Images: PBC dataset, Acevedo et al., Data in Brief 30 (2020), CC BY 4.0 (basophil, erythroblast, "
     "monocyte, probe neutrophils); AML-Cytomorphology_LMU, Matek et al., Nature Machine Intelligence 1 "
-    "(2019), via The Cancer Imaging Archive (TCIA), CC BY 3.0 (myeloblast, seg_neutrophil)."
+    "(2019), via The Cancer Imaging Archive (TCIA), CC BY 3.0 (myeloblast, seg_neutrophil); for bundles "
+    "trained on it, DeepAPL, Sidhom et al., npj Precision Oncology 5 (2021) (Johns Hopkins; research use)."
 )
 
 
@@ -46,7 +47,8 @@ def _faithfulness(name: str, s: dict[str, Any]) -> list[str]:
 
 
 def _heat(name: str, s: dict[str, Any]) -> list[str]:
-    groups = [g for g in ("all", *CLASSES, "barcelona", "munich") if g in s["cell_area"]]
+    groups = [g for g in ("all", *CLASSES) if g in s["cell_area"]]
+    groups += sorted(g for g in s["cell_area"] if g not in groups)
     lines = [
         f"### {name}: share of heat on the white cell ({s['segmentation_fallbacks']} segmentation fallbacks "
         "excluded)",
@@ -62,6 +64,21 @@ def _heat(name: str, s: dict[str, Any]) -> list[str]:
             + " | ".join(f"{h.get(g, float('nan')):.2f}" for g in groups)
             + f" | {h['random_all']:.2f} |"
         )
+    return [*lines, ""]
+
+
+def _speed(name: str, s: dict[str, Any]) -> list[str]:
+    speed = s.get("speed")
+    if speed is None:
+        return []
+    lines = [
+        f"### {name}: {speed['images']} images, forward pass p50 {speed['forward_ms_p50']:.1f} ms",
+        "",
+        "| model | method | CAM p50 ms (on the maps) | forward + CAM, x forward |",
+        "|---|---|---|---|",
+    ]
+    for model, e in s["models"].items():
+        lines.append(f"| {model} | {e['method']} | {e['cam_ms_p50']:.1f} | {e['x_forward']:.2f} |")
     return [*lines, ""]
 
 
@@ -94,7 +111,8 @@ def render(results: dict[str, Any], findings: str = "") -> str:
         f"baseline: {c['random_seeds']} uniform random 7x7 maps per image, upsampled like the CAM. "
         f"ROAD: the library's ROADCombined formula at percentiles {c['road_percentiles']} with its noisy "
         f"linear imputation (assembled faster, same system), {c['road_seeds']} random maps per image. "
-        f"Run time: {c['seconds']:.0f} s on this machine.",
+        f"Run time: {c['seconds']:.0f} s on this machine. Ablation-CAM engine: "
+        f"`{c.get('ablation_engine', 'library')}`.",
         "",
     ]
     if findings:
@@ -105,6 +123,9 @@ def render(results: dict[str, Any], findings: str = "") -> str:
     out += ["## Heat on the cell", ""]
     for name, s in results["sets"].items():
         out += _heat(name, s)
+    speed = [line for name, s in results["sets"].items() for line in _speed(name, s)]
+    if speed:
+        out += ["## Speed (maps computed in this run; timings on a shared machine vary)", "", *speed]
     out += ["## Sanity check: cascading randomisation (Adebayo et al. 2018)", "", *_sanity(results["sanity"])]
     out += ["## Figures", "", "`gallery.png`, `curves_test.png`, `curves_probe.png`.", "", CREDITS, ""]
     return "\n".join(out)

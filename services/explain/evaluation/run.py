@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from hemascope.bundle import LoadedBundle, load_bundle
 from hemascope.datasets import CLASSES
 from hemascope.files import file_sha256
-from services.explain.cam import CamExplainer
+from services.explain.cam import POOLED, CamExplainer
 from services.explain.evaluation import cellheat, data, faithfulness, figures, sanity
 from services.explain.evaluation.maps import ImageMaps, cached_maps, full_resolution, random_maps
 from services.explain.network import SplitBackbone, split_backbone
@@ -45,6 +45,7 @@ class EvalConfig:
     sanity_ablation_images: int = 10
     sanity_ablation_model: str = "xgboost"
     gallery_per_class: int = 2
+    ablation_engine: str = POOLED  # how Ablation-CAM is computed (services.explain.cam.ABLATION_ENGINES)
     log: Callable[[str], None] = print
 
 
@@ -152,6 +153,14 @@ def summarise_set(
             entry["road"] = _paired(scores.road_cam[:, j], scores.road_random[:, j], True)
         entry["heat_on_cell"] = _heat_table(scores, j, images)
         summary["models"][model] = entry
+    seconds = np.stack([mp.seconds for mp in maps])  # images x (forward, models...)
+    if np.isfinite(seconds).any():
+        forward = float(np.nanmedian(seconds[:, 0]))
+        summary["speed"] = {"forward_ms_p50": 1000 * forward, "images": int(np.isfinite(seconds[:, 0]).sum())}
+        for j, model in enumerate(models):
+            cam = float(np.nanmedian(seconds[:, j + 1]))
+            summary["models"][model]["cam_ms_p50"] = 1000 * cam
+            summary["models"][model]["x_forward"] = (forward + cam) / forward
     summary["cell_area"] = _heat_table(scores, None, images)
     summary["segmentation_fallbacks"] = int(scores.fallback.sum())
     return summary
@@ -169,7 +178,7 @@ def _heat_table(scores: SetScores, column: int | None, images: list[data.EvalIma
     groups: dict[str, NDArray[np.bool_]] = {"all": ok}
     for k, c in enumerate(CLASSES):
         groups[c] = ok & (np.asarray([im.label for im in images]) == k)
-    for scanner in ("barcelona", "munich"):
+    for scanner in sorted({im.scanner for im in images}):
         groups[scanner] = ok & (np.asarray([im.scanner for im in images]) == scanner)
     out = {g: float(np.nanmean(values[sel])) for g, sel in groups.items() if sel.any()}
     if column is not None:
@@ -236,7 +245,7 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, Any]:
     bundle = load_bundle(cfg.bundle)
     preprocessing = data.bundle_preprocessing(bundle)
     backbone = split_backbone(bundle.manifest.backbone, weights_file(bundle.manifest.backbone, None))
-    explainer = CamExplainer(backbone, bundle)
+    explainer = CamExplainer(backbone, bundle, ablation_engine=cfg.ablation_engine)
     scorer = faithfulness.Scorer(backbone, bundle, onnx_embedder(bundle.manifest.backbone).run)
     cfg.log("reproducing the bundle's held-out test part ...")
     held_out = data.held_out_paths(cfg.data, bundle, cfg.work)
@@ -269,6 +278,7 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, Any]:
         "images": cfg.images,
         "probe_images": cfg.probe_images if cfg.probe is not None else 0,
         "road_images": cfg.road_images,
+        "ablation_engine": cfg.ablation_engine,
         "random_seeds": cfg.random_seeds,
         "road_seeds": cfg.road_seeds,
         "road_percentiles": list(faithfulness.ROAD_PERCENTILES),
