@@ -34,7 +34,7 @@ from services.feature.server import create_server as feature_server
 from services.feature.settings import FeatureSettings
 
 WAIT = 180.0
-FIT, CALIB, SENT = 60, 30, 40
+FIT, CALIB, SENT = 60, 30, 60
 Stub = analysis_pb2_grpc.AnalysisServiceStub
 
 
@@ -126,8 +126,8 @@ def test_a_new_laboratory_is_flagged_and_a_known_one_is_not(
     new = _send(stub, keys["new"], _new_lab(data_dir))
 
     assert all(r.classification.predictions[0].acquisition_checked for r in known + new)
-    assert [r.site.status for r in known[:19]] == ["learning"] * 19
-    assert {r.site.status for r in known[19:]} == {"consistent"}
+    assert [r.site.status for r in known[:29]] == ["learning"] * 29
+    assert {r.site.status for r in known[29:]} == {"consistent"}
     statuses = [r.site.status for r in new]
     assert "unvalidated site" in statuses
     first = statuses.index("unvalidated site")
