@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.consensus import ModelVote, consensus
+from hemascope.consensus import ModelVote, consensus
 
 CLASSES = ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil")
 
