@@ -87,3 +87,12 @@ def test_an_image_that_is_not_a_single_cell_is_referred_first_whatever_the_votes
         "svm: not a single-cell image",
     )
     assert result.label == "monocyte"  # still computed, for the person the cell is referred to
+
+
+def test_input_reason_only_for_images_that_are_not_one_cell() -> None:
+    from hemascope.consensus import input_reason
+
+    assert input_reason("", "") == ""
+    assert input_reason("single_cell", "one centred cell") == ""
+    assert input_reason("multiple_cells", "3 cells") == "3 cells"
+    assert input_reason("no_cell", "") == "no_cell"
