@@ -14,7 +14,8 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ import pyarrow as pa
 from batch.output import ResultStore
 from batch.plan import READER_CPUS, Plan, plan
 from batch.schema import Layout, split
-from batch.sources import Source, read_bytes, resolve
+from batch.sources import Source, read_bytes, read_row_group, resolve
 from batch.summary import Summary
 from batch.worker import Analyzer, Embedder, WorkerConfig
 from hemascope.bundle import MANIFEST, BundleError, Manifest
@@ -178,26 +179,42 @@ def source_dataset(source: Source, done: set[str], block_rows: int) -> Any:
     if source.paths:
         table = pa.table({"path": pa.array(source.paths, pa.string())})
         blocks = [table.slice(i, block_rows) for i in range(0, table.num_rows, block_rows)]
-        dataset: Any = ray.data.from_arrow(blocks)
-        columns: dict[str, str] = {}
-    else:
-        wanted = [c for c in (source.bytes_column, source.path_column) if c]
-        dataset = ray.data.read_parquet(source.parquet, columns=wanted)
-        columns = {"bytes_column": source.bytes_column, "path_column": source.path_column}
-    return dataset.map_batches(
-        _read_task,
+        return ray.data.from_arrow(blocks).map_batches(
+            _read_task,  # type: ignore[arg-type]  # (keyword-only fn_kwargs)
+            batch_format="pyarrow",
+            batch_size=block_rows,
+            num_cpus=READER_CPUS,
+            fn_kwargs={"done_ref": done_ref},
+        )
+    # Parquet: one task per row group, reading it in slices (the bytes never pass through the driver).
+    table = pa.table(
+        {
+            "file": pa.array([f for f, _ in source.fragments], pa.string()),
+            "group": pa.array([g for _, g in source.fragments], pa.int64()),
+        }
+    )
+    columns = {"bytes_column": source.bytes_column, "path_column": source.path_column}
+    return ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
+        _read_parquet_task,  # type: ignore[arg-type]
         batch_format="pyarrow",
-        batch_size=block_rows,
+        batch_size=1,
         num_cpus=READER_CPUS,
-        fn_kwargs={"done_ref": done_ref, **columns},
+        fn_kwargs={"done_ref": done_ref, "rows": block_rows, **columns},
     )
 
 
-def _read_task(batch: pa.Table, *, done_ref: Any, **columns: str) -> pa.Table:
+def _read_task(batch: pa.Table, *, done_ref: Any) -> pa.Table:
+    import ray
+
+    return read_bytes(batch, done=ray.get(done_ref) if done_ref is not None else None)
+
+
+def _read_parquet_task(batch: pa.Table, *, done_ref: Any, rows: int, **columns: str) -> Iterator[pa.Table]:
     import ray
 
     done = ray.get(done_ref) if done_ref is not None else None
-    return read_bytes(batch, done=done, **columns)
+    for file, group in zip(batch.column("file").to_pylist(), batch.column("group").to_pylist(), strict=True):
+        yield from read_row_group(file, group, done=done, rows=rows, **columns)
 
 
 def run(
@@ -233,6 +250,7 @@ def run(
         batch_size=pool.batch_size,
         log_level=job.log_level,
     )
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data")  # pool-size advice
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(max(logging.WARNING, logging.getLogger("ray").level))
@@ -254,6 +272,9 @@ def run(
             results.write(ok)
             errors.write(bad)
             summary.add(ok, bad, skipped)
+            if not summary.warmup_s:
+                summary.warmup_s = time.perf_counter() - started
+                summary.warmup_rows = ok.num_rows + bad.num_rows
             if progress is not None:
                 progress(table.num_rows)
     finally:

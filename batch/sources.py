@@ -8,13 +8,14 @@ becomes an error row, never an exception.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from batch.schema import ERROR, OK, SKIPPED, SOURCE
@@ -33,6 +34,8 @@ class Source:
 
     paths: tuple[str, ...] = ()
     parquet: str = ""
+    #: (file, row group) of a Parquet input: each is read by one Ray task
+    fragments: tuple[tuple[str, int], ...] = ()
     bytes_column: str = ""
     path_column: str = ""
     count: int = 0
@@ -103,8 +106,14 @@ def _parquet(
             reason="NO_COLUMN",
             field="input",
         )
+    fragments = tuple(
+        (_protocol_path(fs, fragment.path), group.id)
+        for fragment in dataset.get_fragments()
+        for group in fragment.row_groups
+    )
     return Source(
         parquet=_protocol_path(fs, path),
+        fragments=fragments,
         bytes_column=image,
         path_column=where,
         count=dataset.count_rows(),
@@ -118,6 +127,19 @@ def _read(path: str) -> bytes:
     with fsspec.open(path, "rb") as handle:
         data: bytes = handle.read()
     return data
+
+
+def read_row_group(
+    path: str, group: int, *, bytes_column: str, path_column: str, done: Iterable[str] | None, rows: int
+) -> Iterator[pa.Table]:
+    """One row group of a Parquet input, ``rows`` at a time, as :func:`read_bytes` rows."""
+    columns = [c for c in (bytes_column, path_column) if c]
+    with fsspec.open(path, "rb") as handle:
+        for batch in pq.ParquetFile(handle).iter_batches(
+            batch_size=rows, row_groups=[group], columns=columns
+        ):
+            table = pa.Table.from_batches([batch])
+            yield read_bytes(table, done=done, bytes_column=bytes_column, path_column=path_column)
 
 
 def read_bytes(

@@ -21,6 +21,9 @@ class Summary:
     malignant: int = 0
     referred: int = 0
     seconds: float = 0.0
+    #: time to the first finished batch (Ray start-up excluded: actors starting, models loading) and its rows
+    warmup_s: float = 0.0
+    warmup_rows: int = 0
     per_class: Counter[str] = field(default_factory=Counter)
     error_reasons: Counter[str] = field(default_factory=Counter)
 
@@ -40,6 +43,13 @@ class Summary:
         done = self.analysed + self.errors
         return done / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def steady_images_per_second(self) -> float:
+        """The rate once the first batch was out: the pool's throughput without its start-up."""
+        rest = self.seconds - self.warmup_s
+        done = self.analysed + self.errors - self.warmup_rows
+        return done / rest if rest > 0 and done > 0 else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -54,6 +64,8 @@ class Summary:
             "error_reasons": dict(sorted(self.error_reasons.items())),
             "seconds": round(self.seconds, 2),
             "images_per_second": round(self.images_per_second, 2),
+            "warmup_s": round(self.warmup_s, 2),
+            "steady_images_per_second": round(self.steady_images_per_second, 2),
         }
 
     def lines(self) -> list[str]:

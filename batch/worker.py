@@ -190,9 +190,18 @@ class Analyzer(Embedder):
         if not indices:
             return
         info = self.feature.info
-        classification = self.classifier.classify([embedding_input(r, info) for r in results])
-        for row, fields in zip(indices, verdicts(classification, out, indices), strict=True):
-            out[row] |= fields
+        inputs = [embedding_input(r, info) for r in results]
+        try:
+            classification = self.classifier.classify(inputs)
+        except HemascopeError:  # one bad embedding refuses the call: classify one by one to find it
+            for row, one in zip(indices, inputs, strict=True):
+                try:
+                    out[row] |= verdicts(self.classifier.classify([one]), out, [row])[0]
+                except HemascopeError as exc:
+                    out[row] |= _error("classify", exc)
+        else:
+            for row, fields in zip(indices, verdicts(classification, out, indices), strict=True):
+                out[row] |= fields
         if self.detector is not None:
             from batch.detect import detections
 

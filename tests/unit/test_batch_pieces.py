@@ -12,7 +12,7 @@ import pytest
 from batch.output import PartWriter, ResultStore
 from batch.plan import plan
 from batch.schema import ERROR, OK, SKIPPED, SOURCE, Layout, split
-from batch.sources import read_bytes, resolve
+from batch.sources import read_bytes, read_row_group, resolve
 from batch.summary import Summary
 from hemascope.errors import FailedPrecondition, InvalidArgument
 
@@ -81,6 +81,7 @@ def test_parquet_input_finds_its_bytes_and_path_columns(tmp_path: Path) -> None:
     pq.write_table(pa.table({"image": [b"x", b"y"], "path": ["p1", "p2"]}), tmp_path / "in.parquet")
     source = resolve(str(tmp_path / "in.parquet"))
     assert (source.bytes_column, source.path_column, source.count) == ("image", "path", 2)
+    assert source.fragments == ((str(tmp_path / "in.parquet"), 0),)
     folder = tmp_path / "set"
     folder.mkdir()
     pq.write_table(pa.table({"source": ["p1"]}), folder / "part-0.parquet")
@@ -105,6 +106,20 @@ def test_read_bytes_hashes_skips_done_and_reports_unreadable(folder: Path) -> No
     assert rows[1]["data"] is None
     assert (rows[2]["error_stage"], rows[2]["error_reason"]) == ("read", "UNREADABLE")
     assert "FileNotFoundError" in rows[2]["error_message"]
+
+
+def test_parquet_row_groups_are_read_in_slices(tmp_path: Path) -> None:
+    table = pa.table({"image": [b"a", b"b", b"c", b"d", b"e"], "name": ["1", "2", "3", "4", "5"]})
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=3)
+    source = resolve(str(tmp_path / "in.parquet"), path_column="name")
+    assert [g for _, g in source.fragments] == [0, 1]
+    done = {hashlib.sha256(b"b").hexdigest()}
+    slices = list(
+        read_row_group(*source.fragments[0], bytes_column="image", path_column="name", done=done, rows=2)
+    )
+    assert [t.num_rows for t in slices] == [2, 1]
+    rows = [r for t in slices for r in t.to_pylist()]
+    assert [(r["path"], r["status"]) for r in rows] == [("1", OK), ("2", SKIPPED), ("3", OK)]
 
 
 def test_read_bytes_from_a_bytes_column_without_paths() -> None:
