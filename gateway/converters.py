@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.consensus import DEFAULT_MALIGNANT_THRESHOLD
 from gateway.domain import AnalysisReport, AnalyzeOptions, Capabilities, EmbeddingInfo, SiteReport
+from hemascope.consensus import DEFAULT_MALIGNANT_THRESHOLD
 from hemascope.errors import HemascopeError, InvalidArgument, echo
 from hemascope.imaging.inputs import ImageInput
 from hemascope.interceptors import error_detail

@@ -24,7 +24,6 @@ import grpc
 
 from gateway import metrics
 from gateway.capabilities import CapabilitiesCache, ClassifierFacts
-from gateway.consensus import ModelVote, consensus
 from gateway.domain import (
     PARTS,
     AnalysisReport,
@@ -37,6 +36,7 @@ from gateway.domain import (
 )
 from gateway.downstream import Deadline, Downstreams, open_downstreams
 from gateway.settings import GatewaySettings
+from hemascope.consensus import ModelVote, consensus, input_reason
 from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, Unavailable, echo
 from hemascope.imaging import ImageLimits, content_hash, decode_image
 from hemascope.imaging.inputs import ImageInput
@@ -46,7 +46,6 @@ from hemascope.v1 import classifier_pb2, common_pb2, detector_pb2, explain_pb2, 
 log = get_logger(__name__)
 T = TypeVar("T")
 _REFER_PREFIX = "REFER_REASON_"
-_ANSWERABLE = (common_pb2.INPUT_KIND_UNSPECIFIED, common_pb2.INPUT_KIND_SINGLE_CELL)
 _RESULT_SLACK_S = 1.0  # beyond the deadline, how long to wait for a part's thread before giving up on it
 
 
@@ -320,9 +319,10 @@ class GatewayCore:
 def _input_reason(embedding: common_pb2.Embedding) -> str:
     """The input check's reason when it found no single centred white cell; empty otherwise or unchecked."""
     check = embedding.input_check
-    if not embedding.HasField("input_check") or check.kind in _ANSWERABLE:
+    if not embedding.HasField("input_check") or not check.kind:
         return ""
-    return check.reason or common_pb2.InputKind.Name(check.kind).removeprefix("INPUT_KIND_").lower()
+    kind = common_pb2.InputKind.Name(check.kind).removeprefix("INPUT_KIND_").lower()
+    return input_reason(kind, check.reason)
 
 
 def _blocked(part: str, needs: str) -> tuple[PartStatus, object, HemascopeError | None]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from gateway.consensus import DEFAULT_MALIGNANT_THRESHOLD, Consensus
+from hemascope.consensus import DEFAULT_MALIGNANT_THRESHOLD, Consensus
 from hemascope.site.drift import SiteStatus
 from hemascope.v1 import classifier_pb2, common_pb2, detector_pb2, explain_pb2
 

@@ -8,6 +8,7 @@ import click
 
 from hemascope.commands.addresses import address_callback
 from hemascope.commands.audit_verify import audit_group, gateway_group
+from hemascope.commands.batch_cli import batch_group
 from hemascope.commands.explain_cli import explain_command, serve_explain_command
 from hemascope.commands.explain_eval import explain_eval_command
 from hemascope.commands.failures import CliGroup
@@ -493,3 +494,5 @@ main.add_command(tls_group)
 serve.add_command(serve_gateway_command)
 # `hemascope site validate`: a laboratory's acceptance test of a bundle on its own labelled cells.
 main.add_command(site_group)
+# `hemascope batch analyze|embed`: the same pipeline over a whole archive, on Ray Data.
+main.add_command(batch_group)

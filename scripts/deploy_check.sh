@@ -3,10 +3,10 @@
 # so the files are kept honest by:
 #   1. hadolint on every Dockerfile;
 #   2. kubectl kustomize (kustomize built into kubectl) of the base and every overlay, plus the gpu overlay
-#      with the resnet50 component;
+#      with the resnet50 component, and of the batch job (deploy/k8s/batch, a KubeRay RayJob);
 #   3. kubernetes-validate --strict of every rendering against the Kubernetes schemas of the oldest and
-#      newest versions we target (CRDs: KEDA ScaledObject and ServiceMonitor have no bundled schema; the
-#      property test checks their fields);
+#      newest versions we target (CRDs: KEDA ScaledObject, ServiceMonitor and KubeRay's RayJob have no
+#      bundled schema; the property test checks their fields);
 #   4. checkov on the rendered manifests and the Dockerfiles (exceptions: checkov.io/skip annotations, each
 #      with its reason, in deploy/k8s/base);
 #   5. pytest of the property test (tests/unit/test_deploy_manifests.py) on the renderings.
@@ -56,6 +56,7 @@ components: [$(realpath --relative-to="$OUT/gpu-resnet50" deploy/k8s/components/
 YAML
 kubectl kustomize "$OUT/gpu-resnet50" --load-restrictor LoadRestrictionsNone > "$OUT/gpu-resnet50.yaml"
 rm -r "$OUT/gpu-resnet50"
+kubectl kustomize deploy/k8s/batch > "$OUT/batch.yaml"
 
 echo "deploy-check: schema validation (Kubernetes ${KUBE_VERSIONS[*]})"
 for version in "${KUBE_VERSIONS[@]}"; do

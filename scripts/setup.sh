@@ -10,5 +10,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 # torch==2.14.1 / torchvision==0.29.1 install from local disk here (see pyproject.toml).
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[torch,train,dev]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[torch,train,dev,batch]'
 .venv/bin/hemascope --help >/dev/null

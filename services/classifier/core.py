@@ -86,6 +86,16 @@ class ModelOutput:
 
 REFER_NONE, REFER_LOW_CONFIDENCE, REFER_OOD, REFER_BOTH, REFER_NOT_SINGLE_CELL = 0, 1, 2, 3, 4
 REFER_ATYPICAL_ACQUISITION = 5
+#: ModelOutput.refer_reason codes in words: classifier.proto's ReferReason names without their prefix, the
+#: keys of hemascope.consensus.REFER_WORDS ("" for none).
+REFER_REASON_NAMES = (
+    "",
+    "LOW_CONFIDENCE",
+    "OUT_OF_DISTRIBUTION",
+    "LOW_CONFIDENCE_AND_OUT_OF_DISTRIBUTION",
+    "NOT_SINGLE_CELL",
+    "ATYPICAL_ACQUISITION",
+)
 
 
 @dataclass(frozen=True)

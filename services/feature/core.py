@@ -211,6 +211,25 @@ class FeatureCore:
         outcomes = [self._wait_prepared(item, deadline) for item in started]
         return [self._finish(outcome, deadline) for outcome in outcomes]
 
+    def embed_direct(self, images: Sequence[ImageInput]) -> list[EmbedResult | HemascopeError]:
+        """Embeds ``images`` in one session run on the calling thread, past the cache and the micro-batcher.
+
+        For a caller that owns whole batches (the batch pipeline's workers): the same decoding, input check,
+        preprocessing and session as :meth:`embed`; each item gets a result or its own error, in order.
+        """
+        outcomes: list[_Prepared | HemascopeError] = []
+        for image in images:
+            try:
+                outcomes.append(self._prepare(image, skip_cache=True))
+            except HemascopeError as exc:
+                outcomes.append(exc)
+        pixels = [o.pixels for o in outcomes if isinstance(o, _Prepared) and o.pixels is not None]
+        vectors = iter(self._run_batch(pixels) if pixels else [])
+        return [
+            o if isinstance(o, HemascopeError) else self._result(o, next(vectors), hit=False)
+            for o in outcomes
+        ]
+
     def check_batch(self, images: Sequence[ImageInput]) -> None:
         check_batch(images, self.settings.max_batch_items, self.settings.max_batch_bytes)
 

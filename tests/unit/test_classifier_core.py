@@ -302,3 +302,15 @@ def test_embeddings_of_images_that_are_not_single_cells_are_referred_by_every_mo
         assert output.refer_reason[0] == output.refer_reason[2] != 4  # unchecked and single cell: as before
         assert output.abstain[0] == output.abstain[2]
         np.testing.assert_array_equal(output.probabilities[1], output.probabilities[0])  # still computed
+
+
+def test_refer_reason_names_are_the_protos_and_the_consensus_words() -> None:
+    from hemascope.consensus import REFER_WORDS
+    from hemascope.v1 import classifier_pb2
+    from services.classifier.converters import REFER_REASONS
+    from services.classifier.core import REFER_REASON_NAMES
+
+    for code, name in enumerate(REFER_REASON_NAMES):
+        proto = classifier_pb2.ReferReason.Name(REFER_REASONS[code]).removeprefix("REFER_REASON_")
+        assert name == ("" if proto == "UNSPECIFIED" else proto)
+    assert set(REFER_REASON_NAMES) - {""} == set(REFER_WORDS)

@@ -543,7 +543,7 @@ def test_runtime_targets(target: str) -> None:
 
 def test_runtime_stages_carry_no_build_tools() -> None:
     """pip, compilers and caches stay in build stages: runtime stages only COPY, set ENV and register libs."""
-    for target in [*RUNTIME_TARGETS, "runtime", "exporter"]:
+    for target in [*RUNTIME_TARGETS, "runtime", "exporter", "batch"]:
         for args in _instructions(target, "RUN"):
             assert "pip" not in args and "apt-get" not in args, (target, args)
     assert "--without-pip" in " ".join(_instructions("build-core", "RUN"))
@@ -582,8 +582,113 @@ def test_constraints_pin_every_dependency_within_pyproject() -> None:
             name, _, version = line.partition("==")
             pins[name.lower().replace("_", "-")] = Version(version)
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    for text in [*project["dependencies"], *project["optional-dependencies"]["torch"]]:
+    extras = project["optional-dependencies"]
+    for text in [*project["dependencies"], *extras["torch"], *extras["batch"]]:
         requirement = Requirement(text)
         name = requirement.name.lower().replace("_", "-")
         assert name in pins, f"{name} is not pinned in {CONSTRAINTS.name}"
         assert pins[name] in requirement.specifier, f"{name}=={pins[name]} outside {requirement.specifier}"
+
+
+# --- the batch job (deploy/k8s/batch: a KubeRay RayJob) -----------------------------------------------------
+
+
+def _ray_pods(job: Doc) -> dict[str, Doc]:
+    """Every pod template of the RayJob: head, each worker group, the submitter."""
+    cluster = job["spec"]["rayClusterSpec"]
+    pods = {"head": cluster["headGroupSpec"]["template"], "submitter": job["spec"]["submitterPodTemplate"]}
+    for group in cluster["workerGroupSpecs"]:
+        pods[f"worker-{group['groupName']}"] = group["template"]
+    return pods
+
+
+@pytest.fixture(scope="module")
+def batch_job() -> Doc:
+    docs = render("batch")
+    [job] = [d for d in docs if d["kind"] == "RayJob"]
+    assert all(d["metadata"].get("namespace") == NAMESPACE for d in docs)
+    return job
+
+
+def test_batch_job_runs_a_real_command_on_the_baked_in_bundle(batch_job: Doc) -> None:
+    import shlex
+
+    args = shlex.split(batch_job["spec"]["entrypoint"])
+    assert args[:3] == ["hemascope", "batch", "analyze"]
+    batch = cli_main.get_command(click.Context(cli_main), "batch")
+    assert isinstance(batch, click.Group)
+    analyze = batch.get_command(click.Context(batch), "analyze")
+    assert analyze is not None
+    context = analyze.make_context("analyze", args[3:])  # unknown options or missing values raise here
+    assert context.params["ray_address"] == "auto" and context.params["no_progress"]
+    bundle = context.params["bundle"]
+    assert f"models/bloodcells-5class {bundle}" in _instructions("batch", "COPY")
+    assert context.params["input_spec"].startswith("/data/") and context.params["out"].startswith("/data/")
+    assert batch_job["spec"]["shutdownAfterJobFinishes"] is True and batch_job["spec"]["backoffLimit"] >= 1
+
+
+def test_batch_pods_are_unprivileged_bounded_and_run_the_batch_image(batch_job: Doc) -> None:
+    for name, pod in _ray_pods(batch_job).items():
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["runAsUser"] == USER_ID, name
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec["automountServiceAccountToken"] is False, name
+        assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "hemascope-batch", name
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}, name  # Ray's session dir
+            for part in ("requests", "limits"):
+                assert {"cpu", "memory", "ephemeral-storage"} <= set(container["resources"][part]), name
+            assert container["image"] == "hemascope/batch:0.1.0", name
+    assert "batch" in _dockerfile_targets()
+
+
+def test_batch_ray_version_is_the_pinned_one_and_the_head_does_no_analysis(batch_job: Doc) -> None:
+    pins = dict(line.split("==") for line in CONSTRAINTS.read_text().splitlines() if "==" in line)
+    cluster = batch_job["spec"]["rayClusterSpec"]
+    assert cluster["rayVersion"] == pins["ray"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    pods = _ray_pods(batch_job)
+    claims = {
+        name: {
+            v["persistentVolumeClaim"]["claimName"]
+            for v in pod["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        }
+        for name, pod in pods.items()
+    }
+    assert (
+        claims["head"] == claims["worker-cpu"] == {"hemascope-batch-data"}
+    )  # workers read what the head lists
+
+
+def test_batch_image_carries_the_models_at_the_settings_paths() -> None:
+    env = _env("batch")
+    assert env["HEMASCOPE_FEATURE_MODEL_CACHE_DIR"] == _env("feature")["HEMASCOPE_FEATURE_MODEL_CACHE_DIR"]
+    assert f"--from=backbone-export {env['HEMASCOPE_FEATURE_MODEL_CACHE_DIR']} " in " ".join(
+        _instructions("batch", "COPY")
+    )
+    assert env["HEMASCOPE_DETECTOR_MODEL"] == _env("detector")["HEMASCOPE_DETECTOR_MODEL"]
+    assert set(k for k in env if k.startswith("HEMASCOPE_")) <= (
+        _env_names("feature") | _env_names("detector") | SHARED_ENV
+    )
+    assert "--from=build-batch /opt/venv /opt/venv" in _instructions("batch", "COPY")
+    assert "ray[data]" in " ".join(_instructions("build-batch", "RUN"))
+    assert _instructions("batch", "USER") == [f"{USER_ID}:{USER_ID}"]
+
+
+def test_batch_network_policy_opens_only_ray_to_ray_and_the_operator() -> None:
+    [policy] = [d for d in render("batch") if d["kind"] == "NetworkPolicy"]
+    spec = policy["spec"]
+    selector = {"matchLabels": {"app.kubernetes.io/name": "hemascope-batch"}}
+    assert spec["podSelector"] == selector
+    assert spec["egress"] == [{"to": [{"podSelector": selector}]}]
+    for rule in spec["ingress"]:
+        for peer in rule["from"]:
+            assert peer == {"podSelector": selector} or set(peer) == {"namespaceSelector"}
+            if "namespaceSelector" in peer:
+                assert {p["port"] for p in rule["ports"]} <= {8265, 6379}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.consensus import ModelVote, consensus
+from hemascope.consensus import ModelVote, consensus
 
 CLASSES = ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil")
 
@@ -100,3 +100,12 @@ def test_a_malignant_call_from_an_atypical_acquisition_is_reported_but_unconfirm
     assert result.refer_reasons == ("lr: acquisition atypical for its class",)
     plain = consensus([vote("lr", probs), vote("svm", probs)], CLASSES)
     assert plain.malignant and not plain.malignant_unconfirmed and not plain.atypical_acquisition
+
+
+def test_input_reason_only_for_images_that_are_not_one_cell() -> None:
+    from hemascope.consensus import input_reason
+
+    assert input_reason("", "") == ""
+    assert input_reason("single_cell", "one centred cell") == ""
+    assert input_reason("multiple_cells", "3 cells") == "3 cells"
+    assert input_reason("no_cell", "") == "no_cell"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from gateway.consensus import Consensus
 from gateway.domain import AnalysisReport, Classification
 from gateway.site_monitor import UNVALIDATED_REASON, SiteMonitor, image_bit
+from hemascope.consensus import Consensus
 from hemascope.site.drift import DriftRule, SiteStatus
 from hemascope.v1 import classifier_pb2
 

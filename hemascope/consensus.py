@@ -1,5 +1,8 @@
 """The consensus of the classifier models on one cell, and whether to refer it to a human.
 
+One implementation for every entry point: the gateway (votes from the classifier service's answer) and the
+batch pipeline (votes from the classifier core's outputs) both call :func:`consensus`.
+
 consensus label = the class with the largest mean calibrated probability over the models that ran;
 agreement = the fraction of models whose own label is that class; malignant probability = the mean of the
 models' malignant probabilities, flagged at the threshold; refer when any model abstains (low confidence,
@@ -23,6 +26,8 @@ REFER_WORDS: Mapping[str, str] = {
     "ATYPICAL_ACQUISITION": "acquisition atypical for its class",
 }
 DEFAULT_MALIGNANT_THRESHOLD = 0.5
+#: Input-check kinds (hemascope.imaging.inputcheck.InputKind values) on which the classifier may answer.
+ANSWERABLE_KINDS = frozenset({"", "single_cell"})
 
 
 @dataclass(frozen=True)
@@ -93,3 +98,13 @@ def consensus(
         atypical_acquisition=atypical,
         malignant_unconfirmed=malignant and atypical,
     )
+
+
+def input_reason(kind: str, reason: str) -> str:
+    """Why the input check found no single centred white cell ("" when it did, or the image was unchecked).
+
+    ``kind`` is an InputKind value ("multiple_cells", ...) or "" when unchecked; ``reason`` the check's words.
+    """
+    if kind in ANSWERABLE_KINDS:
+        return ""
+    return reason or kind
