@@ -239,7 +239,9 @@ class GatewayCore:
     def _classify(
         d: Downstreams, embedding: common_pb2.Embedding, options: AnalyzeOptions, deadline: Deadline
     ) -> Classification:
-        request = classifier_pb2.ClassifyRequest(embeddings=[embedding], models=list(options.models))
+        request = classifier_pb2.ClassifyRequest(
+            embeddings=[embedding], models=list(options.models), site_profile=options.site_profile
+        )
         response: classifier_pb2.ClassifyResponse = d.classifier.call(
             d.classifier.stub.Classify, request, deadline
         )
@@ -258,7 +260,7 @@ class GatewayCore:
             for p in predictions
         ]
         verdict = consensus(votes, classes, options.malignant_threshold, _input_reason(embedding))
-        return Classification(predictions, response.bundle_version, verdict)
+        return Classification(predictions, response.bundle_version, verdict, response.site_profile)
 
     def _explain(
         self,
@@ -303,6 +305,8 @@ class GatewayCore:
                 report.model_versions["classifier"] = result.bundle_version
                 for p in result.predictions:
                     report.model_versions[f"classifier/{p.model}"] = p.model_version
+                if result.site_profile:
+                    report.model_versions["classifier/site_profile"] = result.site_profile
             elif isinstance(result, detector_pb2.DetectResponse):
                 report.detection = Detection(list(result.boxes), result.model_version)
                 report.model_versions["detector"] = result.model_version

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Protocol
 
 import grpc
@@ -93,6 +94,7 @@ class DataPlane:
         audit: AuditTrail | None = None,
         clock: Callable[[], float] = time.perf_counter,
         sites: SiteMonitor | None = None,
+        site_profiles: Mapping[str, str] | None = None,
     ) -> None:
         self.core = core
         self.identifier = identifier
@@ -102,6 +104,7 @@ class DataPlane:
         self.audit = audit
         self._clock = clock
         self.sites = sites if sites is not None else SiteMonitor(DriftRule())
+        self.site_profiles = dict(site_profiles or {})
 
     # ---------------------------------------------------------------- admission
 
@@ -189,6 +192,9 @@ class DataPlane:
         started = self._clock()
         try:
             image, options = read()
+            profile = self.site_profiles.get(caller.id, "")
+            if profile:
+                options = replace(options, site_profile=profile)
             report = self.core.analyze(image, options, deadline_s)
             self.sites.observe(caller.id, report)
         except HemascopeError as exc:

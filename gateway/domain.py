@@ -35,6 +35,8 @@ class AnalyzeOptions:
     detect_confidence: float = 0.0
     detect_iou: float = 0.0
     malignant_threshold: float = DEFAULT_MALIGNANT_THRESHOLD
+    #: the caller's site profile (set by the data plane from the gateway's settings, never by a request)
+    site_profile: str = ""
 
     def audit_view(self) -> dict[str, object]:
         """The options as recorded in the audit trail (no image data, no caller ids)."""
@@ -81,6 +83,8 @@ class Classification:
     predictions: Sequence[classifier_pb2.ModelPrediction]
     bundle_version: str
     consensus: Consensus
+    #: the site profile the classifier applied ("" for none)
+    site_profile: str = ""
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ def create_server(settings: GatewaySettings) -> tuple[ManagedServer, int]:
             ),
             settings.site_max_callers,
         ),
+        site_profiles=settings.site_profiles,
     )
     servicer = AnalysisServicer(
         plane, stream_executor, settings.max_stream_in_flight, settings.stream_idle_timeout_s

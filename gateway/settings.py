@@ -93,6 +93,12 @@ class GatewaySettings(ServerSettings, ImageLimitSettings):
         le=1,
         description="Share at or below which a flagged caller is cleared again (hysteresis).",
     )
+    site_profiles: dict[str, str] = Field(
+        default_factory=dict,
+        description="Caller id -> the site profile (made by `hemascope site adapt`, served by the "
+        "classifier's --site-profiles) applied to that caller's answers; JSON in the environment. "
+        "Callers not listed get the bundle alone.",
+    )
     site_max_callers: int = Field(
         10_000, ge=1, description="Callers the site monitor remembers (least recently seen forgotten first)."
     )
