@@ -156,3 +156,24 @@ def run_evaluate(bundle: Path, specs: list[DatasetSpec], *, address: str | None,
     _print_sites(result, err=as_json)
     if as_json:
         click.echo(json.dumps({"models": summary_line(result), "data": result["data"]}))
+
+
+def run_evaluate_batch(out: Path, *, as_json: bool) -> None:
+    from hemascope.training.batch_eval import evaluate_batch
+
+    result = evaluate_batch(out)
+
+    def echo(line: str) -> None:
+        click.echo(line, err=as_json)
+
+    echo(f"batch {out}: {result['labelled']} labelled images ({result['unlabelled']} not in a class folder)")
+    echo(f"{'model':<22}{'acc':>7}{'macroF1':>9}{'mal.sens':>10}{'mal.spec':>10}{'referred':>10}")
+    for name, m in [*result["models"].items(), ("consensus", result["consensus"])]:
+        sens, spec = m["myeloblast_sensitivity"], m["myeloblast_specificity"]
+        echo(
+            f"{name:<22}{m['accuracy']:7.3f}{m['macro_f1']:9.3f}"
+            f"{'n/a' if sens is None else f'{sens:.3f}':>10}{'n/a' if spec is None else f'{spec:.3f}':>10}"
+            f"{m['referred']:10.3f}"
+        )
+    if as_json:
+        click.echo(json.dumps(result))

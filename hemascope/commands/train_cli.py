@@ -257,7 +257,18 @@ def train_backbone_command(
 
 
 @click.command("evaluate")
-@click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--bundle",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The bundle to score on --data/--sources (required unless --batch).",
+)
+@click.option(
+    "--batch",
+    "batch_out",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Score a `hemascope batch analyze` result instead (true class: each image's folder name).",
+)
 @data_options
 @click.option(
     "--address",
@@ -268,7 +279,8 @@ def train_backbone_command(
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with per-model metrics.")
 @user_errors
 def evaluate_command(
-    bundle: Path,
+    bundle: Path | None,
+    batch_out: Path | None,
     data: tuple[str, ...],
     spec: Path | None,
     probe: str | None,
@@ -277,8 +289,17 @@ def evaluate_command(
     as_json: bool,
 ) -> None:
     """Score a model bundle on folder-per-class datasets: pooled, per dataset and per site."""
-    from hemascope.commands.train import run_evaluate
+    from hemascope.commands.train import run_evaluate, run_evaluate_batch
 
+    if batch_out is not None:
+        if bundle is not None or data or spec is not None:
+            raise click.UsageError(
+                "--batch scores a batch result on its own: drop --bundle, --data and --sources"
+            )
+        run_evaluate_batch(batch_out, as_json=as_json)
+        return
+    if bundle is None:
+        raise click.UsageError("give --bundle (with --data or --sources), or --batch")
     specs = resolve_sources(data, spec, probe, no_probe=True if probe is None else no_probe)
     run_evaluate(bundle, specs, address=address, as_json=as_json)
 

@@ -79,6 +79,7 @@ class Outcome:
     summary: Summary
     results: pa.Table
     errors: pa.Table
+    out: Path
 
 
 def read_out(out: Path) -> tuple[pa.Table, pa.Table]:
@@ -97,7 +98,7 @@ def analyzed(ray_local: None, archive: Path, tmp_path_factory: pytest.TempPathFa
     summary = run(
         BatchJob(input=str(archive), out=str(out), bundle=str(BUNDLE), detect=True, embedding=False)
     )
-    return Outcome(summary, *read_out(out))
+    return Outcome(summary, *read_out(out), out)
 
 
 def test_every_image_is_a_result_or_an_error_and_the_resumed_run_skipped_the_done(
@@ -253,3 +254,21 @@ def test_an_out_of_another_kind_is_refused_before_any_work(
         cli_main, ["batch", "embed", str(archive), "--out", str(out), "--no-progress"]
     )
     assert result.exit_code == 2 and "holds results of another kind" in result.output
+
+
+def test_evaluate_scores_a_batch_result_by_its_class_folders(analyzed: Outcome) -> None:
+    from click.testing import CliRunner
+
+    from hemascope.cli import main
+
+    done = CliRunner().invoke(main, ["evaluate", "--batch", str(analyzed.out), "--json"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["labelled"], result["unlabelled"]) == (len(CLASSES) * PER_CLASS, 1)  # the smear
+    rows = analyzed.results.to_pylist()
+    truth = {r["path"]: Path(r["path"]).parent.name for r in rows if Path(r["path"]).parent.name in CLASSES}
+    agree = sum(r["label"] == truth[r["path"]] for r in rows if r["path"] in truth) / len(truth)
+    assert result["consensus"]["accuracy"] == pytest.approx(agree)
+    assert set(result["models"]) == {"logistic_regression", "svm", "random_forest", "xgboost", "kmeans"}
+    both = CliRunner().invoke(main, ["evaluate", "--batch", str(analyzed.out), "--bundle", str(BUNDLE)])
+    assert both.exit_code == 2 and "--batch scores a batch result" in both.output
