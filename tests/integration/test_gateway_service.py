@@ -65,7 +65,11 @@ def stack(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             FeatureSettings(**common, model_cache_dir=model_cache_dir, intra_op_threads=1)
         ),
         "classifier": classifier_server(ClassifierSettings(**common, bundle=BUNDLE)),
-        "explain": explain_server(ExplainSettings(**common, bundle=BUNDLE, torch_threads=1)),
+        # the library Ablation-CAM engine (one model call per channel) keeps a random-forest explanation slow
+        # enough to hold the explain service busy in the deadline test
+        "explain": explain_server(
+            ExplainSettings(**common, bundle=BUNDLE, torch_threads=1, ablation_engine="library")
+        ),
     }
     stack = Stack(
         {name: s for name, (s, _) in starting.items()}, {n: p for n, (_, p) in starting.items()}, 0, Path()
