@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fails when the TypeScript client's generated code (clients/typescript/src/gen) or its KServe descriptor
 # differ from what scripts/gen_ts_client.sh makes (a proto change without regenerating, or a hand edit),
-# or when the client does not type-check.
+# or when the client, or an example of it in docs/gateway.md or clients/typescript/README.md, does not
+# type-check.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
@@ -19,4 +20,18 @@ if [ $status -ne 0 ]; then
   exit 1
 fi
 (cd "$client" && node_modules/.bin/tsc -p tsconfig.json --noEmit)
+# The documented examples (```ts blocks), each a module of its own, against the client's sources.
+examples=$(mktemp -d -p "$client" .examples.XXXXXX)
+trap 'rm -rf "$tmp" "$examples"' EXIT
+for doc in "$root/docs/gateway.md" "$client/README.md"; do
+  awk -v out="$examples/$(basename "$doc" .md)" '
+    /^```ts$/ { n++; file = out "-" n ".ts"; inside = 1; next }
+    /^```/ { inside = 0; next }
+    inside { sub(/"@hemascope\/client"/, "\"../src/index.js\""); print > file }
+  ' "$doc"
+done
+cat >"$examples/tsconfig.json" <<JSON
+{"extends": "../tsconfig.json", "compilerOptions": {"rootDir": "..", "noEmit": true}, "include": ["*.ts"]}
+JSON
+(cd "$client" && node_modules/.bin/tsc -p "$examples/tsconfig.json")
 echo "typescript client: up to date"
