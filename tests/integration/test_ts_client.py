@@ -158,6 +158,7 @@ def test_typescript_client_interop(compiled: Path, stack: Stack, cells: list[Pat
     }
     assert kserve["datatypes"]["PROBABILITIES"] == "FP32"
     assert kserve["model_version"] == reports[0].classification.bundle_version
+    assert kserve["metadata_versions"] == [kserve["model_version"]]
     for row, report in zip(kserve["rows"], reports, strict=True):
         classification = report.classification
         assert row["label"] == classification.consensus_label

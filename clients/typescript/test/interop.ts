@@ -140,7 +140,16 @@ async function run(client: HemascopeClient, anonymous: HemascopeClient, config: 
   assert.equal(arrivals.length, streamed.length);
   assert.deepEqual([...arrivals].sort(), streamed.map((item) => item.requestId).sort());
 
-  // KServe v2: one batch of every image.
+  // KServe v2: health, the model's metadata, then one batch of every image.
+  assert.equal((await client.kserve.serverReady({})).ready, true);
+  assert.equal((await client.kserve.modelReady({ name: "hemascope" })).ready, true);
+  const metadata = await client.kserve.modelMetadata({ name: "hemascope" });
+  assert.deepEqual(
+    metadata.inputs.map((t) => [t.name, t.datatype, t.shape.map(Number)]),
+    [["IMAGE", "BYTES", [-1]]],
+  );
+  const probabilitiesSpec = metadata.outputs.find((t) => t.name === "PROBABILITIES");
+  assert.deepEqual(probabilitiesSpec?.shape.map(Number), [-1, classes.length]);
   const response = await client.kserve.modelInfer(imageInferRequest(images, { id: "batch-1" }));
   assert.equal(response.modelName, "hemascope");
   assert.equal(response.id, "batch-1");
@@ -164,6 +173,7 @@ async function run(client: HemascopeClient, anonymous: HemascopeClient, config: 
     analyze: reports.map(summary),
     stream: { arrivals, error: streamError },
     kserve: {
+      metadata_versions: metadata.versions,
       model_version: response.modelVersion,
       shapes,
       datatypes: Object.fromEntries([...tensors].map(([name, tensor]) => [name, tensor.datatype])),
