@@ -8,11 +8,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 client="$root/clients/typescript"
 out=${1:-$client}
-python=${PYTHON:-$root/.venv/bin/python}
+venv_bin=${VENV_BIN:-$root/.venv/bin}
 "$root/scripts/setup_ts_client.sh"
-"$python" "$root/scripts/kserve_descriptor.py" "$out/kserve/kserve_v2.binpb"
+"$venv_bin/python" "$root/scripts/kserve_descriptor.py" "$out/kserve/kserve_v2.binpb"
 if [ "$out" != "$client" ] && ! cmp -s "$out/kserve/kserve_v2.binpb" "$client/kserve/kserve_v2.binpb"; then
-  # The template reads the committed descriptor: generate from the fresh one.
+  # The template generates from the committed descriptor: it must be the one just written.
   echo "clients/typescript/kserve/kserve_v2.binpb is out of date: run scripts/gen_ts_client.sh" >&2
   exit 1
 fi
