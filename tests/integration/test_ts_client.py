@@ -12,13 +12,9 @@ is answered by the gateway itself). Needs Node.js 20+ and ``scripts/setup_ts_cli
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -39,12 +35,11 @@ from services.feature.server import create_server as feature_server
 from services.feature.settings import FeatureSettings
 from tests.gateway_helpers import start_offline_gateway
 from tests.tls_helpers import make_ca
+from tests.ts_helpers import compiled_scripts, run_script
 
-CLIENT = REPO_ROOT / "clients" / "typescript"
 BUNDLE = REPO_ROOT / "models" / "bloodcells-5class"
 WAIT = 180.0
 CLASSES = ["basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil"]
-NODE_TIMEOUT_S = 600
 
 
 @dataclass
@@ -56,29 +51,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def compiled() -> Path:
-    """The client and its test scripts compiled to clients/typescript/dist."""
-    node = shutil.which("node")
-    tsc = CLIENT / "node_modules" / ".bin" / "tsc"
-    if node is None or not tsc.exists():
-        pytest.fail("the TypeScript client needs Node.js 20+ and its packages: run scripts/setup.sh")
-    subprocess.run([str(tsc), "-p", str(CLIENT / "tsconfig.json")], check=True, timeout=NODE_TIMEOUT_S)
-    return CLIENT / "dist" / "test"
-
-
-def run_node(script: Path, config: dict[str, Any], folder: Path) -> Any:
-    """Runs a compiled script with ``config`` (as a JSON file); its JSON answer. Fails with its stderr."""
-    path = folder / f"{script.stem}-config.json"
-    path.write_text(json.dumps(config))
-    done = subprocess.run(
-        ["node", str(script), str(path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=NODE_TIMEOUT_S,
-        cwd=CLIENT,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return compiled_scripts()
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +95,7 @@ def cells(data_dir: Path) -> list[Path]:
 
 def test_typescript_client_interop(compiled: Path, stack: Stack, cells: list[Path], tmp_path: Path) -> None:
     config = {"address": stack.address, "apiKey": stack.key, "images": [str(path) for path in cells]}
-    answer = run_node(compiled / "interop.js", config, tmp_path)
+    answer = run_script(compiled / "interop.js", config, tmp_path)
 
     assert answer["classes"] == CLASSES
     with HemascopeClient(stack.address, api_key=stack.key, timeout=120) as python:
@@ -196,7 +169,7 @@ def test_typescript_client_tls_and_mtls(
         {"name": "plaintext", "address": address, "apiKey": key},
     ]
     try:
-        outcomes = run_node(compiled / "capabilities.js", {"cases": cases}, tmp_path)
+        outcomes = run_script(compiled / "capabilities.js", {"cases": cases}, tmp_path)
     finally:
         server.stop(0)
     assert outcomes["mtls"]["code"] == "OK"
