@@ -123,9 +123,15 @@ def set_model_threads(bundle: LoadedBundle, threads: int) -> None:
 
 
 def _serve(
-    bundle: LoadedBundle, fingerprint: str | None, threads: int, profile_dir: Path | None = None
+    bundle: LoadedBundle,
+    fingerprint: str | None,
+    threads: int,
+    profile_dir: Path | None = None,
+    fast: bool = False,
 ) -> ServedBundle:
     set_model_threads(bundle, threads)
+    if fast:
+        bundle = bundle.with_fast_paths()
     manifest = bundle.manifest
     unknown = sorted(set(manifest.malignant_classes) - set(manifest.classes))
     if unknown or not manifest.models:
@@ -240,7 +246,11 @@ class ClassifierCore:
             fingerprint = manifest_fingerprint(root)
             try:
                 served = _serve(
-                    load_bundle(root), fingerprint, self.settings.model_threads, self.settings.site_profiles
+                    load_bundle(root),
+                    fingerprint,
+                    self.settings.model_threads,
+                    self.settings.site_profiles,
+                    self.settings.fast_predict,
                 )
             except Exception as exc:  # whatever a damaged bundle throws, the old one keeps serving
                 error = exc if isinstance(exc, BundleError) else _unexpected(root, exc)
