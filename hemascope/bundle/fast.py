@@ -11,6 +11,8 @@ same order, so they give the same numbers, bit for bit:
   divided by the number of trees.
 - :class:`KMeansDistances` (``KMeans.transform``): ``sqrt(max(-2 x.c + |x|^2 + |c|^2, 0))``, the
   library's float64 formula with the same operations in the same order.
+- :class:`LogisticProba` (multiclass ``LogisticRegression.predict_proba``): ``x @ coef.T + intercept``
+  and the library's softmax (the row maximum subtracted, exp, divided by the row sum).
 - :class:`ScalerTransform` (``StandardScaler.transform``): ``(x - mean) / scale``.
 
 :func:`fast_paths` builds them for a loaded bundle; an object it does not recognise keeps the library's
@@ -125,6 +127,36 @@ class KMeansDistances:
         return distances
 
 
+class LogisticProba:
+    """``predict_proba`` of a fitted multiclass (more than two classes) ``LogisticRegression``."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.coef = model.coef_
+        self.intercept = model.intercept_
+        self.dimension = int(self.coef.shape[1])
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        from sklearn.linear_model import LogisticRegression
+
+        return (
+            type(model) is LogisticRegression
+            and hasattr(model, "coef_")
+            and np.size(model.classes_) > 2
+            and model.coef_.dtype == np.float64
+        )
+
+    def __call__(self, rows: NDArray[np.floating[Any]]) -> FloatArray:
+        if not _usable(rows, self.dimension) or rows.dtype != np.float64:
+            return np.asarray(self._model.predict_proba(rows), dtype=np.float64)
+        scores: FloatArray = rows @ self.coef.T + self.intercept
+        scores -= np.max(scores, axis=1).reshape((-1, 1))
+        np.exp(scores, out=scores)
+        scores /= np.sum(scores, axis=1).reshape((-1, 1))
+        return scores
+
+
 class ScalerTransform:
     """``transform`` of a fitted ``StandardScaler`` on float64 rows."""
 
@@ -164,6 +196,8 @@ def model_fast_path(estimator: Any) -> FastPath | None:
         return ForestProba(estimator)
     if KMeansDistances.supports(estimator):
         return KMeansDistances(estimator)
+    if LogisticProba.supports(estimator):
+        return LogisticProba(estimator)
     return None
 
 

@@ -14,10 +14,17 @@ import pytest
 from numpy.typing import NDArray
 from sklearn.cluster import KMeans
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from hemascope.bundle import LoadedBundle, load_bundle
-from hemascope.bundle.fast import ForestProba, KMeansDistances, ScalerTransform, model_fast_path
+from hemascope.bundle.fast import (
+    ForestProba,
+    KMeansDistances,
+    LogisticProba,
+    ScalerTransform,
+    model_fast_path,
+)
 from hemascope.data import REPO_ROOT
 from services.classifier.core import ClassifierCore, set_model_threads
 from services.classifier.inputs import EmbeddingInput
@@ -51,7 +58,8 @@ def test_the_default_bundle_gets_fast_paths_for_the_scaler_the_forest_and_kmeans
     assert isinstance(fast.fast_scale, ScalerTransform)
     assert isinstance(fast.models["random_forest"].fast, ForestProba)
     assert isinstance(fast.models["kmeans"].fast, KMeansDistances)
-    for name in ("logistic_regression", "svm", "xgboost"):
+    assert isinstance(fast.models["logistic_regression"].fast, LogisticProba)
+    for name in ("svm", "xgboost"):
         assert fast.models[name].fast is None  # the library's path
     assert bundle.fast_scale is None and all(m.fast is None for m in bundle.models.values())
 
@@ -118,6 +126,21 @@ def test_kmeans_and_scaler_fast_paths_on_models_fitted_here() -> None:
     scaled = scaler.transform(rows)
     assert np.array_equal(path(scaled), kmeans.transform(scaled))
     assert np.array_equal(path(scaled[:1]), kmeans.transform(scaled[:1]))
+
+
+def test_logistic_fast_path_on_models_fitted_here() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(150, 7))
+    y = np.argmax(x[:, :4] + rng.normal(size=(150, 4)) * 0.3, axis=1)
+    rows = rng.normal(size=(21, 7)) * 3
+    for params in ({}, {"C": 0.01, "fit_intercept": False}):
+        model = LogisticRegression(max_iter=500, **params).fit(x, y)  # type: ignore[arg-type]
+        path = model_fast_path(model)
+        assert isinstance(path, LogisticProba)
+        assert np.array_equal(path(rows), model.predict_proba(rows))
+        assert np.array_equal(path(rows[:1]), model.predict_proba(rows[:1]))
+    binary = LogisticRegression().fit(x, (y > 1).astype(int))
+    assert model_fast_path(binary) is None  # two classes: the library's own path
 
 
 def test_rows_the_paths_were_not_built_for_go_to_the_library(bundle: LoadedBundle) -> None:
