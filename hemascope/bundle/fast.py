@@ -13,6 +13,9 @@ same order, so they give the same numbers, bit for bit:
   library's float64 formula with the same operations in the same order.
 - :class:`LogisticProba` (multiclass ``LogisticRegression.predict_proba``): ``x @ coef.T + intercept``
   and the library's softmax (the row maximum subtracted, exp, divided by the row sum).
+- :class:`SvcProba` (``SVC.predict_proba``, dense, probability estimates): libsvm's own call, as the library
+  makes it, without the library's per-call input validation (done here once: finite float64 rows of the
+  right width, C order).
 - :class:`ScalerTransform` (``StandardScaler.transform``): ``(x - mean) / scale``.
 
 :func:`fast_paths` builds them for a loaded bundle; an object it does not recognise keeps the library's
@@ -157,6 +160,36 @@ class LogisticProba:
         return scores
 
 
+class SvcProba:
+    """``predict_proba`` of a fitted dense ``SVC`` with a built-in kernel and probability estimates."""
+
+    def __init__(self, svc: Any) -> None:
+        self._svc = svc
+        self.dimension = int(svc.support_vectors_.shape[1])
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        from sklearn.svm import SVC
+
+        if type(model) is not SVC or not hasattr(model, "support_vectors_") or model._sparse:
+            return False
+        vectors = model.support_vectors_
+        return (
+            model.kernel in ("linear", "poly", "rbf", "sigmoid")
+            and model._probA.size > 0
+            and model._probB.size > 0
+            and vectors.dtype == np.float64
+            and vectors.ndim == 2
+            and int(model.n_support_.sum()) == vectors.shape[0]  # the library's own consistency check
+        )
+
+    def __call__(self, rows: NDArray[np.floating[Any]]) -> FloatArray:
+        if not _usable(rows, self.dimension) or rows.dtype != np.float64:
+            return np.asarray(self._svc.predict_proba(rows), dtype=np.float64)
+        out: FloatArray = self._svc._dense_predict_proba(np.ascontiguousarray(rows))
+        return out
+
+
 class ScalerTransform:
     """``transform`` of a fitted ``StandardScaler`` on float64 rows."""
 
@@ -198,6 +231,8 @@ def model_fast_path(estimator: Any) -> FastPath | None:
         return KMeansDistances(estimator)
     if LogisticProba.supports(estimator):
         return LogisticProba(estimator)
+    if SvcProba.supports(estimator):
+        return SvcProba(estimator)
     return None
 
 

@@ -110,7 +110,7 @@ class LoadedBundle:
 
     def with_fast_paths(self) -> LoadedBundle:
         """This bundle with exact NumPy paths for the scaler and the models that have one (a random forest,
-        k-means, a multiclass logistic regression): the same probabilities, bit for bit, without
+        k-means, a multiclass logistic regression, an SVM): the same probabilities, bit for bit, without
         scikit-learn's per-call overhead."""
         models = {
             name: replace(model, fast=model_fast_path(model.estimator)) for name, model in self.models.items()

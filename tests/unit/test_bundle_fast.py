@@ -16,6 +16,7 @@ from sklearn.cluster import KMeans
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from hemascope.bundle import LoadedBundle, load_bundle
 from hemascope.bundle.fast import (
@@ -23,6 +24,7 @@ from hemascope.bundle.fast import (
     KMeansDistances,
     LogisticProba,
     ScalerTransform,
+    SvcProba,
     model_fast_path,
 )
 from hemascope.data import REPO_ROOT
@@ -59,8 +61,8 @@ def test_the_default_bundle_gets_fast_paths_for_the_scaler_the_forest_and_kmeans
     assert isinstance(fast.models["random_forest"].fast, ForestProba)
     assert isinstance(fast.models["kmeans"].fast, KMeansDistances)
     assert isinstance(fast.models["logistic_regression"].fast, LogisticProba)
-    for name in ("svm", "xgboost"):
-        assert fast.models[name].fast is None  # the library's path
+    assert isinstance(fast.models["svm"].fast, SvcProba)
+    assert fast.models["xgboost"].fast is None  # the library's path
     assert bundle.fast_scale is None and all(m.fast is None for m in bundle.models.values())
 
 
@@ -141,6 +143,22 @@ def test_logistic_fast_path_on_models_fitted_here() -> None:
         assert np.array_equal(path(rows[:1]), model.predict_proba(rows[:1]))
     binary = LogisticRegression().fit(x, (y > 1).astype(int))
     assert model_fast_path(binary) is None  # two classes: the library's own path
+
+
+@pytest.mark.filterwarnings("ignore:The `probability` parameter was deprecated:FutureWarning")
+def test_svm_fast_path_on_models_fitted_here() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(90, 5))
+    y = np.argmax(x[:, :3] + rng.normal(size=(90, 3)) * 0.5, axis=1)
+    rows = rng.normal(size=(13, 5)) * 2
+    for kernel in ("rbf", "linear"):
+        model = SVC(kernel=kernel, probability=True, random_state=0).fit(x, y)
+        path = model_fast_path(model)
+        assert isinstance(path, SvcProba)
+        assert np.array_equal(path(rows), model.predict_proba(rows))
+        assert np.array_equal(path(rows[:1]), model.predict_proba(rows[:1]))
+        assert np.array_equal(path(np.asfortranarray(rows)), model.predict_proba(rows))
+    assert model_fast_path(SVC(kernel="rbf").fit(x, y)) is None  # no probability estimates
 
 
 def test_rows_the_paths_were_not_built_for_go_to_the_library(bundle: LoadedBundle) -> None:
