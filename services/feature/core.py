@@ -282,34 +282,34 @@ class FeatureCore:
     def _prepare(self, image: ImageInput, skip_cache: bool) -> _Prepared:
         info = self.info
         memo_key = DecodeMemo.key(image.data, image.media_type) if self.decodes.entries else b""
-        if not skip_cache:
-            known = self._known(image, memo_key)
-            if known is not None:
-                return known
+        known, missed = (None, False) if skip_cache else self._known(image, memo_key)
+        if known is not None:
+            return known
         decoded = decode_image(image.data, self.limits, image.media_type)
         pixel_hash = content_hash(decoded.pixels)
         self.decodes.put(memo_key, SeenImage(pixel_hash, decoded.width, decoded.height))
         inspection = self._inspect(decoded, pixel_hash)
         key = self._cache_key(pixel_hash)
-        cached = None if skip_cache else self._cached(key)
+        cached = None if skip_cache or missed else self._cached(key)  # missed: just asked, not there
         prepared = _Prepared(image, decoded.width, decoded.height, key, cached, inspection)
         if cached is None:
             prepared.pixels = info.preprocessing.prepare(decoded.pixels)
         return prepared
 
-    def _known(self, image: ImageInput, memo_key: bytes) -> _Prepared | None:
+    def _known(self, image: ImageInput, memo_key: bytes) -> tuple[_Prepared | None, bool]:
         """A cache hit answered without decoding: these bytes were decoded before (the decode memo), their
-        inspection is remembered and their embedding is cached. None when any of the three is missing."""
+        inspection is remembered and their embedding is cached. Else None, and whether the cache was asked
+        (and had nothing)."""
         seen = self.decodes.get(memo_key)
         inspection = self._remembered(seen.content_hash) if seen is not None else None
         if seen is None or inspection is None:
-            return None
-        self._judge(inspection)  # a blank image is refused before the cache is asked, as when decoded
+            return None, False
         key = self._cache_key(seen.content_hash)
         cached = self._cached(key)
         if cached is None:
-            return None
-        return _Prepared(image, seen.width, seen.height, key, cached, inspection)
+            return None, True
+        self._judge(inspection)  # counted once, and a blank image refused, as when decoded
+        return _Prepared(image, seen.width, seen.height, key, cached, inspection), False
 
     def _cache_key(self, pixel_hash: str) -> CacheKey:
         info = self.info

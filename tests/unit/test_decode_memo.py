@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client import REGISTRY
 
 import gateway.core
 import services.feature.core
@@ -142,6 +143,17 @@ def test_feature_without_the_memo_decodes_every_repeat(
     assert feature_decodes.count == 2 and len(core.decodes) == 0
 
 
+def checks_counted() -> float:
+    """Input-check verdicts counted so far, every kind."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "hemascope_input_checks"
+        for sample in metric.samples
+        if sample.name == "hemascope_input_checks_total"
+    )
+
+
 def test_feature_repeat_whose_embedding_left_the_cache_is_decoded_and_embedded_again(
     features: dict[str, FeatureCore], real_images: list[Path], feature_decodes: Decodes
 ) -> None:
@@ -149,9 +161,14 @@ def test_feature_repeat_whose_embedding_left_the_cache_is_decoded_and_embedded_a
     first, second = (ImageInput(data=path.read_bytes()) for path in real_images[2:4])
     vector = core.embed(first).vector
     core.embed(second)
+    counted = checks_counted()
     again = core.embed(first)
     assert feature_decodes.count == 3 and not again.cache_hit
+    assert checks_counted() == counted + 1  # its verdict counted once, not once per path tried
     np.testing.assert_allclose(again.vector, vector, rtol=0, atol=1e-5)
+    counted = checks_counted()
+    assert core.embed(first).cache_hit and feature_decodes.count == 3
+    assert checks_counted() == counted + 1
 
 
 def test_feature_blank_image_is_refused_on_every_repeat(
