@@ -42,7 +42,13 @@ def _usable(rows: NDArray[np.floating[Any]], dimension: int) -> bool:
 
 
 class ForestProba:
-    """``predict_proba`` of a fitted single-output ``RandomForestClassifier`` (sequential accumulation)."""
+    """``predict_proba`` of a fitted single-output ``RandomForestClassifier`` (sequential accumulation).
+
+    Walking the trees a level at a time for every row costs more than the library's compiled walk beyond
+    about 200 rows (100 trees, depth 20), so calls with more than :attr:`MAX_ROWS` rows go to the library.
+    """
+
+    MAX_ROWS = 128
 
     def __init__(self, forest: Any) -> None:
         self._forest = forest
@@ -90,7 +96,7 @@ class ForestProba:
         return node
 
     def __call__(self, rows: NDArray[np.floating[Any]]) -> FloatArray:
-        if not _usable(rows, self.dimension):
+        if len(rows) > self.MAX_ROWS or not _usable(rows, self.dimension):
             return np.asarray(self._forest.predict_proba(rows), dtype=np.float64)
         per_tree = self.value[self.leaves(rows)]  # N x trees x classes
         total = np.zeros((len(rows), 1, self.n_classes))

@@ -167,6 +167,8 @@ def test_rows_the_paths_were_not_built_for_go_to_the_library(bundle: LoadedBundl
     scaled[1, 5] = np.nan
     forest = bundle.models["random_forest"]
     assert np.array_equal(fast.models["random_forest"].raw_proba(scaled), forest.raw_proba(scaled))
+    many = bundle.scale(embeddings(bundle, ForestProba.MAX_ROWS + 1, 3))  # a big batch: the library's walk
+    assert np.array_equal(fast.models["random_forest"].raw_proba(many), forest.raw_proba(many))
     with pytest.raises(ValueError, match="NaN"):  # the library's own refusal, not a made-up answer
         fast.models["kmeans"].raw_proba(scaled)
     with pytest.raises(ValueError, match="7 features"):  # a wrong width: the library's error
