@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 from numpy.typing import NDArray
 
-from hemascope.bundle import BundleError, LoadedBundle, Manifest, load_bundle
+from hemascope.bundle import BundleError, LoadedBundle, Manifest, OodModel, load_bundle
 from hemascope.errors import HemascopeError, InvalidArgument, Unavailable
 from hemascope.logs import get_logger
 from hemascope.site.profile import SiteProfile
@@ -141,23 +141,38 @@ def _serve(
     return ServedBundle(bundle, fingerprint, malignant, load_profiles(profile_dir, manifest))
 
 
+class _OodScores:
+    """OOD scores for one call: the site profile's own OOD model when it has one, else the bundle's (None:
+    no scores); the call's embeddings are projected once, for the first model that needs it."""
+
+    def __init__(self, served: ServedBundle, profile: SiteProfile | None, scaled: NDArray[np.float64]):
+        own = profile.ood if profile is not None else None
+        self.model: OodModel | None = own if own is not None else served.bundle.ood
+        self._scaled = scaled
+        self._projected: NDArray[np.float64] | None = None
+
+    def __call__(self, labels: NDArray[np.intp]) -> NDArray[np.float64] | None:
+        if self.model is None:
+            return None
+        if self._projected is None:
+            self._projected = self.model.project(self._scaled)
+        return self.model.score_projected(self._projected, labels)
+
+
 def _output(
     name: str,
     served: ServedBundle,
     probs: NDArray[np.float64],
-    scaled: NDArray[np.float64],
+    ood_scores: _OodScores,
     not_single_cell: NDArray[np.bool_],
     acquisition: Acquisition,
     profile: SiteProfile | None = None,
 ) -> ModelOutput:
     entry = served.bundle.models[name].entry
     abstain_threshold, ood_threshold = entry.abstain_threshold, entry.ood_threshold
-    ood_scores = served.bundle.ood_scores
-    if profile is not None:  # the site's thresholds, and its own OOD reference when it has one
+    if profile is not None:  # the site's thresholds (its own OOD reference is in ood_scores)
         correction = profile.models[name]
         abstain_threshold, ood_threshold = correction.abstain_threshold, correction.ood_threshold
-        if profile.ood is not None:
-            ood_scores = profile.ood_scores
     if not np.isfinite(probs).all():
         raise HemascopeError(f"model {name} produced non-finite probabilities", reason="MODEL_FAILURE")
     probs = np.clip(probs, 0.0, 1.0)
@@ -165,7 +180,7 @@ def _output(
     labels = probs.argmax(axis=1)
     confidence = probs[np.arange(len(probs)), labels]
     low_confidence = confidence < abstain_threshold
-    scores = ood_scores(scaled, labels) if ood_threshold > 0 else None
+    scores = ood_scores(labels) if ood_threshold > 0 else None
     ood_score = np.zeros(len(probs)) if scores is None else scores
     ood = ood_score > ood_threshold if scores is not None else np.zeros(len(probs), dtype=np.bool_)
     acquisition_score, atypical = acquisition.judge(served.bundle.site, labels)
@@ -317,6 +332,7 @@ class ClassifierCore:
         acquisition = Acquisition.of(embeddings, served.bundle.site)
         if served.bundle.site is not None:
             UNCHECKED_ACQUISITION.inc(int((~acquisition.checked).sum()))
+        ood_scores = _OodScores(served, profile, scaled)
         outputs = []
         for name in names:
             started = time.perf_counter()
@@ -325,7 +341,7 @@ class ClassifierCore:
             else:
                 _, probs = profile.proba(served.bundle, name, scaled)
             MODEL_SECONDS.labels(name).observe(time.perf_counter() - started)
-            output = _output(name, served, probs, scaled, not_single_cell, acquisition, profile)
+            output = _output(name, served, probs, ood_scores, not_single_cell, acquisition, profile)
             PREDICTIONS.labels(name).inc(len(matrix))
             ABSTENTIONS.labels(name).inc(int(output.abstain.sum()))
             OUT_OF_DISTRIBUTION.labels(name).inc(int(output.out_of_distribution.sum()))

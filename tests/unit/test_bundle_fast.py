@@ -202,6 +202,11 @@ def test_classifier_core_answers_the_same_with_and_without_fast_paths(
             for field in dataclasses.fields(want):
                 a, b = getattr(want, field.name), getattr(have, field.name)
                 assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b, (want.name, field.name)
+        # one projection per call serves every model: the scores are the OOD model's own, label by label
+        assert bundle.ood is not None
+        scaled = bundle.scale(np.stack([item.values for item in chosen]))
+        for output in got.outputs:
+            assert np.array_equal(output.ood_score, bundle.ood.score(scaled, output.labels)), output.name
 
 
 def test_the_fast_paths_survive_a_reload(cores: tuple[ClassifierCore, ClassifierCore]) -> None:
