@@ -71,7 +71,8 @@ def healthz(request: Request) -> Response:
 
 
 def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None = None) -> Starlette:
-    """The console for ``settings``; ConfigurationError when its users file or secret cannot be read."""
+    """The console for ``settings``; ConfigurationError when its users file or secret cannot be read (a
+    missing users file lets nobody in until it is made)."""
     try:
         users = UserDirectory(settings.users_file)
     except (OSError, UnicodeDecodeError) as exc:

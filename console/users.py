@@ -81,7 +81,8 @@ class UserDirectory:
         self._lock = threading.Lock()
         self._stamp: tuple[float, int] | None = None
         self._records: list[_Record] = []
-        self._load()
+        if path.exists():  # a missing file lets nobody in until it is made (`hemascope console add-user`)
+            self._load()
 
     def _load(self) -> None:
         try:

@@ -25,6 +25,12 @@ def serve_console(overrides: dict[str, Any]) -> None:
     except HemascopeError as exc:
         click.echo(f"hemascope: console cannot start: {exc.message}", err=True)
         sys.exit(2)
+    if not settings.users_file.exists():
+        click.echo(
+            f"console: no users file at {settings.users_file}: nobody can log in until "
+            "`hemascope console add-user NAME --role ROLE --users-file FILE` makes it",
+            err=True,
+        )
     click.echo(
         f"console serving on http://{settings.host}:{settings.port} (gateway {settings.gateway_address})",
         err=True,
