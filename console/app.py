@@ -78,9 +78,11 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"cannot read the console users file {settings.users_file}: {exc}") from None
     engine = make_engine(settings.database_url)
+    store = ResultStore(engine)
+    store.fail_interrupted()
     console = Console(
         settings=settings,
-        store=ResultStore(engine),
+        store=store,
         users=users,
         sessions=SessionStore(read_secret(settings.secret_key_file), settings.session_max_age_s),
         runner=BatchRunner(),

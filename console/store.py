@@ -195,13 +195,16 @@ class ResultStore:
         with self.engine.begin() as conn:
             conn.execute(analyses.update().where(analyses.c.id == analysis_id).values(**values))
 
-    def fail_pending(self, batch_id: int, error: str) -> None:
+    def fail_interrupted(self) -> int:
+        """Marks analyses left pending by an earlier run of the console (which analyses in process) as
+        failed; returns how many."""
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 analyses.update()
-                .where(analyses.c.batch_id == batch_id, analyses.c.status == "pending")
-                .values(status="failed", error=error)
+                .where(analyses.c.status == "pending")
+                .values(status="failed", error="interrupted: the console stopped before the answer came")
             )
+        return int(result.rowcount or 0)
 
     def batch(self, batch_id: int) -> RowMapping | None:
         with self.engine.connect() as conn:
