@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from console.images import FORMATS, safe_name
@@ -77,24 +79,34 @@ def export_json(request: Request) -> Response:
 
 def export_training(request: Request) -> Response:
     """Reviewed images (``?corrected=only``: corrected ones only) as ``<class>/<id>-<name>`` in a zip, with a
-    labels.csv naming each file's class, the reviewer's class and the model's consensus."""
+    labels.csv naming each file's class and original name. The zip is built in a temporary file (in memory
+    up to 32 MiB) and streamed."""
     require(request, "reviewer")
     corrected_only = request.query_params.get("corrected") == "only"
     store = console_of(request).store
-    buffer = io.BytesIO()
+    spool = tempfile.SpooledTemporaryFile(max_size=32 * 2**20)  # noqa: SIM115 (closed by the stream)
     index = io.StringIO()
     writer = csv.writer(index)
     writer.writerow(["path", "label", "analysis_id", "original_filename"])
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as archive:
         for analysis_id, label, filename, fmt, data in store.reviewed(corrected_only):
             stem = safe_name(filename).rsplit(".", 1)[0] or "image"
             path = f"{safe_name(label)}/{analysis_id}-{stem}.{FORMATS.get(fmt, 'img')}"
             archive.writestr(path, data)
             writer.writerow([path, label, analysis_id, _spreadsheet_safe(filename)])
         archive.writestr("labels.csv", index.getvalue())
-    return Response(
-        buffer.getvalue(), media_type="application/zip", headers=_attachment(f"reviewed-{_stamp()}.zip")
-    )
+    size = spool.tell()
+    spool.seek(0)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            while chunk := spool.read(1 << 20):
+                yield chunk
+        finally:
+            spool.close()
+
+    headers = _attachment(f"reviewed-{_stamp()}.zip") | {"content-length": str(size)}
+    return StreamingResponse(chunks(), media_type="application/zip", headers=headers)
 
 
 routes = [

@@ -34,8 +34,10 @@ async def analyse(request: Request) -> Response:
     length = request.headers.get("content-length", "")
     if not length.isdigit():
         raise HTTPException(411, "uploads need a Content-Length")
-    if int(length) > settings.max_files * settings.max_upload_bytes + FORM_OVERHEAD:
-        raise HTTPException(413, "the upload is larger than the console accepts")
+    if int(length) > settings.max_batch_bytes + FORM_OVERHEAD:
+        raise HTTPException(
+            413, f"the upload is larger than the {settings.max_batch_bytes // 2**20} MiB the console accepts"
+        )
     errors: list[str] = []
     uploads = []
     async with request.form(max_files=settings.max_files, max_fields=8, max_part_size=4096) as form:

@@ -15,6 +15,10 @@ from itsdangerous import BadSignature, TimestampSigner
 from console.users import User
 
 COOKIE_NAME = "hemascope_console"
+ANONYMOUS_MAX_AGE_S = 3600
+"""How long a login form stays valid."""
+MAX_ANONYMOUS = 10_000
+"""Anonymous sessions kept at most (the oldest go first), so unauthenticated requests cannot fill memory."""
 
 
 @dataclass
@@ -42,6 +46,10 @@ class SessionStore:
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), self._clock(), user, api_key)
         with self._lock:
             self._expire()
+            if user is None:
+                anonymous = [key for key, s in self._sessions.items() if s.user is None]
+                for key in anonymous[: max(0, len(anonymous) - MAX_ANONYMOUS + 1)]:
+                    del self._sessions[key]
             self._sessions[session.session_id] = session
         return session
 
@@ -66,6 +74,11 @@ class SessionStore:
             self._sessions.pop(session.session_id, None)
 
     def _expire(self) -> None:
-        oldest = self._clock() - self._max_age_s
-        for key in [key for key, s in self._sessions.items() if s.created < oldest]:
+        now = self._clock()
+        ended = [
+            key
+            for key, s in self._sessions.items()
+            if s.created < now - (self._max_age_s if s.user is not None else ANONYMOUS_MAX_AGE_S)
+        ]
+        for key in ended:
             del self._sessions[key]

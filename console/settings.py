@@ -42,6 +42,9 @@ class ConsoleSettings(BaseSettings):
         20 * 1024 * 1024, ge=1024, description="Largest image file accepted (bytes, checked per file)."
     )
     max_files: int = Field(200, ge=1, description="Most images in one upload.")
+    max_batch_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest upload (all its files together, bytes)."
+    )
     max_pixels: int = Field(
         40_000_000, ge=1, description="Largest decoded image (width x height) accepted (decompression bombs)."
     )

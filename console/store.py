@@ -4,7 +4,7 @@ reviews of them. SQLite by default, PostgreSQL by URL; tables are created when m
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -279,25 +279,20 @@ class ResultStore:
         with self.engine.connect() as conn:
             return list(conn.execute(query).mappings())
 
-    def reviewed(self, corrected_only: bool) -> list[tuple[int, str, str, str, bytes]]:
-        """(id, reviewed label, file name, format, original bytes) of every reviewed analysis."""
+    def reviewed(self, corrected_only: bool) -> Iterator[tuple[int, str, str, str, bytes]]:
+        """(id, reviewed label, file name, format, original bytes) of every reviewed analysis, one at a
+        time (the images are never all in memory)."""
         wanted = ["corrected"] if corrected_only else ["confirmed", "corrected"]
-        query = (
-            sa.select(
-                analyses.c.id,
-                analyses.c.reviewed_label,
-                analyses.c.filename,
-                analyses.c.image_format,
-                analyses.c.image,
-            )
-            .where(analyses.c.review.in_(wanted))
-            .order_by(analyses.c.id)
-        )
+        query = sa.select(analyses.c.id).where(analyses.c.review.in_(wanted)).order_by(analyses.c.id)
         with self.engine.connect() as conn:
-            return [
-                (r.id, r.reviewed_label, r.filename, r.image_format, bytes(r.image))
-                for r in conn.execute(query)
-            ]
+            ids = list(conn.execute(query).scalars())
+        c = analyses.c
+        columns = (c.reviewed_label, c.filename, c.image_format, c.image)
+        for analysis_id in ids:
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(*columns).where(analyses.c.id == analysis_id)).first()
+            if row is not None:
+                yield analysis_id, str(row[0]), str(row[1]), str(row[2]), bytes(row[3])
 
     def delete(self, analysis_id: int) -> bool:
         with self.engine.begin() as conn:

@@ -161,6 +161,10 @@ def test_uploads_are_checked_on_their_content(
             assert response.status_code == 400, name
             assert message in response.text, name
         assert client.get("/results").text.count('data-testid="result-row"') == 0
+    with client_for(console_stack, sqlite_url, max_batch_bytes=len(big)) as client:
+        login(client, console_stack.keys["reviewer"])
+        response = upload(client, [("a.png", big), ("b.png", big)])
+        assert response.status_code == 413 and "larger than" in response.text
 
 
 def test_a_viewer_cannot_analyse_review_or_take_the_training_export(

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from console import sessions
 from console.analysis import report_values
 from console.app import create_app
 from console.images import check_upload, safe_name
@@ -65,6 +66,20 @@ def test_sessions_are_signed_ids_that_end(tmp_path: Path) -> None:
     assert SessionStore(b"t" * 32, 60).from_cookie(cookie) is None  # another secret
     now[0] += 61
     assert store.from_cookie(cookie) is None  # ended in the store, whatever the cookie's own age
+
+
+def test_anonymous_sessions_are_capped_and_short_lived(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sessions, "MAX_ANONYMOUS", 3)
+    now = [0.0]
+    store = SessionStore(b"s" * 32, max_age_s=10**6, clock=lambda: now[0])
+    user = store.new(User("ann", "viewer"), "hsk_k")
+    forms = [store.new() for _ in range(5)]
+    alive = [s for s in forms if store.from_cookie(store.cookie_value(s)) is not None]
+    assert alive == forms[-3:]  # the oldest login forms went first
+    assert store.from_cookie(store.cookie_value(user)) is user  # logged-in sessions are never evicted
+    now[0] += sessions.ANONYMOUS_MAX_AGE_S + 1
+    assert all(store.from_cookie(store.cookie_value(s)) is None for s in forms)
+    assert store.from_cookie(store.cookie_value(user)) is user
 
 
 def test_names_are_reduced_to_safe_characters() -> None:
