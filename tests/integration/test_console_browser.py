@@ -6,6 +6,7 @@ the screenshots of docs/console.md are written there."""
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
@@ -136,6 +137,14 @@ def test_a_reviewer_analyses_filters_corrects_exports_and_logs_out(
     assert csp_errors == []
 
 
+DROP = """([name, data]) => {
+    const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, {type: "image/jpeg"}));
+    document.getElementById("dropzone").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer}));
+}"""
+
+
 def test_a_viewer_browses_but_cannot_analyse_or_review(
     page: Page,
     console_url: str,
@@ -144,7 +153,13 @@ def test_a_viewer_browses_but_cannot_analyse_or_review(
     csp_errors: list[str],
 ) -> None:
     log_in(page, console_url, console_stack.keys["reviewer"])
-    analyse(page, console_url, [cells["seg_neutrophil"]])
+    page.goto(f"{console_url}/analyse")  # a file dropped on the drop zone is the one uploaded
+    cell = cells["seg_neutrophil"]
+    page.evaluate(DROP, [cell.name, base64.b64encode(cell.read_bytes()).decode()])
+    expect(page.locator("#chosen")).to_have_text("1 image chosen")
+    page.click("#upload-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
+    expect(page.get_by_test_id("result-card").locator("header a")).to_have_text(cell.name)
     detail = page.get_by_test_id("result-card").first.locator("header a").get_attribute("href")
     page.click("form.logout button")
 
