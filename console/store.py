@@ -294,6 +294,17 @@ class ResultStore:
             if row is not None:
                 yield analysis_id, str(row[0]), str(row[1]), str(row[2]), bytes(row[3])
 
+    def recent_reports(self, limit: int) -> list[tuple[str, str | None, dict[str, Any]]]:
+        """(consensus label, reviewed label or None, report) of the latest ``limit`` analysed images."""
+        query = (
+            sa.select(analyses.c.label, analyses.c.reviewed_label, analyses.c.report)
+            .where(analyses.c.status == "done", analyses.c.label.is_not(None))
+            .order_by(analyses.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(str(r[0]), r[1], json.loads(r[2] or "{}")) for r in conn.execute(query)]
+
     def delete(self, analysis_id: int) -> bool:
         with self.engine.begin() as conn:
             conn.execute(reviews.delete().where(reviews.c.analysis_id == analysis_id))
