@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+from PIL import Image, ImageDraw
 
 from console.store import ResultStore
 from hemascope.client import AsyncHemascopeClient, HemascopeClientError
@@ -69,6 +71,19 @@ def report_values(response: analysis_pb2.AnalyzeResponse) -> dict[str, Any]:
             "window": response.site.window,
         }
         values["site_status"] = response.site.status
+    if response.HasField("detection"):
+        boxes: list[dict[str, Any]] = [
+            {"x1": b.x1, "y1": b.y1, "x2": b.x2, "y2": b.y2, "class_name": b.class_name, "score": b.score}
+            for b in response.detection.boxes
+        ]
+        counts: dict[str, int] = {}
+        for box in boxes:
+            counts[box["class_name"]] = counts.get(box["class_name"], 0) + 1
+        report["detection"] = {
+            "boxes": boxes,
+            "counts": dict(sorted(counts.items())),
+            "model_version": response.detection.model_version,
+        }
     if response.HasField("explanation"):
         exp = response.explanation
         report["explanation"] = {"model": exp.model, "method": exp.method, "class_name": exp.class_name}
@@ -79,6 +94,26 @@ def report_values(response: analysis_pb2.AnalyzeResponse) -> dict[str, Any]:
         values["error"] = "; ".join(f"{p['part']}: {p['message'] or p['reason']}" for p in failed)
     values["report"] = json.dumps(report)
     return values
+
+
+BOX_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
+
+
+def boxes_picture(store: ResultStore, analysis_id: int, response: analysis_pb2.AnalyzeResponse) -> bytes:
+    """The stored display picture with the detected boxes drawn on it (boxes come in original pixels)."""
+    with Image.open(io.BytesIO(store.blob(analysis_id, "display_png") or b"")) as shown:
+        picture = shown.convert("RGB")
+    scale = picture.width / max(1, response.width)
+    draw = ImageDraw.Draw(picture)
+    names = sorted({b.class_name for b in response.detection.boxes})
+    for box in response.detection.boxes:
+        colour = BOX_COLOURS[names.index(box.class_name) % len(BOX_COLOURS)]
+        corners = (box.x1 * scale, box.y1 * scale, box.x2 * scale, box.y2 * scale)
+        draw.rectangle(corners, outline=colour, width=max(1, round(2 * scale)))
+        draw.text((corners[0] + 2, corners[1] + 1), f"{box.class_name} {box.score:.2f}", fill=colour)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 async def run_batch(
@@ -102,6 +137,10 @@ async def run_batch(
             analysis_id = ids[result.index]
             if result.response is not None:
                 values = report_values(result.response)
+                if result.response.HasField("detection"):
+                    values["overlay_png"] = await anyio.to_thread.run_sync(
+                        boxes_picture, store, analysis_id, result.response
+                    )
             else:
                 values = {"status": "failed", "error": str(result.error)}
             await anyio.to_thread.run_sync(store.record_result, analysis_id, values)

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from console.analysis import run_batch
 from console.images import RejectedUpload, check_upload
+from console.store import Filters
 from console.web import check_csrf, console_of, redirect, render, require
 from hemascope.client.stubs import analysis_pb2
 
@@ -28,6 +29,15 @@ async def analyse_form(request: Request) -> Response:
 
 
 async def analyse(request: Request) -> Response:
+    return await _accept(request, "cell")
+
+
+async def analyse_smears(request: Request) -> Response:
+    return await _accept(request, "smear")
+
+
+async def _accept(request: Request, kind: str) -> Response:
+    """Checks and stores an upload, starts its analysis, and sends the browser to the batch page."""
     session = require(request, "reviewer")
     console = console_of(request)
     settings = console.settings
@@ -61,6 +71,8 @@ async def analyse(request: Request) -> Response:
     if not files:
         errors.append("Choose at least one image.")
     if errors:
+        if kind == "smear":
+            return _smears(request, errors, 400)
         context = {
             "errors": errors,
             "max_files": settings.max_files,
@@ -68,8 +80,13 @@ async def analyse(request: Request) -> Response:
         }
         return render(request, "analyse.html", context, 400)
     assert session.user is not None and session.api_key is not None
-    batch_id, ids = await anyio.to_thread.run_sync(console.store.create_batch, session.user.name, uploads)
-    options = analysis_pb2.AnalyzeOptions(explain=explain and settings.explain)
+    batch_id, ids = await anyio.to_thread.run_sync(
+        console.store.create_batch, session.user.name, uploads, kind
+    )
+    if kind == "smear":
+        options = analysis_pb2.AnalyzeOptions(detect=True, skip_classification=True)
+    else:
+        options = analysis_pb2.AnalyzeOptions(explain=explain and settings.explain)
     client = console.client_factory(session.api_key)
     console.runner.start(run_batch(console.store, client, ids, options, settings.gateway_timeout_s))
     return redirect(f"/batches/{batch_id}")
@@ -95,9 +112,28 @@ def batch_cards(request: Request) -> Response:
     return render(request, "_batch_cards.html", _batch_context(request, request.path_params["batch_id"]))
 
 
+def _smears(request: Request, errors: list[str], status: int = 200) -> Response:
+    settings = console_of(request).settings
+    rows = console_of(request).store.search(Filters(kind="smear"), limit=200)
+    context = {
+        "errors": errors,
+        "rows": rows,
+        "max_files": settings.max_files,
+        "max_mb": settings.max_upload_bytes / 1e6,
+    }
+    return render(request, "smears.html", context, status)
+
+
+def smears_page(request: Request) -> Response:
+    require(request)
+    return _smears(request, [])
+
+
 routes = [
     Route("/analyse", analyse_form, methods=["GET"]),
     Route("/analyse", analyse, methods=["POST"]),
+    Route("/smears", smears_page, methods=["GET"]),
+    Route("/smears", analyse_smears, methods=["POST"]),
     Route("/batches/{batch_id:int}", batch_page, methods=["GET"]),
     Route("/batches/{batch_id:int}/cards", batch_cards, methods=["GET"]),
 ]

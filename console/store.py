@@ -29,6 +29,8 @@ analyses = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("batch_id", sa.Integer, sa.ForeignKey("console_batches.id", ondelete="CASCADE"), index=True),
     sa.Column("position", sa.Integer, nullable=False),
+    # "cell" (classified) or "smear" (cells detected)
+    sa.Column("kind", sa.String(8), nullable=False, default="cell", index=True),
     sa.Column("filename", sa.String(255), nullable=False),
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_by", sa.String(64), nullable=False),
@@ -101,10 +103,11 @@ class Filters:
     max_confidence: float | None = None
     batch_id: int | None = None
     review: str | None = None  # "none", "confirmed", "corrected"
+    kind: str = "cell"
 
     def where(self) -> list[sa.ColumnElement[bool]]:
         c = analyses.c
-        clauses: list[sa.ColumnElement[bool]] = []
+        clauses: list[sa.ColumnElement[bool]] = [c.kind == self.kind]
         if self.label:
             clauses.append(sa.func.coalesce(c.reviewed_label, c.label) == self.label)
         if self.malignant is not None:
@@ -151,7 +154,7 @@ class ResultStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def create_batch(self, user: str, uploads: Sequence[Upload]) -> tuple[int, list[int]]:
+    def create_batch(self, user: str, uploads: Sequence[Upload], kind: str = "cell") -> tuple[int, list[int]]:
         """Stores a batch of pending analyses; returns the batch id and the analysis ids in upload order."""
         with self.engine.begin() as conn:
             batch_id = int(
@@ -165,6 +168,7 @@ class ResultStore:
                     analyses.insert().values(
                         batch_id=batch_id,
                         position=position,
+                        kind=kind,
                         filename=upload.filename,
                         created=now(),
                         created_by=user,

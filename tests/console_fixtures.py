@@ -1,6 +1,6 @@
-"""The console's test stack: the real feature, classifier and explain services and the gateway (in-process,
-port 0, API keys required), one gateway key per console role plus one the console does not know, and the
-console app itself on a SQLite or PostgreSQL store."""
+"""The console's test stack: the real feature, classifier, detector and explain services and the gateway
+(in-process, port 0, API keys required), one gateway key per console role plus one the console does not
+know, and the console app itself on a SQLite or PostgreSQL store."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from gateway.settings import GatewaySettings
 from hemascope.data import REPO_ROOT
 from services.classifier.server import create_server as classifier_server
 from services.classifier.settings import ClassifierSettings
+from services.detector.server import create_server as detector_server
+from services.detector.settings import DetectorSettings
 from services.explain.server import create_server as explain_server
 from services.explain.settings import ExplainSettings
 from services.feature.server import create_server as feature_server
@@ -56,6 +58,7 @@ def console_stack(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactor
         ),
         "classifier": classifier_server(ClassifierSettings(**common, bundle=BUNDLE)),
         "explain": explain_server(ExplainSettings(**common, bundle=BUNDLE, torch_threads=1)),
+        "detector": detector_server(DetectorSettings(**common, intra_op_threads=1)),
     }
     for server, _ in starting.values():
         server.wait_ready(WAIT)
@@ -73,7 +76,7 @@ def console_stack(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactor
             **common,
             feature_address=f"127.0.0.1:{starting['feature'][1]}",
             classifier_address=f"127.0.0.1:{starting['classifier'][1]}",
-            detector_address="",
+            detector_address=f"127.0.0.1:{starting['detector'][1]}",
             explain_address=f"127.0.0.1:{starting['explain'][1]}",
             api_keys_file=gateway_keys,
         )

@@ -313,3 +313,35 @@ def test_pictures_and_pages_are_addressed_by_number_only(
         for path in (*paths, "/analyses/999/image.png", "/batches/abc"):
             assert client.get(path).status_code == 404, path
         assert json.loads(client.get("/export/results.json").text) == []
+
+
+def test_a_smear_is_counted_shown_with_its_boxes_and_kept_apart_from_cells(
+    console_stack: ConsoleStack, sqlite_url: str, data_dir: Path
+) -> None:
+    image_id = (data_dir / "bccd" / "ImageSets" / "Main" / "val.txt").read_text().split()[0]
+    smear = data_dir / "bccd" / "JPEGImages" / f"{image_id}.jpg"
+    with client_for(console_stack, sqlite_url) as client:
+        login(client, console_stack.keys["reviewer"])
+        token = csrf_of(client, "/smears")
+        files = [("images", ("smear.jpg", smear.read_bytes(), "image/jpeg"))]
+        response = client.post("/smears", data={"csrf_token": token}, files=files)
+        assert response.status_code == 303
+        page = wait_batch(client, response.headers["location"], 1)
+        analysis_id = int(re.findall(r'data-analysis="(\d+)"', page)[0])
+        assert 'data-testid="boxes"' in page
+        found = int(re.search(r'data-testid="cell-count">(\d+) cells', page).group(1))  # type: ignore[union-attr]
+        assert found > 0
+        listing = client.get("/smears").text
+        assert listing.count('data-testid="smear-row"') == 1 and "RBC" in listing
+        boxed = client.get(f"/analyses/{analysis_id}/overlay.png").content
+        with Image.open(io.BytesIO(boxed)) as picture, Image.open(smear) as original:
+            assert picture.size == original.size  # BCCD smears are 640x480: shown at full size
+        assert client.get("/export/results.json").json() == []  # the cell results hold no smear
+        bad = client.post(f"/analyses/{analysis_id}/review", data={"csrf_token": token, "label": "RBC"})
+        assert bad.status_code == 400  # smears are counted, not reviewed as a cell
+    with client_for(console_stack, sqlite_url) as viewer:
+        login(viewer, console_stack.keys["viewer"])
+        page = viewer.get("/smears").text
+        assert 'data-testid="smear-row"' in page and 'id="smear-form"' not in page
+        token = csrf_of(viewer, "/results")
+        assert viewer.post("/smears", data={"csrf_token": token}, files=files).status_code == 403
