@@ -175,3 +175,28 @@ def test_a_viewer_browses_but_cannot_analyse_or_review(
     response = page.goto(f"{console_url}/export/training.zip")
     assert response is not None and response.status == 403
     assert csp_errors == []
+
+
+def test_a_smear_is_counted_and_the_models_page_compares_the_models(
+    page: Page,
+    console_url: str,
+    console_stack: ConsoleStack,
+    data_dir: Path,
+    csp_errors: list[str],
+    tmp_path: Path,
+) -> None:
+    image_id = (data_dir / "bccd" / "ImageSets" / "Main" / "val.txt").read_text().split()[0]
+    log_in(page, console_url, console_stack.keys["reviewer"])
+    page.goto(f"{console_url}/smears")
+    page.set_input_files("#smear-images", [str(data_dir / "bccd" / "JPEGImages" / f"{image_id}.jpg")])
+    page.click("#smear-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
+    boxes = page.get_by_test_id("boxes")
+    expect(boxes).to_be_visible()
+    assert boxes.evaluate("img => img.complete && img.naturalWidth > 0")
+    expect(page.get_by_test_id("cell-count")).to_contain_text("cells")
+    screenshot(page, "console-smear.png", tmp_path)
+    page.goto(f"{console_url}/models")
+    expect(page.get_by_test_id("capabilities")).to_contain_text("logistic_regression")
+    expect(page.get_by_test_id("services")).to_contain_text("detector: serving")
+    assert csp_errors == []
