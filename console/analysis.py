@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -157,13 +158,33 @@ async def run_batch(
 
 
 class BatchRunner:
-    """Keeps the running batches' tasks (so they are not garbage-collected) and cancels them at shutdown."""
+    """Runs batches as tasks of the event loop (keeping references so they are not garbage-collected),
+    at most ``per_key`` at once for one API key (the gateway limits the streams a caller holds open; the
+    next batch waits its turn instead of being refused), and cancels them at shutdown."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_key: int = 2) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._per_key = per_key
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._users: dict[str, int] = {}
 
-    def start(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
+    def start(self, coroutine: Coroutine[Any, Any, None], key: str = "") -> None:
+        """Runs ``coroutine`` once one of ``key``'s slots is free."""
+        slot_id = hashlib.sha256(key.encode()).hexdigest()
+        slot = self._slots.setdefault(slot_id, asyncio.Semaphore(self._per_key))
+        self._users[slot_id] = self._users.get(slot_id, 0) + 1
+
+        async def run() -> None:
+            try:
+                async with slot:
+                    await coroutine
+            finally:
+                coroutine.close()  # never started when cancelled while waiting: no "never awaited" warning
+                self._users[slot_id] -= 1
+                if not self._users[slot_id]:
+                    del self._users[slot_id], self._slots[slot_id]
+
+        task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -85,7 +85,7 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
         store=store,
         users=users,
         sessions=SessionStore(read_secret(settings.secret_key_file), settings.session_max_age_s),
-        runner=BatchRunner(),
+        runner=BatchRunner(settings.streams_per_key),
         client_factory=client_factory or gateway_client_factory(settings),
         templates=make_templates(str(HERE / "templates")),
     )

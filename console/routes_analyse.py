@@ -88,7 +88,9 @@ async def _accept(request: Request, kind: str) -> Response:
     else:
         options = analysis_pb2.AnalyzeOptions(explain=explain and settings.explain)
     client = console.client_factory(session.api_key)
-    console.runner.start(run_batch(console.store, client, ids, options, settings.gateway_timeout_s))
+    console.runner.start(
+        run_batch(console.store, client, ids, options, settings.gateway_timeout_s), key=session.api_key
+    )
     return redirect(f"/batches/{batch_id}")
 
 

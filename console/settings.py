@@ -48,4 +48,10 @@ class ConsoleSettings(BaseSettings):
     max_pixels: int = Field(
         40_000_000, ge=1, description="Largest decoded image (width x height) accepted (decompression bombs)."
     )
+    streams_per_key: int = Field(
+        2,
+        ge=1,
+        description="Batches analysed at once for one API key (each holds a gateway stream, of which the "
+        "gateway allows each caller a few); later ones wait their turn.",
+    )
     explain: bool = Field(True, description="Ask the gateway for a Grad-CAM overlay of every analysis.")

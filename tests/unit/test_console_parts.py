@@ -3,16 +3,18 @@ rule and how a gateway report becomes stored columns."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from console import sessions
-from console.analysis import report_values
+from console.analysis import BatchRunner, report_values
 from console.app import create_app
 from console.images import check_upload, safe_name
 from console.sessions import SessionStore
@@ -121,3 +123,55 @@ def test_a_restarted_console_fails_what_was_left_pending(tmp_path: Path) -> None
     assert rows[ids[1]]["status"] == "failed" and "interrupted" in rows[ids[1]]["error"]
     app.state.console.store.engine.dispose()
     assert os.path.exists(tmp_path / "c.db")
+
+
+def test_batches_of_one_key_wait_for_a_free_slot_others_do_not() -> None:
+    async def scenario() -> list[str]:
+        runner = BatchRunner(per_key=1)
+        events: list[str] = []
+        release = asyncio.Event()
+
+        async def batch(name: str, hold: bool) -> None:
+            events.append(f"{name} start")
+            if hold:
+                await release.wait()
+            events.append(f"{name} end")
+
+        runner.start(batch("a1", hold=True), key="hsk_a")
+        runner.start(batch("a2", hold=False), key="hsk_a")
+        runner.start(batch("b1", hold=False), key="hsk_b")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        seen = list(events)
+        release.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        await runner.stop()
+        return [*seen, "|", *events[len(seen) :]]
+
+    events = asyncio.run(scenario())
+    before = events[: events.index("|")]
+    assert "a1 start" in before and "b1 end" in before  # another key is not held up
+    assert "a2 start" not in before  # the same key's next batch waited
+    assert events[events.index("|") + 1 :] == ["a1 end", "a2 start", "a2 end"]  # then it ran
+
+
+def test_stopping_cancels_waiting_batches_without_warnings() -> None:
+    async def scenario() -> None:
+        runner = BatchRunner(per_key=1)
+        started: list[str] = []
+
+        async def batch(name: str) -> None:
+            started.append(name)
+            await asyncio.Event().wait()
+
+        runner.start(batch("first"), key="k")
+        runner.start(batch("second"), key="k")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await runner.stop()
+        assert started == ["first"]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        asyncio.run(scenario())
