@@ -29,12 +29,30 @@ if not CHROMIUM.exists():
         allow_module_level=True,
     )
 
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "headless": True}
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    """Playwright for this module only (overriding pytest-playwright's session-wide one, whose event loop
+    would stay running in the main thread for the rest of the test run, where asyncio.run then fails)."""
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
+    """Plain contexts (the plugin's version is session-scoped on its own Playwright)."""
+    return {"viewport": {"width": 1280, "height": 720}}
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, browser_type_launch_args: dict[str, Any]) -> Iterator[Browser]:
+    """Debian's Chromium, headless; pytest-playwright's per-test contexts and pages run in it."""
+    options = {**browser_type_launch_args, "executable_path": str(CHROMIUM), "headless": True}
+    launched = playwright.chromium.launch(**options)
+    yield launched
+    launched.close()
 
 
 @pytest.fixture(scope="module")
