@@ -9,6 +9,7 @@ import click
 from hemascope.commands.addresses import address_callback
 from hemascope.commands.audit_verify import audit_group, gateway_group
 from hemascope.commands.batch_cli import batch_group
+from hemascope.commands.console_cli import console_group, serve_console_command
 from hemascope.commands.explain_cli import explain_command, serve_explain_command
 from hemascope.commands.explain_eval import explain_eval_command
 from hemascope.commands.failures import CliGroup
@@ -496,3 +497,6 @@ serve.add_command(serve_gateway_command)
 main.add_command(site_group)
 # `hemascope batch analyze|embed`: the same pipeline over a whole archive, on Ray Data.
 main.add_command(batch_group)
+# `hemascope serve console` (the research console) and `hemascope console add-user`.
+serve.add_command(serve_console_command)
+main.add_command(console_group)

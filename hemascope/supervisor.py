@@ -93,6 +93,18 @@ def health_status(address: str, timeout: float = 2.0, tls: HealthTls | None = No
     return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def http_health_status(url: str, timeout: float = 2.0) -> bool:
+    """True when an HTTP GET of ``url`` answers 200 (children that speak HTTP, such as the console)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class ChildSpec:
     """How to run one child: its command line, extra environment and the port its health check answers on."""
@@ -105,6 +117,8 @@ class ChildSpec:
     metrics_port: int | None = None
     tls: HealthTls | None = None
     """TLS for the health check (None: plaintext)."""
+    http_health_path: str | None = None
+    """For an HTTP child: the path answering 200 when it is ready (None: a gRPC health check)."""
 
     @property
     def address(self) -> str:
@@ -239,12 +253,18 @@ class Supervisor:
                 if child.gave_up:
                     raise RuntimeError(f"{name} exited {len(child.exits)} times ({child.exits}); gave up")
                 self._fail_if_exited(child)
-                if child.running and health_status(child.spec.address, tls=child.spec.tls):
+                if child.running and self._healthy(child.spec):
                     pending.remove(name)
             if pending and time.monotonic() > until:
                 raise RuntimeError(f"not SERVING after {timeout:.0f} s: {', '.join(pending)}")
             if pending:
                 self._stopping.wait(0.25)
+
+    @staticmethod
+    def _healthy(spec: ChildSpec) -> bool:
+        if spec.http_health_path is not None:
+            return http_health_status(f"http://{spec.address}{spec.http_health_path}")
+        return health_status(spec.address, tls=spec.tls)
 
     def _fail_if_exited(self, child: Child) -> None:
         if self._monitor is not None or child.process is None:

@@ -14,7 +14,7 @@ from PIL import Image
 from hemascope.data import shared_data_dir
 from hemascope.server import ManagedServer
 
-pytest_plugins = ["tests.classifier_fixtures", "tests.multisite_fixtures"]
+pytest_plugins = ["tests.classifier_fixtures", "tests.multisite_fixtures", "tests.console_fixtures"]
 
 CLASSES = ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil")
 

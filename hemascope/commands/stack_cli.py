@@ -21,14 +21,27 @@ from hemascope.commands.addresses import GATEWAY_PORT, address_callback
     multiple=True,
     metavar="NAME=PORT",
     help="Port of one process (gateway 50050, feature 50051, classifier 50052, detector 50053, "
-    "explain 50054 by default); repeatable.",
+    "explain 50054, console 8080 by default); repeatable.",
 )
 @click.option("--free-ports", is_flag=True, help="Pick free ports for everything (metrics ports too).")
 @click.option(
     "--without",
     multiple=True,
-    type=click.Choice(["detector", "explain"]),
-    help="Do not start this service (the gateway reports its parts as not running); repeatable.",
+    type=click.Choice(["detector", "explain", "console"]),
+    help="Do not start this service (the gateway reports its parts as not running) or the research "
+    "console; repeatable.",
+)
+@click.option(
+    "--console-users-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Who may log in to the console (`hemascope console add-user`); unset: HEMASCOPE_CONSOLE_USERS_FILE "
+    "or console-users.jsonl.",
+)
+@click.option(
+    "--console-database-url",
+    default=None,
+    help="The console's result store; unset: HEMASCOPE_CONSOLE_DATABASE_URL or sqlite:///console.db.",
 )
 @click.option(
     "--bundle",
@@ -146,6 +159,8 @@ def up_command(
     ports: tuple[str, ...],
     free_ports: bool,
     without: tuple[str, ...],
+    console_users_file: Path | None,
+    console_database_url: str | None,
     bundle: Path | None,
     detector_model: Path | None,
     backbone: str | None,
@@ -237,6 +252,9 @@ def up_command(
         child_log_level=service_log_level,
         security=security,
         service_tls=service_tls,
+        console="console" not in without,
+        console_users_file=console_users_file,
+        console_database_url=console_database_url,
     )
     config = SupervisorConfig(grace_s=grace, max_restarts=max_restarts, backoff_initial_s=restart_backoff)
     with temporary_cache_key(plan) as keyed:

@@ -45,7 +45,14 @@ from hemascope.supervisor import ChildFailed, ChildSpec, Supervisor, SupervisorC
 __all__ = ["GatewaySecurity", "ServiceTls", "StackPlan", "run_up"]
 
 SERVICES = ("feature", "classifier", "detector", "explain")
-DEFAULT_PORTS = {"gateway": 50050, "feature": 50051, "classifier": 50052, "detector": 50053, "explain": 50054}
+DEFAULT_PORTS = {
+    "gateway": 50050,
+    "feature": 50051,
+    "classifier": 50052,
+    "detector": 50053,
+    "explain": 50054,
+    "console": 8080,
+}
 DEFAULT_METRICS_PORTS = {
     "gateway": 9463,
     "feature": 9464,
@@ -74,6 +81,10 @@ class StackPlan:
     child_log_level: str = "WARNING"
     security: GatewaySecurity = field(default_factory=GatewaySecurity)
     service_tls: ServiceTls | None = None
+    console: bool = True
+    """Start the research console (HTTP) in front of the gateway."""
+    console_users_file: Path | None = None
+    console_database_url: str | None = None
 
 
 @contextmanager
@@ -93,9 +104,10 @@ def temporary_cache_key(plan: StackPlan) -> Iterator[StackPlan]:
 
 def parse_ports(pairs: Sequence[str], free: bool) -> tuple[dict[str, int], dict[str, int]]:
     """``NAME=PORT`` overrides on top of the defaults, or free ports everywhere (metrics included)."""
-    names = ("gateway", *SERVICES)
+    grpc_names = ("gateway", *SERVICES)
+    names = (*grpc_names, "console")
     ports = {name: free_port() for name in names} if free else dict(DEFAULT_PORTS)
-    metrics = {name: free_port() for name in names} if free else dict(DEFAULT_METRICS_PORTS)
+    metrics = {name: free_port() for name in grpc_names} if free else dict(DEFAULT_METRICS_PORTS)
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or name not in ports or not value.isdigit():
@@ -131,6 +143,12 @@ def taken_ports(plan: StackPlan) -> list[str]:
                 f"metrics port {plan.metrics_ports[name]} ({name}) on {plan.host} is in use: stop what "
                 "holds it, or pick free ports with --free-ports"
             )
+    if plan.console and port_taken(plan.host, plan.ports["console"]):
+        problems.append(
+            f"port {plan.ports['console']} (console) on {plan.host} is in use: stop what holds it, choose "
+            "another with --port console=PORT, leave the console out with --without console, or pick free "
+            "ports with --free-ports"
+        )
     return problems
 
 
@@ -238,6 +256,33 @@ def gateway_spec(plan: StackPlan, environ: Mapping[str, str]) -> ChildSpec:
     )
 
 
+def console_spec(plan: StackPlan, environ: Mapping[str, str]) -> ChildSpec:
+    """The research console, pointed at the gateway (trusting its CA when it speaks TLS); its users file and
+    database from the plan, else from HEMASCOPE_CONSOLE_* or the console's defaults."""
+    host = "127.0.0.1" if plan.host in ("0.0.0.0", "") else plan.host
+    env: dict[str, str] = {"HEMASCOPE_CONSOLE_GATEWAY_ADDRESS": f"{host}:{plan.ports['gateway']}"}
+    security = plan.security
+    if security.tls_cert_file is not None:
+        ca = security.tls_ca_file or security.tls_cert_file
+        env["HEMASCOPE_CONSOLE_GATEWAY_CA_FILE"] = str(ca.absolute())
+    if plan.console_users_file is not None:
+        env["HEMASCOPE_CONSOLE_USERS_FILE"] = str(plan.console_users_file.absolute())
+    if plan.console_database_url is not None:
+        env["HEMASCOPE_CONSOLE_DATABASE_URL"] = plan.console_database_url
+    argv = [sys.executable, "-m", "hemascope", "serve", "console", "--host", plan.host]
+    argv += ["--port", str(plan.ports["console"])]
+    return ChildSpec(
+        "console", argv, plan.ports["console"], env, plan.host, None, http_health_path="/healthz"
+    )
+
+
+def console_unavailable(plan: StackPlan) -> str | None:
+    """Why ``up`` cannot start the console for ``plan`` (None: it can)."""
+    if plan.security.tls_client_ca_file is not None:
+        return "not started: the gateway requires client certificates (mutual TLS), which it does not present"
+    return None
+
+
 def try_commands(plan: StackPlan, gateway: str) -> list[str]:
     """``hemascope analyze`` commands that work against this stack as it was started."""
     flags = f"--address {gateway}"
@@ -275,6 +320,14 @@ def _notes(plan: StackPlan) -> list[str]:
         )
     if security.audit_log is not None:
         notes.append(f"audit trail: {security.audit_log} (`hemascope audit verify` checks it)")
+    if plan.console:
+        reason = console_unavailable(plan)
+        users = plan.console_users_file or "HEMASCOPE_CONSOLE_USERS_FILE (default console-users.jsonl)"
+        notes.append(
+            f"console: {reason}"
+            if reason
+            else f"console: log in with a gateway API key listed in {users} (`hemascope console add-user`)"
+        )
     absent = [name for name in SERVICES if name not in plan.services]
     if absent:
         notes.append(f"not running: {', '.join(absent)} (the gateway reports those parts as not running)")
@@ -285,6 +338,8 @@ def _print_addresses(supervisor: Supervisor, plan: StackPlan) -> None:
     click.echo("hemascope is up:")
     for child in supervisor.children():
         metrics = f"metrics :{child.spec.metrics_port}" if child.spec.metrics_port else "no metrics"
+        if child.spec.http_health_path is not None:
+            metrics = f"http://{child.spec.address}"
         click.echo(f"  {child.spec.name:<11} {child.spec.address:<21} {metrics:<14} pid {child.pid}")
     cache = f"Redis at {redacted(plan.redis_url)}" if plan.redis_url else "in-process (no Redis)"
     click.echo(f"caches: {cache}")
@@ -342,6 +397,9 @@ def run_up(
             supervisor.wait_healthy(timeout=start_timeout_s)
             supervisor.start(gateway_spec(plan, environ))
             supervisor.wait_healthy(["gateway"], timeout=start_timeout_s)
+            if plan.console and console_unavailable(plan) is None:
+                supervisor.start(console_spec(plan, environ))
+                supervisor.wait_healthy(["console"], timeout=start_timeout_s)
         except ChildFailed as exc:
             status = _start_failed(exc)
             supervisor.stop()

@@ -96,6 +96,8 @@ def up(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> Itera
         REDIS_URL,
         "--state-file",
         str(state_file),
+        "--without",
+        "console",
     ]
     process = subprocess.Popen(
         [*command, "--grace", "10", "--restart-backoff", "3"],

@@ -1,16 +1,21 @@
 """``hemascope up`` with API keys and an audit trail, without the detector and explain services: the summary
-names the metrics ports and a command that works, a missing key is answered by naming ``--api-key``, and
-the absent services are reported as not running (never as a circuit trip)."""
+names the metrics ports and a command that works, a missing key is answered by naming ``--api-key``, the
+absent services are reported as not running (never as a circuit trip), and the research console it starts
+answers on its printed address and lets a listed key in."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +72,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> It
     command = [str(HEMASCOPE), "up", "--free-ports", "--without", "detector", "--without", "explain"]
     command += ["--api-keys-file", str(keys), "--audit-log", str(folder / "audit.jsonl")]
     command += ["--state-file", str(folder / "state.json")]
+    users = folder / "console-users.jsonl"
+    subprocess.run(
+        [
+            str(HEMASCOPE),
+            "console",
+            "add-user",
+            "lab-reviewer",
+            "--role",
+            "reviewer",
+            "--users-file",
+            str(users),
+        ],
+        env=env | {"HEMASCOPE_API_KEY": made.stdout.strip()},
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    command += ["--console-users-file", str(users), "--console-database-url", f"sqlite:///{folder / 'c.db'}"]
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
@@ -107,8 +130,10 @@ def analyze(stack: Stack, *args: str, key: str | None = None) -> subprocess.Comp
 
 def test_the_summary_and_state_file_name_every_metrics_port(stack: Stack) -> None:
     children = stack.children()
-    assert set(children) == {"feature", "classifier", "gateway"}
+    assert set(children) == {"feature", "classifier", "gateway", "console"}
     for name, child in children.items():
+        if name == "console":
+            continue
         port = child["metrics_port"]
         assert isinstance(port, int) and port > 0
         assert f"{name:<11} {child['address']:<21} metrics :{port}" in stack.text
@@ -136,3 +161,18 @@ def test_an_absent_service_is_reported_as_not_running(stack: Stack) -> None:
     assert lines[0].startswith("MYO_0004.jpg: myeloblast")
     assert any(line.startswith("BA_101611.jpg: ") for line in lines)
     assert stack.audit.read_text().count("\n") >= 2  # the audit trail recorded the calls
+
+
+def test_the_console_answers_on_its_printed_address_and_lets_a_listed_key_in(stack: Stack) -> None:
+    address = str(stack.children()["console"]["address"])
+    assert f"console     {address:<21} http://{address}" in stack.text
+    assert "console: log in with a gateway API key listed in" in stack.text
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with opener.open(f"http://{address}/healthz", timeout=30) as response:
+        assert response.status == 200
+    with opener.open(f"http://{address}/login", timeout=30) as response:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', response.read().decode()).group(1)  # type: ignore[union-attr]
+    form = urllib.parse.urlencode({"csrf_token": token, "api_key": stack.key}).encode()
+    with opener.open(f"http://{address}/login", data=form, timeout=60) as response:
+        page = response.read().decode()  # the redirect is followed to the analyse page
+    assert "lab-reviewer (reviewer)" in page and 'action="/analyse"' in page

@@ -65,6 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> It
         "HEMASCOPE_FEATURE_INTRA_OP_THREADS": "1",
     }
     command = [str(HEMASCOPE), "up", "--free-ports", "--without", "detector", "--without", "explain"]
+    command += ["--without", "console"]
     command += ["--tls-dir", str(pki), "--state-file", str(folder / "state.json")]
     process = subprocess.Popen(
         command,

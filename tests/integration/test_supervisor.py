@@ -24,6 +24,7 @@ from hemascope.supervisor import (
     SupervisorConfig,
     free_port,
     health_status,
+    http_health_status,
 )
 
 HEALTH_CHILD = """
@@ -161,3 +162,32 @@ def test_a_child_that_exits_while_starting_fails_the_wait_with_its_message(
     message = "hemascope: classifier service cannot start: no manifest.json in samples"
     assert info.value.last_message == message
     assert "loading the bundle" in info.value.output
+
+
+HTTP_CHILD = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_an_http_child_is_ready_when_its_health_path_answers_200(
+    make_supervisor: Callable[..., Supervisor],
+) -> None:
+    port = free_port()
+    spec = ChildSpec("web", [sys.executable, "-c", HTTP_CHILD, str(port)], port, http_health_path="/healthz")
+    supervisor = make_supervisor()
+    supervisor.start(spec)
+    supervisor.wait_healthy(["web"], timeout=60)
+    assert http_health_status(f"http://127.0.0.1:{port}/healthz")
+    assert not http_health_status(f"http://127.0.0.1:{port}/other")
+    assert not health_status(f"127.0.0.1:{port}", timeout=1)  # not gRPC: only the HTTP check says ready

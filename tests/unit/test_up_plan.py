@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hemascope.commands.up import (
     DEFAULT_PORTS,
     GatewaySecurity,
     StackPlan,
+    console_spec,
     gateway_spec,
     parse_ports,
     service_specs,
@@ -27,7 +29,7 @@ def test_ports_default_overridden_or_free() -> None:
     assert ports == {**DEFAULT_PORTS, "gateway": 6000, "detector": 6003}
     assert metrics["gateway"] == 9463
     free, free_metrics = parse_ports((), free=True)
-    assert len(set(free.values())) == 5
+    assert len(set(free.values())) == 6  # the console's too
     assert len(set(free_metrics.values()) - set(free.values())) == 5  # known, so they can be printed
     assert 0 not in free_metrics.values()
     for bad in ("gateway", "nosuch=1", "feature=x"):
@@ -143,3 +145,38 @@ def test_the_feature_service_runs_the_backbone_and_preprocessing_of_the_bundle(t
     )
     unreadable = service_specs(StackPlan(bundle=tmp_path / "none", services=("feature",)), {})[0]
     assert "--backbone" not in unreadable.argv and "--preprocessing" not in unreadable.argv
+
+
+def test_the_console_is_pointed_at_the_gateway_and_checked_over_http(tmp_path: Path) -> None:
+    users = tmp_path / "users.jsonl"
+    plan = StackPlan(
+        ports={**DEFAULT_PORTS, "gateway": 6000, "console": 6080},
+        console_users_file=users,
+        console_database_url="sqlite:///x.db",
+        security=GatewaySecurity(tls_cert_file=tmp_path / "gw.pem", tls_key_file=tmp_path / "gw.key"),
+    )
+    spec = console_spec(plan, {})
+    assert spec.argv[-6:] == ["serve", "console", "--host", "127.0.0.1", "--port", "6080"]
+    assert spec.http_health_path == "/healthz" and spec.metrics_port is None
+    assert spec.env["HEMASCOPE_CONSOLE_GATEWAY_ADDRESS"] == "127.0.0.1:6000"
+    assert spec.env["HEMASCOPE_CONSOLE_GATEWAY_CA_FILE"] == str((tmp_path / "gw.pem").absolute())
+    assert spec.env["HEMASCOPE_CONSOLE_USERS_FILE"] == str(users.absolute())
+    assert spec.env["HEMASCOPE_CONSOLE_DATABASE_URL"] == "sqlite:///x.db"
+    plain = console_spec(StackPlan(), {})
+    assert "HEMASCOPE_CONSOLE_GATEWAY_CA_FILE" not in plain.env
+    assert "HEMASCOPE_CONSOLE_USERS_FILE" not in plain.env  # the console's own setting or default
+
+
+def test_a_taken_console_port_names_the_way_out() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        ports, metrics = parse_ports((), free=True)
+        plan = StackPlan(ports={**ports, "console": taken}, metrics_ports=metrics)
+        problems = taken_ports(plan)
+        assert len(problems) == 1 and "--without console" in problems[0] and str(taken) in problems[0]
+        assert (
+            taken_ports(StackPlan(ports={**ports, "console": taken}, metrics_ports=metrics, console=False))
+            == []
+        )

@@ -1,0 +1,114 @@
+"""The console's ASGI application: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from console import exports, routes_analyse, routes_auth, routes_models, routes_results
+from console.analysis import BatchRunner, ClientFactory
+from console.sessions import SessionStore
+from console.settings import ConsoleSettings
+from console.store import ResultStore, make_engine
+from console.users import UserDirectory
+from console.web import Console, LoginRequired, SecurityHeaders, make_templates, redirect, render
+from hemascope.client import AsyncHemascopeClient, TlsConfig
+from hemascope.errors import ConfigurationError
+
+HERE = Path(__file__).parent
+MIN_SECRET_BYTES = 32
+
+
+def read_secret(path: Path | None) -> bytes:
+    """The session-signing secret from ``path``, or a random one; ConfigurationError for a short one."""
+    if path is None:
+        return secrets.token_bytes(32)
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the console secret key file {path}: {exc}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigurationError(f"the console secret key file {path} must hold at least 32 bytes")
+    return secret
+
+
+def gateway_client_factory(settings: ConsoleSettings) -> ClientFactory:
+    tls = TlsConfig(ca=settings.gateway_ca_file) if settings.gateway_ca_file is not None else None
+
+    def make(api_key: str) -> AsyncHemascopeClient:
+        return AsyncHemascopeClient(
+            settings.gateway_address, api_key=api_key, tls=tls, timeout=settings.gateway_timeout_s
+        )
+
+    return make
+
+
+async def _login_required(request: Request, exc: Exception) -> Response:
+    if request.headers.get("hx-request"):
+        return PlainTextResponse("log in again", status_code=401, headers={"hx-redirect": "/login"})
+    return redirect("/login")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.headers.get("hx-request") or exc.status_code in (304,):
+        return PlainTextResponse(str(exc.detail), status_code=exc.status_code)
+    return render(request, "error.html", {"status": exc.status_code, "detail": exc.detail}, exc.status_code)
+
+
+def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None = None) -> Starlette:
+    """The console for ``settings``; ConfigurationError when its users file or secret cannot be read (a
+    missing users file lets nobody in until it is made)."""
+    try:
+        users = UserDirectory(settings.users_file)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the console users file {settings.users_file}: {exc}") from None
+    engine = make_engine(settings.database_url)
+    store = ResultStore(engine)
+    store.fail_interrupted()
+    console = Console(
+        settings=settings,
+        store=store,
+        users=users,
+        sessions=SessionStore(read_secret(settings.secret_key_file), settings.session_max_age_s),
+        runner=BatchRunner(settings.streams_per_key),
+        client_factory=client_factory or gateway_client_factory(settings),
+        templates=make_templates(str(HERE / "templates")),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await console.runner.stop()
+        engine.dispose()
+
+    app = Starlette(
+        routes=[
+            *routes_auth.routes,
+            *routes_analyse.routes,
+            *routes_results.routes,
+            *routes_models.routes,
+            *exports.routes,
+            Route("/healthz", healthz, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={LoginRequired: _login_required, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.console = console
+    return app

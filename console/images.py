@@ -1,0 +1,83 @@
+"""Upload checks on the content, not the name: every file must decode as a supported image within the size
+and pixel limits; what is shown in the browser is always a PNG re-encoded here, never the uploaded bytes."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from console.store import Upload
+
+FORMATS = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "BMP": "bmp"}
+THUMB_SIZE = (160, 160)
+DISPLAY_MAX = 1024
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class RejectedUpload(ValueError):
+    """A file the console refuses, with a message for the person who sent it."""
+
+
+def safe_name(name: str, limit: int = 100) -> str:
+    """A file name reduced to ``[A-Za-z0-9._-]`` without folders or leading dots (safe in a zip or a
+    Content-Disposition header)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = _UNSAFE.sub("_", base).lstrip(".")[:limit]
+    return cleaned or "image"
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def check_upload(filename: str, data: bytes, max_bytes: int, max_pixels: int) -> Upload:
+    """The accepted upload; RejectedUpload saying why not (too large, not an image, unsupported, too many
+    pixels, truncated)."""
+    shown = safe_name(filename)
+    if not data:
+        raise RejectedUpload(f"{shown}: the file is empty")
+    if len(data) > max_bytes:
+        raise RejectedUpload(f"{shown}: {len(data)} bytes is over the limit of {max_bytes} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                fmt = probe.format or ""
+                width, height = probe.size
+                if fmt not in FORMATS:
+                    raise RejectedUpload(
+                        f"{shown}: {fmt or 'this format'} is not accepted; use JPEG, PNG, TIFF or BMP"
+                    )
+                if width * height > max_pixels:
+                    raise RejectedUpload(f"{shown}: {width}x{height} pixels is over the limit")
+                probe.load()
+                rgb = probe.convert("RGB")
+    except RejectedUpload:
+        raise
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ):
+        raise RejectedUpload(f"{shown}: not a readable image (or truncated)") from None
+    display = rgb.copy()
+    display.thumbnail((DISPLAY_MAX, DISPLAY_MAX))
+    thumb = rgb.copy()
+    thumb.thumbnail(THUMB_SIZE)
+    return Upload(
+        filename=(filename.replace("\\", "/").rsplit("/", 1)[-1] or "image")[:255],
+        image=data,
+        image_format=fmt,
+        width=width,
+        height=height,
+        display_png=_png(display),
+        thumb_png=_png(thumb),
+    )

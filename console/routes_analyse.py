@@ -1,0 +1,141 @@
+"""Analyse: upload one or many cell images, then watch their result cards fill in."""
+
+from __future__ import annotations
+
+import anyio
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from console.analysis import run_batch
+from console.images import RejectedUpload, check_upload
+from console.store import Filters
+from console.web import check_csrf, console_of, redirect, render, require
+from hemascope.client.stubs import analysis_pb2
+
+FORM_OVERHEAD = 64 * 1024
+
+
+async def analyse_form(request: Request) -> Response:
+    require(request, "reviewer")
+    settings = console_of(request).settings
+    return render(
+        request,
+        "analyse.html",
+        {"errors": [], "max_files": settings.max_files, "max_mb": settings.max_upload_bytes / 1e6},
+    )
+
+
+async def analyse(request: Request) -> Response:
+    return await _accept(request, "cell")
+
+
+async def analyse_smears(request: Request) -> Response:
+    return await _accept(request, "smear")
+
+
+async def _accept(request: Request, kind: str) -> Response:
+    """Checks and stores an upload, starts its analysis, and sends the browser to the batch page."""
+    session = require(request, "reviewer")
+    console = console_of(request)
+    settings = console.settings
+    length = request.headers.get("content-length", "")
+    if not length.isdigit():
+        raise HTTPException(411, "uploads need a Content-Length")
+    if int(length) > settings.max_batch_bytes + FORM_OVERHEAD:
+        raise HTTPException(
+            413, f"the upload is larger than the {settings.max_batch_bytes // 2**20} MiB the console accepts"
+        )
+    errors: list[str] = []
+    uploads = []
+    async with request.form(max_files=settings.max_files, max_fields=8, max_part_size=4096) as form:
+        check_csrf(request, session, form)
+        files = [f for f in form.getlist("images") if isinstance(f, UploadFile)]
+        explain = form.get("explain") == "on"
+        for item in files:
+            data = await item.read(settings.max_upload_bytes + 1)
+            try:
+                uploads.append(
+                    await anyio.to_thread.run_sync(
+                        check_upload,
+                        item.filename or "image",
+                        data,
+                        settings.max_upload_bytes,
+                        settings.max_pixels,
+                    )
+                )
+            except RejectedUpload as exc:
+                errors.append(str(exc))
+    if not files:
+        errors.append("Choose at least one image.")
+    if errors:
+        if kind == "smear":
+            return _smears(request, errors, 400)
+        context = {
+            "errors": errors,
+            "max_files": settings.max_files,
+            "max_mb": settings.max_upload_bytes / 1e6,
+        }
+        return render(request, "analyse.html", context, 400)
+    assert session.user is not None and session.api_key is not None
+    batch_id, ids = await anyio.to_thread.run_sync(
+        console.store.create_batch, session.user.name, uploads, kind
+    )
+    if kind == "smear":
+        options = analysis_pb2.AnalyzeOptions(detect=True, skip_classification=True)
+    else:
+        options = analysis_pb2.AnalyzeOptions(explain=explain and settings.explain)
+    client = console.client_factory(session.api_key)
+    console.runner.start(
+        run_batch(console.store, client, ids, options, settings.gateway_timeout_s), key=session.api_key
+    )
+    return redirect(f"/batches/{batch_id}")
+
+
+def _batch_context(request: Request, batch_id: int) -> dict[str, object]:
+    store = console_of(request).store
+    batch = store.batch(batch_id)
+    if batch is None:
+        raise HTTPException(404, "no such batch")
+    items = store.batch_analyses(batch_id)
+    finished = sum(1 for item in items if item["status"] != "pending")
+    return {"batch": batch, "items": items, "finished": finished, "total": len(items)}
+
+
+def batch_page(request: Request) -> Response:
+    require(request)
+    return render(request, "batch.html", _batch_context(request, request.path_params["batch_id"]))
+
+
+def batch_cards(request: Request) -> Response:
+    require(request)
+    return render(request, "_batch_cards.html", _batch_context(request, request.path_params["batch_id"]))
+
+
+def _smears(request: Request, errors: list[str], status: int = 200) -> Response:
+    settings = console_of(request).settings
+    rows = console_of(request).store.search(Filters(kind="smear"), limit=200)
+    context = {
+        "errors": errors,
+        "rows": rows,
+        "max_files": settings.max_files,
+        "max_mb": settings.max_upload_bytes / 1e6,
+    }
+    return render(request, "smears.html", context, status)
+
+
+def smears_page(request: Request) -> Response:
+    require(request)
+    return _smears(request, [])
+
+
+routes = [
+    Route("/analyse", analyse_form, methods=["GET"]),
+    Route("/analyse", analyse, methods=["POST"]),
+    Route("/smears", smears_page, methods=["GET"]),
+    Route("/smears", analyse_smears, methods=["POST"]),
+    Route("/batches/{batch_id:int}", batch_page, methods=["GET"]),
+    Route("/batches/{batch_id:int}/cards", batch_cards, methods=["GET"]),
+]

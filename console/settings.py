@@ -1,0 +1,57 @@
+"""Console settings (env prefix ``HEMASCOPE_CONSOLE_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConsoleSettings(BaseSettings):
+    """Where the console listens, which gateway it talks to, who may log in, where results are kept."""
+
+    model_config = SettingsConfigDict(env_prefix="HEMASCOPE_CONSOLE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface to bind the HTTP server to.")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
+    gateway_address: str = Field("127.0.0.1:50050", description="host:port of the Hemascope gateway.")
+    gateway_ca_file: Path | None = Field(
+        None, description="PEM CA that signed the gateway's certificate; set when the gateway speaks TLS."
+    )
+    gateway_timeout_s: float = Field(120.0, gt=0, description="Deadline of one analysis at the gateway.")
+    users_file: Path = Field(
+        Path("console-users.jsonl"),
+        description="Who may log in: JSON lines {name, role, key_hash} (`hemascope console add-user`).",
+    )
+    database_url: str = Field(
+        "sqlite:///console.db",
+        description="SQLAlchemy URL of the result store: SQLite (default) or "
+        "postgresql+psycopg://host:5432/db (a schema with ?options=-csearch_path%3Dname).",
+    )
+    secret_key_file: Path | None = Field(
+        None,
+        description="File holding the secret (>= 32 bytes) that signs session cookies; None: a random one "
+        "per start (everyone logs in again after a restart).",
+    )
+    cookie_secure: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set behind a TLS-terminating proxy)."
+    )
+    session_max_age_s: int = Field(8 * 3600, ge=60, description="A session ends this long after login.")
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest image file accepted (bytes, checked per file)."
+    )
+    max_files: int = Field(200, ge=1, description="Most images in one upload.")
+    max_batch_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest upload (all its files together, bytes)."
+    )
+    max_pixels: int = Field(
+        40_000_000, ge=1, description="Largest decoded image (width x height) accepted (decompression bombs)."
+    )
+    streams_per_key: int = Field(
+        2,
+        ge=1,
+        description="Batches analysed at once for one API key (each holds a gateway stream, of which the "
+        "gateway allows each caller a few); later ones wait their turn.",
+    )
+    explain: bool = Field(True, description="Ask the gateway for a Grad-CAM overlay of every analysis.")

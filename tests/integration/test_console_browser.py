@@ -1,0 +1,220 @@
+"""The console in a real browser (Debian's Chromium, headless, driven by Playwright) in front of a real
+gateway and services: log in, upload and watch the cards fill in (htmx under the strict CSP), the Grad-CAM
+overlay and its slider, the gallery's filters, a correction and the retraining export, a viewer refused, and
+logging out. Skipped only when Chromium is not installed. With HEMASCOPE_SCREENSHOT_DIR set (e.g. docs),
+the screenshots of docs/console.md are written there."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from console.app import create_app
+from tests.console_fixtures import ConsoleStack, LiveServer, console_settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"Chromium is not installed at {CHROMIUM}: `apt-get install -y chromium` (scripts/setup.sh does it "
+        "when run as root)",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    """Playwright for this module only (overriding pytest-playwright's session-wide one, whose event loop
+    would stay running in the main thread for the rest of the test run, where asyncio.run then fails)."""
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
+    """Plain contexts (the plugin's version is session-scoped on its own Playwright)."""
+    return {"viewport": {"width": 1280, "height": 720}}
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, browser_type_launch_args: dict[str, Any]) -> Iterator[Browser]:
+    """Debian's Chromium, headless; pytest-playwright's per-test contexts and pages run in it."""
+    options = {**browser_type_launch_args, "executable_path": str(CHROMIUM), "headless": True}
+    launched = playwright.chromium.launch(**options)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="module")
+def console_url(console_stack: ConsoleStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    database = tmp_path_factory.mktemp("console-browser") / "console.db"
+    app = create_app(console_settings(console_stack, f"sqlite:///{database}"))
+    with LiveServer(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def cells(data_dir: Path) -> dict[str, Path]:
+    folder = data_dir / "bloodcells-5class" / "val"
+    return {name: sorted((folder / name).glob("*.jpg"))[0] for name in ("myeloblast", "seg_neutrophil")}
+
+
+@pytest.fixture
+def csp_errors(page: Page) -> list[str]:
+    """Console messages about Content-Security-Policy violations on ``page``."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+    return errors
+
+
+def screenshot(page: Page, name: str, tmp_path: Path) -> None:
+    folder = Path(os.environ.get("HEMASCOPE_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / name), full_page=True)
+
+
+def log_in(page: Page, url: str, key: str) -> None:
+    page.goto(f"{url}/login")
+    page.fill("#api_key", key)
+    page.click("button[type=submit]")
+    expect(page.get_by_test_id("who")).to_be_visible()
+
+
+def analyse(page: Page, url: str, files: list[Path]) -> None:
+    page.goto(f"{url}/analyse")
+    page.set_input_files("#images", [str(f) for f in files])
+    expect(page.locator("#chosen")).to_have_text(
+        f"{len(files)} images chosen" if len(files) > 1 else "1 image chosen"
+    )
+    page.click("#upload-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text(
+        f"{len(files)} of {len(files)} analysed", timeout=300_000
+    )
+
+
+def test_a_reviewer_analyses_filters_corrects_exports_and_logs_out(
+    page: Page,
+    console_url: str,
+    console_stack: ConsoleStack,
+    cells: dict[str, Path],
+    csp_errors: list[str],
+    tmp_path: Path,
+) -> None:
+    log_in(page, console_url, console_stack.keys["reviewer"])
+    analyse(page, console_url, list(cells.values()))
+    cards = page.get_by_test_id("result-card")
+    expect(cards).to_have_count(2)
+    overlay = page.get_by_test_id("overlay").first
+    expect(overlay).to_be_visible()
+    assert overlay.evaluate("img => img.complete && img.naturalWidth > 0")
+    expect(page.get_by_test_id("malignant")).to_have_count(1)
+    screenshot(page, "console-analyse.png", tmp_path)
+    slider = page.locator("input.opacity").first
+    slider.fill("20")
+    assert overlay.evaluate("img => getComputedStyle(img).opacity") == "0.2"
+
+    page.goto(f"{console_url}/gallery")
+    page.select_option("select[name=label]", "myeloblast")
+    page.click(".filters button[type=submit]")
+    expect(page.get_by_test_id("gallery-tile")).to_have_count(1)
+    assert "label=myeloblast" in page.url
+    screenshot(page, "console-gallery.png", tmp_path)
+
+    page.get_by_test_id("gallery-tile").first.click()
+    page.select_option("[data-testid=review-form] select[name=label]", "monocyte")
+    page.fill("[data-testid=review-form] input[name=comment]", "nucleus looks monocytoid")
+    page.click("[data-testid=review-form] button[type=submit]")
+    history = page.get_by_test_id("review-history")
+    expect(history).to_contain_text("corrected")
+    expect(history).to_contain_text("monocyte")
+    expect(history).to_contain_text("reviewer")
+
+    page.goto(f"{console_url}/results?review=corrected")
+    expect(page.get_by_test_id("result-row")).to_have_count(1)
+    with page.expect_download() as download:
+        page.get_by_test_id("export-corrected").click()
+    archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
+    images = [n for n in archive.namelist() if n != "labels.csv"]
+    assert len(images) == 1 and images[0].startswith("monocyte/")
+    assert archive.read(images[0]) == cells["myeloblast"].read_bytes()
+
+    page.click("form.logout button")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.goto(f"{console_url}/results")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    assert csp_errors == []
+
+
+DROP = """([name, data]) => {
+    const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, {type: "image/jpeg"}));
+    document.getElementById("dropzone").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer}));
+}"""
+
+
+def test_a_viewer_browses_but_cannot_analyse_or_review(
+    page: Page,
+    console_url: str,
+    console_stack: ConsoleStack,
+    cells: dict[str, Path],
+    csp_errors: list[str],
+) -> None:
+    log_in(page, console_url, console_stack.keys["reviewer"])
+    page.goto(f"{console_url}/analyse")  # a file dropped on the drop zone is the one uploaded
+    cell = cells["seg_neutrophil"]
+    page.evaluate(DROP, [cell.name, base64.b64encode(cell.read_bytes()).decode()])
+    expect(page.locator("#chosen")).to_have_text("1 image chosen")
+    page.click("#upload-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
+    expect(page.get_by_test_id("result-card").locator("header a")).to_have_text(cell.name)
+    detail = page.get_by_test_id("result-card").first.locator("header a").get_attribute("href")
+    page.click("form.logout button")
+
+    log_in(page, console_url, console_stack.keys["viewer"])
+    expect(page.get_by_role("link", name="Analyse")).to_have_count(0)
+    response = page.goto(f"{console_url}/analyse")
+    assert response is not None and response.status == 403
+    expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    page.goto(f"{console_url}{detail}")
+    expect(page.get_by_test_id("consensus")).to_be_visible()
+    expect(page.get_by_test_id("review-form")).to_have_count(0)
+    expect(page.get_by_test_id("export-corrected")).to_have_count(0)
+    response = page.goto(f"{console_url}/export/training.zip")
+    assert response is not None and response.status == 403
+    assert csp_errors == []
+
+
+def test_a_smear_is_counted_and_the_models_page_compares_the_models(
+    page: Page,
+    console_url: str,
+    console_stack: ConsoleStack,
+    data_dir: Path,
+    csp_errors: list[str],
+    tmp_path: Path,
+) -> None:
+    image_id = (data_dir / "bccd" / "ImageSets" / "Main" / "val.txt").read_text().split()[0]
+    log_in(page, console_url, console_stack.keys["reviewer"])
+    page.goto(f"{console_url}/smears")
+    page.set_input_files("#smear-images", [str(data_dir / "bccd" / "JPEGImages" / f"{image_id}.jpg")])
+    page.click("#smear-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
+    boxes = page.get_by_test_id("boxes")
+    expect(boxes).to_be_visible()
+    assert boxes.evaluate("img => img.complete && img.naturalWidth > 0")
+    expect(page.get_by_test_id("cell-count")).to_contain_text("cells")
+    screenshot(page, "console-smear.png", tmp_path)
+    page.goto(f"{console_url}/models")
+    expect(page.get_by_test_id("capabilities")).to_contain_text("logistic_regression")
+    expect(page.get_by_test_id("services")).to_contain_text("detector: serving")
+    assert csp_errors == []

@@ -1,0 +1,174 @@
+"""The console's parts without a gateway: the users file, sessions, upload names, the store's restart
+rule and how a gateway report becomes stored columns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from console import sessions
+from console.analysis import BatchRunner, report_values
+from console.app import create_app
+from console.images import check_upload, safe_name
+from console.sessions import SessionStore
+from console.settings import ConsoleSettings
+from console.store import ResultStore, make_engine
+from console.users import User, UserDirectory, add_user, hash_key, role_allows
+from hemascope.client.stubs import analysis_pb2
+from hemascope.errors import ConfigurationError
+from tests.conftest import encode
+
+
+def test_roles_include_the_ones_below() -> None:
+    assert role_allows("admin", "reviewer") and role_allows("reviewer", "viewer")
+    assert not role_allows("viewer", "reviewer") and not role_allows("reviewer", "admin")
+
+
+def test_the_users_file_holds_hashes_is_reread_and_fails_closed(tmp_path: Path) -> None:
+    path = tmp_path / "users.jsonl"
+    directory = UserDirectory(path)
+    assert directory.lookup("hsk_a") is None  # no file: nobody
+    add_user(path, "Ann Lee", "reviewer", "hsk_a")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "hsk_a" not in path.read_text() and hash_key("hsk_a") in path.read_text()
+    assert directory.lookup("hsk_a") == User("Ann Lee", "reviewer")
+    assert directory.lookup("hsk_b") is None
+    add_user(path, "bob", "viewer", "hsk_b")
+    assert directory.lookup("hsk_b") == User("bob", "viewer")  # re-read after the change
+    path.write_text(path.read_text() + "{not json\n")
+    assert directory.lookup("hsk_a") is None  # a malformed file lets nobody in
+    with pytest.raises(ConfigurationError, match="line 3"):
+        UserDirectory(path)
+    for record, message in (
+        ({"name": "x", "role": "owner", "key_hash": hash_key("k")}, "role"),
+        ({"name": "../x", "role": "viewer", "key_hash": hash_key("k")}, "name"),
+        ({"name": "x", "role": "viewer", "key_hash": "sha256:12"}, "64 hex"),
+        ({"name": "x", "role": "viewer"}, "key_hash"),
+    ):
+        path.write_text(json.dumps(record) + "\n")
+        with pytest.raises(ConfigurationError, match=message):
+            UserDirectory(path)
+
+
+def test_sessions_are_signed_ids_that_end(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = SessionStore(b"s" * 32, max_age_s=60, clock=lambda: now[0])
+    session = store.new(User("ann", "viewer"), "hsk_secret")
+    cookie = store.cookie_value(session)
+    assert "hsk_secret" not in cookie and session.session_id in cookie
+    assert store.from_cookie(cookie) is session
+    assert store.from_cookie(session.session_id) is None  # unsigned
+    assert SessionStore(b"t" * 32, 60).from_cookie(cookie) is None  # another secret
+    now[0] += 61
+    assert store.from_cookie(cookie) is None  # ended in the store, whatever the cookie's own age
+
+
+def test_anonymous_sessions_are_capped_and_short_lived(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sessions, "MAX_ANONYMOUS", 3)
+    now = [0.0]
+    store = SessionStore(b"s" * 32, max_age_s=10**6, clock=lambda: now[0])
+    user = store.new(User("ann", "viewer"), "hsk_k")
+    forms = [store.new() for _ in range(5)]
+    alive = [s for s in forms if store.from_cookie(store.cookie_value(s)) is not None]
+    assert alive == forms[-3:]  # the oldest login forms went first
+    assert store.from_cookie(store.cookie_value(user)) is user  # logged-in sessions are never evicted
+    now[0] += sessions.ANONYMOUS_MAX_AGE_S + 1
+    assert all(store.from_cookie(store.cookie_value(s)) is None for s in forms)
+    assert store.from_cookie(store.cookie_value(user)) is user
+
+
+def test_names_are_reduced_to_safe_characters() -> None:
+    assert safe_name("../../etc/passwd") == "passwd"
+    assert safe_name("C:\\x\\..\\cell 1.jpg") == "cell_1.jpg"
+    assert safe_name("...hidden") == "hidden"
+    assert safe_name("") == "image"
+    assert safe_name("<img src=x>.png") == "_img_src_x_.png"
+
+
+def test_an_accepted_upload_is_shown_as_a_png_made_here() -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    upload = check_upload("dir/cell.tif", encode(pixels, "TIFF"), 10**6, 10**6)
+    assert upload.filename == "cell.tif" and upload.image_format == "TIFF"
+    assert (upload.width, upload.height) == (30, 40)
+    assert upload.display_png.startswith(b"\x89PNG") and upload.thumb_png.startswith(b"\x89PNG")
+
+
+def test_a_failed_classification_is_stored_as_a_failure_with_its_reason() -> None:
+    response = analysis_pb2.AnalyzeResponse(
+        content_hash="ab",
+        parts=[analysis_pb2.PartStatus(part="classification", code=14, reason="SERVICE_UNAVAILABLE")],
+    )
+    values = report_values(response)
+    assert values["status"] == "failed" and "classification: SERVICE_UNAVAILABLE" in values["error"]
+    assert json.loads(values["report"])["parts"][0]["code"] == 14
+
+
+def test_a_restarted_console_fails_what_was_left_pending(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = ResultStore(make_engine(url))
+    upload = check_upload("a.png", encode(np.zeros((8, 8, 3), np.uint8)), 10**6, 10**6)
+    _, ids = store.create_batch("ann", [upload, upload])
+    store.record_result(ids[0], {"status": "done", "label": "monocyte"})
+    store.engine.dispose()
+    app = create_app(ConsoleSettings(database_url=url, users_file=tmp_path / "none.jsonl"))
+    rows = {r["id"]: r for r in app.state.console.store.batch_analyses(1)}
+    assert rows[ids[0]]["status"] == "done"
+    assert rows[ids[1]]["status"] == "failed" and "interrupted" in rows[ids[1]]["error"]
+    app.state.console.store.engine.dispose()
+    assert os.path.exists(tmp_path / "c.db")
+
+
+def test_batches_of_one_key_wait_for_a_free_slot_others_do_not() -> None:
+    async def scenario() -> list[str]:
+        runner = BatchRunner(per_key=1)
+        events: list[str] = []
+        release = asyncio.Event()
+
+        async def batch(name: str, hold: bool) -> None:
+            events.append(f"{name} start")
+            if hold:
+                await release.wait()
+            events.append(f"{name} end")
+
+        runner.start(batch("a1", hold=True), key="hsk_a")
+        runner.start(batch("a2", hold=False), key="hsk_a")
+        runner.start(batch("b1", hold=False), key="hsk_b")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        seen = list(events)
+        release.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        await runner.stop()
+        return [*seen, "|", *events[len(seen) :]]
+
+    events = asyncio.run(scenario())
+    before = events[: events.index("|")]
+    assert "a1 start" in before and "b1 end" in before  # another key is not held up
+    assert "a2 start" not in before  # the same key's next batch waited
+    assert events[events.index("|") + 1 :] == ["a1 end", "a2 start", "a2 end"]  # then it ran
+
+
+def test_stopping_cancels_running_and_waiting_batches() -> None:
+    async def scenario() -> None:
+        runner = BatchRunner(per_key=1)
+        started: list[str] = []
+
+        async def batch(name: str) -> None:
+            started.append(name)
+            await asyncio.Event().wait()
+
+        runner.start(batch("first"), key="k")
+        runner.start(batch("second"), key="k")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await runner.stop()
+        assert started == ["first"]
+
+    asyncio.run(scenario())
