@@ -143,3 +143,19 @@ def test_the_feature_service_runs_the_backbone_and_preprocessing_of_the_bundle(t
     )
     unreadable = service_specs(StackPlan(bundle=tmp_path / "none", services=("feature",)), {})[0]
     assert "--backbone" not in unreadable.argv and "--preprocessing" not in unreadable.argv
+
+
+def test_tracing_reaches_every_process_unless_set_for_one() -> None:
+    plan = StackPlan(tracing_endpoint="http://127.0.0.1:4317", tracing_sample_ratio=0.5)
+    own = {"HEMASCOPE_DETECTOR_TRACING_ENDPOINT": "http://elsewhere:4317"}
+    envs = {spec.name: spec.env for spec in [*service_specs(plan, own), gateway_spec(plan, own)]}
+    assert set(envs) == {"feature", "classifier", "detector", "explain", "gateway"}
+    for name, env in envs.items():
+        prefix = f"HEMASCOPE_{name.upper()}_"
+        assert env[prefix + "TRACING_SAMPLE_RATIO"] == "0.5"
+        if name == "detector":
+            assert prefix + "TRACING_ENDPOINT" not in env  # the operator's own setting stands
+        else:
+            assert env[prefix + "TRACING_ENDPOINT"] == "http://127.0.0.1:4317"
+    off = [spec.env for spec in [*service_specs(StackPlan(), {}), gateway_spec(StackPlan(), {})]]
+    assert not any("TRACING" in key for env in off for key in env)
