@@ -152,7 +152,11 @@ def in_context(fn: Callable[[], T]) -> Callable[[], T]:
 @contextmanager
 def step(tracer: trace.Tracer, name: str, **attributes: Any) -> Iterator[trace.Span]:
     """A span for one step of a core (current inside the block), with ``hemascope.<name>`` attributes and
-    ``hemascope.status_code``: OK, the domain error's code, or INTERNAL for any other exception."""
+    ``hemascope.status_code``: OK, the domain error's code, or INTERNAL for any other exception. With
+    tracing off (the no-op tracer) it does nothing at all."""
+    if isinstance(tracer, trace.NoOpTracer):
+        yield trace.INVALID_SPAN
+        return
     with tracer.start_as_current_span(name, record_exception=False, set_status_on_exception=False) as span:
         set_attributes(span, attributes)
         try:
