@@ -210,3 +210,29 @@ def test_tracing_off_exports_nothing_and_answers_the_same(
     assert comparable(plain_answer) == comparable(traced_answer)
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert (records[-1]["rpc"], records[-1]["trace_id"]) == ("Analyze", "")
+
+
+def test_a_stream_is_one_trace_and_spans_carry_no_image_id(
+    traced: Stack, collector: tuple[Collector, str], cell: bytes
+) -> None:
+    traced.flush()
+    collector[0].taken()
+    requests = [
+        analysis_pb2.AnalyzeStreamRequest(
+            request_id=f"r{n}",
+            request=analysis_pb2.AnalyzeRequest(image=common_pb2.Image(data=cell, image_id=f"patient-{n}")),
+        )
+        for n in range(2)
+    ]
+    with grpc.insecure_channel(f"127.0.0.1:{traced.gateway_port}") as channel:
+        stub = analysis_pb2_grpc.AnalysisServiceStub(channel)
+        answers = list(stub.AnalyzeStream(iter(requests), timeout=120))
+    assert sorted(a.request_id for a in answers) == ["r0", "r1"]
+    traced.flush()
+    spans = collector[0].taken()
+    assert len({span.trace_id for span in spans}) == 1  # the stream's requests run in the stream's trace
+    assert Counter(span.name for span in spans)["gateway.analyze"] == 2
+    assert Counter(span.name for span in spans)["/hemascope.v1.FeatureService/Embed"] == 4  # client+server
+    text = json.dumps([span.attributes for span in spans], default=str)
+    assert "patient-" not in text
+    assert not any(isinstance(v, bytes) for span in spans for v in span.attributes.values())
