@@ -171,6 +171,17 @@ def step(tracer: trace.Tracer, name: str, **attributes: Any) -> Iterator[trace.S
         status_attribute(span, grpc.StatusCode.OK)
 
 
+def record_call_status(code: grpc.StatusCode, reason: str = "") -> None:
+    """Marks the current span (a server call's, in an interceptor) with a failed call's status code and
+    reason; the gRPC instrumentation records the code only for ``context.abort``, not for
+    ``abort_with_status``, which the kernel uses to attach an ErrorDetail."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        set_attributes(span, {"reason": reason or None})
+        span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
+
+
 def set_attributes(span: trace.Span, attributes: dict[str, Any]) -> None:
     """Sets ``hemascope.<name>`` attributes, skipping None values (OpenTelemetry refuses them)."""
     for name, value in attributes.items():

@@ -236,3 +236,26 @@ def test_a_stream_is_one_trace_and_spans_carry_no_image_id(
     text = json.dumps([span.attributes for span in spans], default=str)
     assert "patient-" not in text
     assert not any(isinstance(v, bytes) for span in spans for v in span.attributes.values())
+
+
+def test_a_refused_call_records_its_status_code_and_reason(
+    traced: Stack, collector: tuple[Collector, str], cell: bytes
+) -> None:
+    traced.flush()
+    collector[0].taken()
+    request = analysis_pb2.AnalyzeRequest(
+        image=common_pb2.Image(data=cell), options=analysis_pb2.AnalyzeOptions(models=["no-such-model"])
+    )
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{traced.gateway_port}") as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        analysis_pb2_grpc.AnalysisServiceStub(channel).Analyze(request, timeout=60)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    traced.flush()
+    spans = collector[0].taken()
+    (call,) = [s for s in spans if s.name == "/hemascope.v1.AnalysisService/Analyze"]
+    assert call.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert call.attributes["hemascope.reason"] == "UNKNOWN_OPTION"
+    (analyze,) = [s for s in spans if s.name == "gateway.analyze"]
+    assert analyze.attributes["hemascope.status_code"] == "INVALID_ARGUMENT"
