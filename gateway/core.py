@@ -1,10 +1,12 @@
 """The gateway's core: one image -> one report, fanned out to the downstream services. No gRPC servicer here.
 
 Order of work for one Analyze: validate the options and decode the image here (a bad request is refused
-with INVALID_ARGUMENT before any downstream call); start detection at once (when asked); embed the image;
-then classify and explain concurrently, both with that embedding (so the explanation's probabilities are
-the classifier's). Each part gets a status; a part that needs a failed part is FAILED_PRECONDITION naming
-it. Every downstream call is bounded by the caller's deadline (see gateway.downstream).
+with INVALID_ARGUMENT before any downstream call; bytes decoded before are recalled from a memo of their
+content hash and size, see hemascope.imaging.memo); start detection at once (when asked, on the part
+pool); embed the image; then classify (on the calling thread) and explain (on the pool) concurrently, both
+with that embedding (so the explanation's probabilities are the classifier's). Each part gets a status; a
+part that needs a failed part is FAILED_PRECONDITION naming it. Every downstream call is bounded by the
+caller's deadline (see gateway.downstream).
 
 The rule for failures: Analyze returns a report whenever a part could be attempted, whatever failed
 (statuses in ``parts``); it raises only when the request itself is wrong (INVALID_ARGUMENT), or when every
@@ -41,6 +43,7 @@ from hemascope.consensus import ModelVote, consensus, input_reason
 from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, Unavailable, echo
 from hemascope.imaging import ImageLimits, content_hash, decode_image
 from hemascope.imaging.inputs import ImageInput
+from hemascope.imaging.memo import DecodeMemo, SeenImage
 from hemascope.logs import get_logger
 from hemascope.tracing import OFF, Tracing, in_context, set_attributes, step
 from hemascope.v1 import classifier_pb2, common_pb2, detector_pb2, explain_pb2, feature_pb2
@@ -67,6 +70,7 @@ class GatewayCore:
         self._downstreams: Downstreams | None = None
         self._caps: CapabilitiesCache | None = None
         self._limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+        self.decodes = DecodeMemo(settings.decode_memo_entries)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -113,8 +117,8 @@ class GatewayCore:
         deadline = Deadline.after(self._budget(deadline_s), self._clock)
         downstreams = self.downstreams
         self._validate(options)
-        decoded = decode_image(image.data, self._limits, image.media_type)
-        report = AnalysisReport(image.image_id, content_hash(decoded.pixels), decoded.width, decoded.height)
+        seen = self._decoded(image)
+        report = AnalysisReport(image.image_id, seen.content_hash, seen.width, seen.height)
         report.timings["decode"] = (time.perf_counter() - started) * 1000
         proto_image = common_pb2.Image(data=image.data, media_type=image.media_type)
         pending: dict[str, Future[tuple[PartStatus, object, HemascopeError | None]]] = {}
@@ -130,14 +134,15 @@ class GatewayCore:
             dependants = ["classification", *(["explanation"] if options.explain else [])]
             if isinstance(embedded, feature_pb2.EmbedResponse):
                 vector = embedded.embedding
-                pending["classification"] = self._submit(
-                    "classification", lambda: self._classify(downstreams, vector, options, deadline)
-                )
                 if options.explain:
                     pending["explanation"] = self._submit(
                         "explanation",
                         lambda: self._explain(downstreams, proto_image, vector, options, deadline),
                     )
+                # On this thread while the explanation runs on the pool: no hand-off for the common part.
+                outcomes["classification"] = self._part(
+                    "classification", lambda: self._classify(downstreams, vector, options, deadline)
+                )
             else:
                 for part in dependants:
                     outcomes[part] = _blocked(part, "embedding")
@@ -146,6 +151,17 @@ class GatewayCore:
         self._fill(report, outcomes)
         report.timings["total"] = (time.perf_counter() - started) * 1000
         return report
+
+    def _decoded(self, image: ImageInput) -> SeenImage:
+        """Decodes ``image`` (InvalidImage when it is not a valid image within the limits) or, for bytes
+        decoded before, recalls what that gave (hemascope.imaging.memo)."""
+        key = DecodeMemo.key(image.data, image.media_type) if self.decodes.entries else b""
+        seen = self.decodes.get(key)
+        if seen is None:
+            decoded = decode_image(image.data, self._limits, image.media_type)
+            seen = SeenImage(content_hash(decoded.pixels), decoded.width, decoded.height)
+            self.decodes.put(key, seen)
+        return seen
 
     def _budget(self, deadline_s: float | None) -> float | None:
         """The time the downstream calls get: the caller's deadline less a reserve for answering."""

@@ -156,6 +156,12 @@ class GatewaySettings(ServerSettings, ImageLimitSettings):
     stream_workers: int = Field(
         32, ge=1, description="Threads running AnalyzeStream requests, shared by all streams."
     )
+    decode_memo_entries: int = Field(
+        1024,
+        ge=0,
+        description="Distinct encoded images whose content hash and size are remembered (about 200 bytes "
+        "each), so a repeated image is not decoded again to check it and name it in the report; 0 = off.",
+    )
     explain_default_model: str = Field(
         "logistic_regression", description="Model explained when AnalyzeOptions.explain_model is empty."
     )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Static checks CI runs: ruff (lint + format), mypy, the import direction (import-linter), generated-stub
-# drift, buf lint and buf breaking (against where this branch left main), the deploy checks, and a short
-# fuzzing run (45 s over every fuzzer).
+# Static checks CI runs: ruff (lint + format), mypy, the import direction (import-linter), generated-code
+# drift (the Python stubs, and the TypeScript client, which is also type-checked), buf lint and buf breaking
+# (against where this branch left main), the deploy checks, and a short fuzzing run (45 s over every fuzzer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check .
@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 .venv/bin/mypy
 .venv/bin/lint-imports --no-cache
 scripts/check_stubs.sh
+scripts/check_ts_client.sh
 if [ ! -x .tools/node_modules/.bin/buf ]; then
   mkdir -p .tools
   (cd .tools && npm install --no-save --no-audit --no-fund --silent @bufbuild/buf@1.75.0)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine: a virtual environment at .venv with the hemascope command, PyTorch (for ONNX
-# export and parity checks) and the development tools. Idempotent; safe to run again.
+# export and parity checks) and the development tools, and the TypeScript client's node packages
+# (clients/typescript, npm ci; its interop test needs them). Idempotent; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3.11}
@@ -12,3 +13,4 @@ fi
 # torch==2.14.1 / torchvision==0.29.1 install from local disk here (see pyproject.toml).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[torch,train,dev,batch]'
 .venv/bin/hemascope --help >/dev/null
+scripts/setup_ts_client.sh

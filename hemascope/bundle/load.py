@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hemascope.bundle.checks import check_model, check_scaler
+from hemascope.bundle.fast import FastPath, model_fast_path, scaler_fast_path
 from hemascope.bundle.manifest import (
     MANIFEST,
     TRUSTED_TYPES,
@@ -68,11 +69,14 @@ class LoadedModel:
     entry: ModelEntry
     estimator: Any
     n_classes: int
+    #: an exact NumPy stand-in for the estimator's ``predict_proba`` (``transform`` for k-means), or None:
+    #: see :mod:`hemascope.bundle.fast` and :meth:`LoadedBundle.with_fast_paths`
+    fast: FastPath | None = None
 
     def raw_proba(self, scaled: NDArray[np.float64]) -> Probabilities:
         """Class probabilities (bundle class order) before calibration."""
         if self.entry.kind == "kmeans":
-            distances = self.estimator.transform(scaled)
+            distances = self.fast(scaled) if self.fast is not None else self.estimator.transform(scaled)
             # per-row scale: one embedding's probabilities never depend on the others in its batch
             scale = 2 * np.median(distances, axis=1, keepdims=True) ** 2 + 1e-12
             cluster_p = softmax(-(distances**2) / scale)
@@ -81,6 +85,8 @@ class LoadedModel:
             for cluster, cls in enumerate(mapping):
                 probs[:, cls] += cluster_p[:, cluster]
             return probs
+        if self.fast is not None:
+            return self.fast(scaled)
         out: Probabilities = np.asarray(self.estimator.predict_proba(scaled), dtype=np.float64)
         return out
 
@@ -99,6 +105,17 @@ class LoadedBundle:
     ood: OodModel | None = None
     #: the acquisition reference; ``None`` for bundles without one (no answer is checked for it)
     site: SiteReference | None = None
+    #: an exact NumPy stand-in for the scaler's ``transform``, or None (see :meth:`with_fast_paths`)
+    fast_scale: FastPath | None = None
+
+    def with_fast_paths(self) -> LoadedBundle:
+        """This bundle with exact NumPy paths for the scaler and the models that have one (a random forest,
+        k-means, a multiclass logistic regression, an SVM): the same probabilities, bit for bit, without
+        scikit-learn's per-call overhead."""
+        models = {
+            name: replace(model, fast=model_fast_path(model.estimator)) for name, model in self.models.items()
+        }
+        return replace(self, models=models, fast_scale=scaler_fast_path(self.scaler))
 
     def ood_scores(
         self, scaled: NDArray[np.float64], labels: NDArray[np.integer[Any]]
@@ -107,7 +124,10 @@ class LoadedBundle:
         return None if self.ood is None else self.ood.score(scaled, labels)
 
     def scale(self, embeddings: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
-        out: NDArray[np.float64] = self.scaler.transform(np.asarray(embeddings, dtype=np.float64))
+        matrix = np.asarray(embeddings, dtype=np.float64)
+        if self.fast_scale is not None:
+            return self.fast_scale(matrix)
+        out: NDArray[np.float64] = self.scaler.transform(matrix)
         return out
 
     def predict(

@@ -35,7 +35,12 @@ class OodModel:
 
     def score(self, scaled: NDArray[np.floating[Any]], labels: NDArray[np.integer[Any]]) -> FloatArray:
         """Mahalanobis distance of each (scaled) embedding to the mean of its class ``labels[i]``."""
-        diff = self.project(scaled) - self.class_means[np.asarray(labels, dtype=np.intp)]
+        return self.score_projected(self.project(scaled), labels)
+
+    def score_projected(self, projected: FloatArray, labels: NDArray[np.integer[Any]]) -> FloatArray:
+        """:meth:`score` from embeddings already :meth:`project`-ed (one projection serves every model's
+        labels for the same embeddings)."""
+        diff = projected - self.class_means[np.asarray(labels, dtype=np.intp)]
         squared = np.einsum("ij,jk,ik->i", diff, self.precision, diff)
         out: FloatArray = np.sqrt(np.maximum(squared, 0.0))
         return out

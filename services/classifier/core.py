@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 from opentelemetry import trace
 
-from hemascope.bundle import BundleError, LoadedBundle, Manifest, load_bundle
+from hemascope.bundle import BundleError, LoadedBundle, Manifest, OodModel, load_bundle
 from hemascope.errors import HemascopeError, InvalidArgument, Unavailable
 from hemascope.logs import get_logger
 from hemascope.site.profile import SiteProfile
@@ -125,9 +125,15 @@ def set_model_threads(bundle: LoadedBundle, threads: int) -> None:
 
 
 def _serve(
-    bundle: LoadedBundle, fingerprint: str | None, threads: int, profile_dir: Path | None = None
+    bundle: LoadedBundle,
+    fingerprint: str | None,
+    threads: int,
+    profile_dir: Path | None = None,
+    fast: bool = False,
 ) -> ServedBundle:
     set_model_threads(bundle, threads)
+    if fast:
+        bundle = bundle.with_fast_paths()
     manifest = bundle.manifest
     unknown = sorted(set(manifest.malignant_classes) - set(manifest.classes))
     if unknown or not manifest.models:
@@ -137,23 +143,38 @@ def _serve(
     return ServedBundle(bundle, fingerprint, malignant, load_profiles(profile_dir, manifest))
 
 
+class _OodScores:
+    """OOD scores for one call: the site profile's own OOD model when it has one, else the bundle's (None:
+    no scores); the call's embeddings are projected once, for the first model that needs it."""
+
+    def __init__(self, served: ServedBundle, profile: SiteProfile | None, scaled: NDArray[np.float64]):
+        own = profile.ood if profile is not None else None
+        self.model: OodModel | None = own if own is not None else served.bundle.ood
+        self._scaled = scaled
+        self._projected: NDArray[np.float64] | None = None
+
+    def __call__(self, labels: NDArray[np.intp]) -> NDArray[np.float64] | None:
+        if self.model is None:
+            return None
+        if self._projected is None:
+            self._projected = self.model.project(self._scaled)
+        return self.model.score_projected(self._projected, labels)
+
+
 def _output(
     name: str,
     served: ServedBundle,
     probs: NDArray[np.float64],
-    scaled: NDArray[np.float64],
+    ood_scores: _OodScores,
     not_single_cell: NDArray[np.bool_],
     acquisition: Acquisition,
     profile: SiteProfile | None = None,
 ) -> ModelOutput:
     entry = served.bundle.models[name].entry
     abstain_threshold, ood_threshold = entry.abstain_threshold, entry.ood_threshold
-    ood_scores = served.bundle.ood_scores
-    if profile is not None:  # the site's thresholds, and its own OOD reference when it has one
+    if profile is not None:  # the site's thresholds (its own OOD reference is in ood_scores)
         correction = profile.models[name]
         abstain_threshold, ood_threshold = correction.abstain_threshold, correction.ood_threshold
-        if profile.ood is not None:
-            ood_scores = profile.ood_scores
     if not np.isfinite(probs).all():
         raise HemascopeError(f"model {name} produced non-finite probabilities", reason="MODEL_FAILURE")
     probs = np.clip(probs, 0.0, 1.0)
@@ -161,7 +182,7 @@ def _output(
     labels = probs.argmax(axis=1)
     confidence = probs[np.arange(len(probs)), labels]
     low_confidence = confidence < abstain_threshold
-    scores = ood_scores(scaled, labels) if ood_threshold > 0 else None
+    scores = ood_scores(labels) if ood_threshold > 0 else None
     ood_score = np.zeros(len(probs)) if scores is None else scores
     ood = ood_score > ood_threshold if scores is not None else np.zeros(len(probs), dtype=np.bool_)
     acquisition_score, atypical = acquisition.judge(served.bundle.site, labels)
@@ -243,7 +264,11 @@ class ClassifierCore:
             fingerprint = manifest_fingerprint(root)
             try:
                 served = _serve(
-                    load_bundle(root), fingerprint, self.settings.model_threads, self.settings.site_profiles
+                    load_bundle(root),
+                    fingerprint,
+                    self.settings.model_threads,
+                    self.settings.site_profiles,
+                    self.settings.fast_predict,
                 )
             except Exception as exc:  # whatever a damaged bundle throws, the old one keeps serving
                 error = exc if isinstance(exc, BundleError) else _unexpected(root, exc)
@@ -328,6 +353,7 @@ class ClassifierCore:
         acquisition = Acquisition.of(embeddings, served.bundle.site)
         if served.bundle.site is not None:
             UNCHECKED_ACQUISITION.inc(int((~acquisition.checked).sum()))
+        ood_scores = _OodScores(served, profile, scaled)
         outputs = []
         for name in names:
             with step(
@@ -343,7 +369,7 @@ class ClassifierCore:
                 else:
                     _, probs = profile.proba(served.bundle, name, scaled)
                 MODEL_SECONDS.labels(name).observe(time.perf_counter() - started)
-                output = _output(name, served, probs, scaled, not_single_cell, acquisition, profile)
+                output = _output(name, served, probs, ood_scores, not_single_cell, acquisition, profile)
                 set_attributes(span, {"abstentions": int(output.abstain.sum())})
             PREDICTIONS.labels(name).inc(len(matrix))
             ABSTENTIONS.labels(name).inc(int(output.abstain.sum()))

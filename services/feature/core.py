@@ -30,6 +30,7 @@ from hemascope.imaging.fingerprint import fingerprint
 from hemascope.imaging.hashing import content_hash
 from hemascope.imaging.inputcheck import InputCheck, InputKind, check_input
 from hemascope.imaging.inputs import ImageInput, check_batch
+from hemascope.imaging.memo import DecodeMemo, SeenImage
 from hemascope.imaging.preprocess import Preprocessing, get_preprocessing
 from hemascope.logs import get_logger
 from hemascope.telemetry import INPUT_CHECKS
@@ -83,10 +84,12 @@ class BackboneInfo:
 
 @dataclass
 class _Prepared:
-    """An image decoded and looked up in the cache; ``pixels`` set only on a miss."""
+    """An image decoded (or known from the decode memo) and looked up in the cache; ``pixels`` set only on
+    a miss."""
 
     image: ImageInput
-    decoded: DecodedImage
+    width: int
+    height: int
     key: CacheKey
     cached: NDArray[np.float32] | None
     inspection: Inspection
@@ -123,6 +126,9 @@ class FeatureCore:
         # Inspections by pixel hash: a repeated image (an embedding-cache hit) is not inspected again.
         self._verdicts: OrderedDict[str, Inspection] = OrderedDict()
         self._verdicts_lock = threading.Lock()
+        # Content hash and size by encoded-bytes digest: a repeated image whose embedding is cached is not
+        # decoded again (hemascope.imaging.memo).
+        self.decodes = DecodeMemo(settings.decode_memo_entries)
 
     # lifecycle -------------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -291,25 +297,57 @@ class FeatureCore:
 
     def _prepare(self, image: ImageInput, skip_cache: bool) -> _Prepared:
         info = self.info
+        memo_key = DecodeMemo.key(image.data, image.media_type) if self.decodes.entries else b""
+        known, missed = (None, False) if skip_cache else self._known(image, memo_key)
+        if known is not None:
+            return known
         decoded = decode_image(image.data, self.limits, image.media_type)
         pixel_hash = content_hash(decoded.pixels)
+        self.decodes.put(memo_key, SeenImage(pixel_hash, decoded.width, decoded.height))
         inspection = self._inspect(decoded, pixel_hash)
-        key = CacheKey(pixel_hash, self.spec.name, info.weights_hash, info.preprocessing.version)
-        cached = None if skip_cache else self.cache.get(key)
-        if cached is not None and cached.shape != (self.spec.dimension,):
-            cached = None
-        prepared = _Prepared(image, decoded, key, cached, inspection)
+        key = self._cache_key(pixel_hash)
+        cached = None if skip_cache or missed else self._cached(key)  # missed: just asked, not there
+        prepared = _Prepared(image, decoded.width, decoded.height, key, cached, inspection)
         if cached is None:
             prepared.pixels = info.preprocessing.prepare(decoded.pixels)
         return prepared
 
-    def _inspect(self, decoded: DecodedImage, pixel_hash: str) -> Inspection:
-        """The input check's verdict (None when it is off) and the acquisition fingerprint; a blank image is
-        refused here. Inspections of the last :data:`VERDICTS_KEPT` distinct images are remembered."""
+    def _known(self, image: ImageInput, memo_key: bytes) -> tuple[_Prepared | None, bool]:
+        """A cache hit answered without decoding: these bytes were decoded before (the decode memo), their
+        inspection is remembered and their embedding is cached. Else None, and whether the cache was asked
+        (and had nothing)."""
+        seen = self.decodes.get(memo_key)
+        inspection = self._remembered(seen.content_hash) if seen is not None else None
+        if seen is None or inspection is None:
+            return None, False
+        key = self._cache_key(seen.content_hash)
+        cached = self._cached(key)
+        if cached is None:
+            return None, True
+        self._judge(inspection)  # counted once, and a blank image refused, as when decoded
+        return _Prepared(image, seen.width, seen.height, key, cached, inspection), False
+
+    def _cache_key(self, pixel_hash: str) -> CacheKey:
+        info = self.info
+        return CacheKey(pixel_hash, self.spec.name, info.weights_hash, info.preprocessing.version)
+
+    def _cached(self, key: CacheKey) -> NDArray[np.float32] | None:
+        cached = self.cache.get(key)
+        if cached is not None and cached.shape != (self.spec.dimension,):
+            return None
+        return cached
+
+    def _remembered(self, pixel_hash: str) -> Inspection | None:
         with self._verdicts_lock:
             inspection = self._verdicts.get(pixel_hash)
             if inspection is not None:
                 self._verdicts.move_to_end(pixel_hash)
+            return inspection
+
+    def _inspect(self, decoded: DecodedImage, pixel_hash: str) -> Inspection:
+        """The input check's verdict (None when it is off) and the acquisition fingerprint; a blank image is
+        refused here. Inspections of the last :data:`VERDICTS_KEPT` distinct images are remembered."""
+        inspection = self._remembered(pixel_hash)
         if inspection is None:
             check = check_input(decoded.pixels) if self.settings.input_check else None
             inspection = Inspection(check, fingerprint(decoded.pixels))
@@ -317,12 +355,17 @@ class FeatureCore:
                 self._verdicts[pixel_hash] = inspection
                 while len(self._verdicts) > VERDICTS_KEPT:
                     self._verdicts.popitem(last=False)
+        self._judge(inspection)
+        return inspection
+
+    @staticmethod
+    def _judge(inspection: Inspection) -> None:
+        """Counts the input check's verdict; a blank image is refused."""
         check = inspection.check
         if check is not None:
             INPUT_CHECKS.labels(check.kind.value).inc()
             if check.kind is InputKind.BLANK:
                 raise InvalidArgument(check.reason, reason="BLANK_IMAGE", field="image.data")
-        return inspection
 
     def _finish(
         self, outcome: _Prepared | HemascopeError, deadline: float | None
@@ -353,8 +396,8 @@ class FeatureCore:
             vector=vector,
             content_hash=prepared.key.content_hash,
             cache_hit=hit,
-            width=prepared.decoded.width,
-            height=prepared.decoded.height,
+            width=prepared.width,
+            height=prepared.height,
             image_id=prepared.image.image_id,
             input_check=prepared.inspection.check,
             acquisition=prepared.inspection.acquisition,

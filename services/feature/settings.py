@@ -65,6 +65,12 @@ class FeatureSettings(ServerSettings, ImageLimitSettings, CacheSettings):
         48 * 1024 * 1024, ge=1, description="Most encoded image bytes in one EmbedBatch call."
     )
     memory_cache_entries: int = Field(10_000, ge=0, description="In-process LRU size (used without Redis).")
+    decode_memo_entries: int = Field(
+        4096,
+        ge=0,
+        description="Distinct encoded images whose content hash and size are remembered (about 200 bytes "
+        "each), so a repeat whose embedding is cached is answered without decoding it again; 0 = off.",
+    )
     input_check: bool = Field(
         True,
         description="Check that each image is one white cell centred in the frame (hemascope.imaging."
