@@ -18,8 +18,9 @@ Never image bytes, never the caller's image id (which may be a patient identifie
 has no field for them, options go through :func:`sanitize_options`, and ``content_hash`` must be a hex
 SHA-256.
 
-Formats: version 2 lines add ``peer`` (the caller's address, e.g. ``ipv4:10.0.0.7:51234``); version 1 lines
-(without it) still verify, and a log may hold both.
+Formats: version 2 lines add ``peer`` (the caller's address, e.g. ``ipv4:10.0.0.7:51234``); version 3 lines
+add ``trace_id`` (the call's OpenTelemetry trace id, 32 hex digits, or empty when tracing is off: see
+:mod:`hemascope.tracing`). Version 1 and 2 lines still verify, and a log may hold every version.
 
 A failed write (disk full, I/O error) refuses that request (Unavailable) and cuts the file back to its last
 complete line, so the chain stays intact; the next append tries again (see :class:`gateway.audit_trail.
@@ -52,8 +53,8 @@ from google.protobuf.message import Message
 
 from hemascope.errors import ConfigurationError, InvalidArgument, Unavailable
 
-FORMAT_VERSION = 2
-_V1 = 1
+FORMAT_VERSION = 3
+_V1, _V2 = 1, 2
 GENESIS_HASH = "0" * 64
 ALG_SHA256 = "sha256"
 ALG_HMAC = "hmac-sha256"
@@ -65,7 +66,12 @@ _V1_FIELDS = frozenset(
     {"v", "seq", "time", "alg", "prev_hash", "hash", "caller_id", "content_hash", "options"}
     | {"model_versions", "outcome", "parts", "latency_ms", "rpc"}
 )
-_ENTRY_FIELDS = {_V1: _V1_FIELDS, FORMAT_VERSION: _V1_FIELDS | {"peer"}}
+_ENTRY_FIELDS = {
+    _V1: _V1_FIELDS,
+    _V2: _V1_FIELDS | {"peer"},
+    FORMAT_VERSION: _V1_FIELDS | {"peer", "trace_id"},
+}
+_TRACE_ID = re.compile(r"^([0-9a-f]{32})?$")
 MAX_PEER_CHARS = 128
 
 
@@ -86,6 +92,8 @@ class AuditRecord:
     rpc: str
     peer: str = ""
     """The caller's network address as gRPC gives it (``ipv4:host:port``); empty when unknown."""
+    trace_id: str = ""
+    """The call's trace id (32 hex digits, :func:`hemascope.tracing.current_trace_id`); empty untraced."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,8 @@ def read_key_file(path: Path) -> bytes:
 def _entry(record: AuditRecord, seq: int, prev_hash: str, key: bytes | None) -> dict[str, Any]:
     if not (record.content_hash == "" or _HEX64.fullmatch(record.content_hash)):
         raise InvalidArgument("audit content_hash must be a hex SHA-256 (or empty)", field="content_hash")
+    if not _TRACE_ID.fullmatch(record.trace_id):
+        raise InvalidArgument("audit trace_id must be 32 hex digits (or empty)", field="trace_id")
     if not math.isfinite(record.latency_ms):
         raise InvalidArgument("audit latency_ms must be finite", field="latency_ms")
     entry: dict[str, Any] = asdict(record)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
 from typing import TypeVar
 
 import grpc
@@ -44,6 +45,7 @@ from hemascope.imaging import ImageLimits, content_hash, decode_image
 from hemascope.imaging.inputs import ImageInput
 from hemascope.imaging.memo import DecodeMemo, SeenImage
 from hemascope.logs import get_logger
+from hemascope.tracing import OFF, Tracing, in_context, set_attributes, step
 from hemascope.v1 import classifier_pb2, common_pb2, detector_pb2, explain_pb2, feature_pb2
 
 log = get_logger(__name__)
@@ -55,9 +57,15 @@ _RESULT_SLACK_S = 1.0  # beyond the deadline, how long to wait for a part's thre
 class GatewayCore:
     """Orchestrates the downstream services; thread-safe; one per gateway process."""
 
-    def __init__(self, settings: GatewaySettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        clock: Callable[[], float] = time.monotonic,
+        tracing: Tracing = OFF,
+    ) -> None:
         self.settings = settings
         self._clock = clock
+        self._tracing = tracing
         self._executor = ThreadPoolExecutor(settings.part_workers, thread_name_prefix="gateway-part")
         self._downstreams: Downstreams | None = None
         self._caps: CapabilitiesCache | None = None
@@ -69,7 +77,7 @@ class GatewayCore:
     def load(self) -> None:
         """Opens the channels and asks every service what it serves. A service that is down is logged,
         not fatal: the gateway serves partial results. Bad TLS files raise ConfigurationError."""
-        self._downstreams = open_downstreams(self.settings, self._clock)
+        self._downstreams = open_downstreams(self.settings, self._clock, self._tracing)
         self._caps = CapabilitiesCache(self._downstreams, self.settings, self._executor, self._clock)
         caps = self._caps.get(force=True)
         for state in caps.services:
@@ -97,6 +105,14 @@ class GatewayCore:
 
     def analyze(self, image: ImageInput, options: AnalyzeOptions, deadline_s: float | None) -> AnalysisReport:
         """Analyses one image within ``deadline_s`` seconds (None: downstream_timeout_s per call)."""
+        with step(self._tracing.tracer, "gateway.analyze") as span:
+            report = self._analyze(image, options, deadline_s)
+            set_attributes(span, {"parts": [f"{p.part}:{p.code.name}" for p in report.parts]})
+            return report
+
+    def _analyze(
+        self, image: ImageInput, options: AnalyzeOptions, deadline_s: float | None
+    ) -> AnalysisReport:
         started = time.perf_counter()
         deadline = Deadline.after(self._budget(deadline_s), self._clock)
         downstreams = self.downstreams
@@ -107,8 +123,8 @@ class GatewayCore:
         proto_image = common_pb2.Image(data=image.data, media_type=image.media_type)
         pending: dict[str, Future[tuple[PartStatus, object, HemascopeError | None]]] = {}
         if options.detect:
-            pending["detection"] = self._executor.submit(
-                self._part, "detection", lambda: self._detect(downstreams, proto_image, options, deadline)
+            pending["detection"] = self._submit(
+                "detection", lambda: self._detect(downstreams, proto_image, options, deadline)
             )
         outcomes: dict[str, tuple[PartStatus, object, HemascopeError | None]] = {}
         if not options.skip_classification:
@@ -119,8 +135,7 @@ class GatewayCore:
             if isinstance(embedded, feature_pb2.EmbedResponse):
                 vector = embedded.embedding
                 if options.explain:
-                    pending["explanation"] = self._executor.submit(
-                        self._part,
+                    pending["explanation"] = self._submit(
                         "explanation",
                         lambda: self._explain(downstreams, proto_image, vector, options, deadline),
                     )
@@ -204,12 +219,20 @@ class GatewayCore:
 
     # ---------------------------------------------------------------- parts
 
+    def _submit(
+        self, part: str, run: Callable[[], T]
+    ) -> Future[tuple[PartStatus, T | None, HemascopeError | None]]:
+        """Runs the part on the executor, in this thread's trace (its span is the part span's parent)."""
+        return self._executor.submit(in_context(partial(self._part, part, run)))
+
     def _part(self, part: str, run: Callable[[], T]) -> tuple[PartStatus, T | None, HemascopeError | None]:
+        """Runs one part in its own span (``hemascope.status_code`` its outcome); never raises."""
         started = time.perf_counter()
         result: T | None = None
         error: HemascopeError | None = None
         try:
-            result = run()
+            with step(self._tracing.tracer, part, part=part):
+                result = run()
         except HemascopeError as exc:
             error = exc
         except Exception:

@@ -12,7 +12,9 @@ adapters: they translate protobuf and call this class; :mod:`gateway.interceptor
   batches run with bounded parallelism, stopped at the first failure (:meth:`DataPlane.analyze_batch`);
 * **audit**: one record per analysed image (Analyze, each AnalyzeStream request, each KServe batch
   element), one per other call (written by the interceptor), one per refused call;
-* **deadlines**: the caller's deadline is passed to the core, which bounds every downstream call.
+* **deadlines**: the caller's deadline is passed to the core, which bounds every downstream call;
+* **tracing**: an audit record names the call's trace (``trace_id``; empty when tracing is off), and a
+  batch's images run in the call's trace.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from hemascope.errors import HemascopeError, ResourceExhausted, Unauthenticated
 from hemascope.imaging.inputs import ImageInput
 from hemascope.logs import get_logger
 from hemascope.site.drift import DriftRule
+from hemascope.tracing import current_trace_id, in_context
 
 log = get_logger(__name__)
 
@@ -156,6 +159,7 @@ class DataPlane:
             latency_ms=(self._clock() - started) * 1000,
             rpc=rpc,
             peer=caller.peer,
+            trace_id=current_trace_id(),
         )
         self.audit.write(record)
 
@@ -238,8 +242,12 @@ class DataPlane:
             if index is not None:
                 image = images[index]
                 pending[
-                    self._runner.submit(
-                        lambda: self.analyze(caller, rpc, lambda: (image, options), deadline_s, options_view)
+                    self._runner.submit(  # in the call's trace: each image's spans and audit record
+                        in_context(
+                            lambda: self.analyze(
+                                caller, rpc, lambda: (image, options), deadline_s, options_view
+                            )
+                        )
                     )
                 ] = index
 

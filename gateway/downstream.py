@@ -26,6 +26,7 @@ from gateway.breaker import CircuitBreaker
 from gateway.settings import GatewaySettings
 from gateway.tls import channel_credentials
 from hemascope import errors
+from hemascope.tracing import OFF, Tracing
 from hemascope.v1 import (
     classifier_pb2_grpc,
     common_pb2,
@@ -269,8 +270,12 @@ class Downstreams:
             service.close()
 
 
-def open_downstreams(settings: GatewaySettings, clock: Callable[[], float] = time.monotonic) -> Downstreams:
+def open_downstreams(
+    settings: GatewaySettings, clock: Callable[[], float] = time.monotonic, tracing: Tracing = OFF
+) -> Downstreams:
     """Channels (TLS when the settings name downstream certificates) and breakers for every service.
+
+    With ``tracing`` on, each call gets a client span and carries the trace context to the service.
 
     Channels connect lazily, so this never fails because a service is down. A service whose address is
     empty is absent (see :class:`Downstream`).
@@ -297,6 +302,8 @@ def open_downstreams(settings: GatewaySettings, clock: Callable[[], float] = tim
             channel = grpc.secure_channel(address, credentials, options=options)
         else:
             channel = grpc.insecure_channel(address, options=options)
+        if channel is not None:
+            channel = tracing.intercept_channel(channel)
         breaker = CircuitBreaker(
             name, settings.breaker_failures, settings.breaker_reset_s, clock, metrics.breaker_changed
         )

@@ -29,6 +29,7 @@ from gateway.tls import server_credentials
 from hemascope.logs import get_logger
 from hemascope.server import ManagedServer, ServiceBinding, build_server
 from hemascope.site.drift import DriftRule
+from hemascope.tracing import setup_tracing
 from hemascope.v1 import analysis_pb2, analysis_pb2_grpc
 
 log = get_logger(__name__)
@@ -58,7 +59,8 @@ def create_server(settings: GatewaySettings) -> tuple[ManagedServer, int]:
     credentials = server_credentials(settings)
     audit = _audit_trail(settings)
 
-    core = GatewayCore(settings)
+    tracing = setup_tracing(settings.tracing_config("gateway"))
+    core = GatewayCore(settings, tracing=tracing)
     stream_executor = ThreadPoolExecutor(settings.stream_workers, thread_name_prefix="gateway-stream")
     batch_executor = ThreadPoolExecutor(settings.batch_capacity, thread_name_prefix="gateway-batch")
     plane = DataPlane(
@@ -104,6 +106,7 @@ def create_server(settings: GatewaySettings) -> tuple[ManagedServer, int]:
         on_stop,
         interceptors=[GatewayInterceptor(plane)],
         credentials=credentials,
+        tracing=tracing,
     )
     if audit is not None:
         audit.set_on_change(lambda up: server.set_fault(AUDIT_FAULT, not up))

@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
 
 from gateway import metrics
 from hemascope.logs import get_logger
+from hemascope.tracing import in_context
 
 log = get_logger(__name__)
 Req = TypeVar("Req")
@@ -105,7 +107,8 @@ class _Run(Generic[Req, Resp]):
                     raise self.p._idle_error() from None
 
     def responses(self) -> Iterator[Resp]:
-        reader = threading.Thread(target=self._read, name="stream-reader", daemon=True)
+        # the reader and the workers continue the call's trace (its span is current here)
+        reader = threading.Thread(target=in_context(self._read), name="stream-reader", daemon=True)
         reader.start()
         sent, total = 0, None
         try:
@@ -155,7 +158,7 @@ class _Run(Generic[Req, Resp]):
             self.answers.put(_Answer(self.p._duplicate(request), None))
             return
         metrics.STREAM_IN_FLIGHT.inc()
-        self.p._executor.submit(self._work, request, key)
+        self.p._executor.submit(in_context(partial(self._work, request, key)))
 
     def _work(self, request: Req, key: str) -> None:
         try:

@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 from hemascope.errors import HemascopeError
 from hemascope.logs import get_logger
 from hemascope.telemetry import RPC_IN_FLIGHT, RPC_LATENCY, RPC_REQUESTS
+from hemascope.tracing import record_call_status
 from hemascope.v1 import common_pb2
 
 log = get_logger(__name__)
@@ -58,6 +59,7 @@ def _status_for(error: HemascopeError) -> grpc.Status:
 def abort_with(context: grpc.ServicerContext, error: HemascopeError) -> None:
     """Ends the call with ``error``'s status, message and ErrorDetail (raises); for interceptors that
     refuse a call before the kernel's ServiceInterceptor runs."""
+    record_call_status(error.code, error.reason)
     context.abort_with_status(_status_for(error))
 
 
@@ -94,6 +96,7 @@ def _handle(exc: Exception, context: grpc.ServicerContext, method: str) -> None:
     """Turns ``exc`` into an aborted call. Always raises (context.abort raises)."""
     if isinstance(exc, HemascopeError):
         log.info("rpc_error", method=method, code=exc.code.name, reason=exc.reason)
+        record_call_status(exc.code, exc.reason)
         context.abort_with_status(_status_for(exc))
     code = _status_code(context)
     if code is not None and code != grpc.StatusCode.OK:

@@ -2,6 +2,9 @@
 
 Log records carry event names and small scalar fields only. Never pass image bytes, caller-supplied image
 ids or anything that could identify a patient: log the content hash prefix instead.
+
+A record made inside a recorded trace (:mod:`hemascope.tracing`) carries its ``trace_id`` and ``span_id``,
+so the logs of one request can be found from its trace and the other way round.
 """
 
 from __future__ import annotations
@@ -10,6 +13,17 @@ import logging
 import sys
 
 import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, WrappedLogger
+
+
+def add_trace_context(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """Adds ``trace_id`` and ``span_id`` (hex) of the current span, when there is a recorded one."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
@@ -19,6 +33,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

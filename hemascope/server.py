@@ -26,6 +26,7 @@ from hemascope.logs import get_logger
 from hemascope.settings import ServerSettings
 from hemascope.telemetry import MetricsEndpoint, start_metrics_endpoint
 from hemascope.tls import server_credentials
+from hemascope.tracing import Tracing, setup_tracing
 
 log = get_logger(__name__)
 
@@ -48,6 +49,8 @@ class ManagedServer:
     service_names: Sequence[str]
     metrics: MetricsEndpoint | None = None
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    tracing: Tracing = field(default_factory=Tracing)
+    """The server's tracing (off unless ``tracing_endpoint`` is set); shut down after ``on_stop``."""
     _ready: threading.Event = field(default_factory=threading.Event)
     _done: threading.Event = field(default_factory=threading.Event)
     _load_error: BaseException | None = None
@@ -125,6 +128,7 @@ class ManagedServer:
         self.server.stop(grace).wait()
         for callback in self.on_stop:
             callback()
+        self.tracing.shutdown()
         if self.metrics is not None:
             self.metrics.close()
         log.info("stopped", port=self.port)
@@ -167,6 +171,7 @@ def build_server(
     interceptors: Sequence[grpc.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
     admin_methods: Collection[str] = (),
+    tracing: Tracing | None = None,
 ) -> tuple[ManagedServer, int]:
     """Creates, binds and starts a server for ``bindings``; returns it with the bound port.
 
@@ -174,7 +179,9 @@ def build_server(
     TLS (``add_secure_port``) with ``credentials``, or else with the settings' own TLS files
     (:func:`hemascope.tls.server_credentials`: mutual TLS when ``tls_client_ca_file`` is set), and plaintext
     without either. ``admin_methods`` (full method names) answer only the settings' ``admin_subjects``
-    (:mod:`hemascope.admin`).
+    (:mod:`hemascope.admin`). ``tracing`` (the one the core's spans use; else one made from the settings)
+    adds its server span per call outside every other interceptor, so audit records and logs of a call
+    carry its trace id.
     """
     env_prefix = str(settings.model_config.get("env_prefix", "HEMASCOPE_"))
     if credentials is None:
@@ -184,6 +191,10 @@ def build_server(
     if admin_methods:
         admin = AdminInterceptor(admin_methods, settings.admin_subjects, env_prefix)
         interceptors = [admin, *interceptors]
+    if tracing is None:
+        service = env_prefix.removeprefix("HEMASCOPE_").rstrip("_").lower() or "hemascope"
+        tracing = setup_tracing(settings.tracing_config(service))
+    interceptors = [*tracing.server_interceptors(), *interceptors]
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -215,6 +226,7 @@ def build_server(
     except RuntimeError:
         port = 0
     if port == 0:
+        tracing.shutdown()
         raise ConfigurationError(
             f"cannot listen on {address}: the port is in use (or the address is not this machine's); "
             "choose another with --port (0: any free port)",
@@ -224,8 +236,9 @@ def build_server(
         metrics = _metrics_endpoint(settings.host, settings.metrics_port)
     except ConfigurationError:
         server.stop(None)
+        tracing.shutdown()
         raise
-    managed = ManagedServer(server, port, health_servicer, names, metrics, list(on_stop))
+    managed = ManagedServer(server, port, health_servicer, names, metrics, list(on_stop), tracing)
     managed._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     server.start()
     managed.start_loading(load)

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hemascope.errors import ConfigurationError
+from hemascope.tracing import TracingConfig
 
 
 class ServerSettings(BaseSettings):
@@ -52,6 +53,28 @@ class ServerSettings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="Structured JSON logs (False: human-readable console lines).")
+    tracing_endpoint: str | None = Field(
+        None,
+        description="OTLP/gRPC collector to export trace spans to (e.g. http://otel-collector:4317; https:// "
+        "for TLS). Unset: tracing is off (no spans, no exporter).",
+    )
+    tracing_service_name: str | None = Field(
+        None,
+        description="service.name of this process's spans; unset: the service's own name (e.g. feature).",
+    )
+    tracing_sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces recorded (0..1); a call arriving in a trace follows its caller's "
+        "decision, so a trace is recorded whole or not at all.",
+    )
+
+    def tracing_config(self, service: str) -> TracingConfig:
+        """What :func:`hemascope.tracing.setup_tracing` needs, ``service`` naming the spans by default."""
+        return TracingConfig(
+            self.tracing_endpoint or None, self.tracing_service_name or service, self.tracing_sample_ratio
+        )
 
 
 class ImageLimitSettings(BaseSettings):

@@ -144,6 +144,18 @@ from hemascope.commands.addresses import GATEWAY_PORT, address_callback
     default=None,
     help="Gateway: secret (>= 32 bytes) that makes the audit chain an HMAC chain. Needs --audit-log.",
 )
+@click.option(
+    "--tracing-endpoint",
+    default=None,
+    help="Every process exports trace spans over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); "
+    "unset: tracing off.",
+)
+@click.option(
+    "--tracing-sample-ratio",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Share of requests traced (default 1.0); the services follow the gateway's decision.",
+)
 @click.option("--grace", default=15.0, show_default=True, help="Seconds each process gets to stop.")
 @click.option("--max-restarts", default=5, show_default=True, help="Restarts per process in 5 minutes.")
 @click.option(
@@ -178,6 +190,8 @@ def up_command(
     tls_dir: Path | None,
     audit_log: Path | None,
     audit_key_file: Path | None,
+    tracing_endpoint: str | None,
+    tracing_sample_ratio: float | None,
     grace: float,
     max_restarts: int,
     restart_backoff: float,
@@ -255,6 +269,8 @@ def up_command(
         console="console" not in without,
         console_users_file=console_users_file,
         console_database_url=console_database_url,
+        tracing_endpoint=tracing_endpoint or None,
+        tracing_sample_ratio=tracing_sample_ratio,
     )
     config = SupervisorConfig(grace_s=grace, max_restarts=max_restarts, backoff_initial_s=restart_backoff)
     with temporary_cache_key(plan) as keyed:

@@ -85,6 +85,8 @@ class StackPlan:
     """Start the research console (HTTP) in front of the gateway."""
     console_users_file: Path | None = None
     console_database_url: str | None = None
+    tracing_endpoint: str | None = None
+    tracing_sample_ratio: float | None = None
 
 
 @contextmanager
@@ -188,11 +190,16 @@ def _serve_argv(name: str, plan: StackPlan) -> list[str]:
 
 
 def _env(name: str, plan: StackPlan, environ: Mapping[str, str]) -> dict[str, str]:
-    """Console logs at the plan's level, unless the operator set them for that service; the Redis password
-    and cache key for the services that cache; mutual TLS when the plan has it."""
+    """Console logs at the plan's level and the plan's tracing, unless the operator set them for that
+    service; the Redis password and cache key for the services that cache; mutual TLS when the plan has it."""
     prefix = f"HEMASCOPE_{name.upper()}_"
     env: dict[str, str] = {}
-    for key, value in (("LOG_JSON", "false"), ("LOG_LEVEL", plan.child_log_level)):
+    defaults = [("LOG_JSON", "false"), ("LOG_LEVEL", plan.child_log_level)]
+    if plan.tracing_endpoint:
+        defaults.append(("TRACING_ENDPOINT", plan.tracing_endpoint))
+    if plan.tracing_sample_ratio is not None:
+        defaults.append(("TRACING_SAMPLE_RATIO", str(plan.tracing_sample_ratio)))
+    for key, value in defaults:
         if prefix + key not in environ:
             env[prefix + key] = value
     if name in REDIS_SERVICES and plan.redis_url:

@@ -16,11 +16,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 from numpy.typing import NDArray
+from opentelemetry import trace
 
 from hemascope.bundle import BundleError, LoadedBundle, Manifest, OodModel, load_bundle
 from hemascope.errors import HemascopeError, InvalidArgument, Unavailable
 from hemascope.logs import get_logger
 from hemascope.site.profile import SiteProfile
+from hemascope.tracing import set_attributes, step
 from services.classifier.acquisition import Acquisition
 from services.classifier.inputs import EmbeddingInput, embedding_matrix, select_models
 from services.classifier.metrics import (
@@ -207,8 +209,9 @@ def _output(
 class ClassifierCore:
     """Serves the models of one bundle and swaps in new bundles atomically."""
 
-    def __init__(self, settings: ClassifierSettings) -> None:
+    def __init__(self, settings: ClassifierSettings, tracer: trace.Tracer | None = None) -> None:
         self.settings = settings
+        self._tracer = tracer or trace.NoOpTracer()
         self._served: ServedBundle | None = None
         self._reload_lock = threading.Lock()
         self._last_error = ""
@@ -319,6 +322,24 @@ class ClassifierCore:
         when ``site_profile`` names one, that site's profile applied (:mod:`hemascope.site.profile`)."""
         served = self.served  # one snapshot for the whole call
         manifest = served.manifest
+        with step(
+            self._tracer,
+            "classifier.classify",
+            bundle_version=manifest.bundle_version,
+            backbone=manifest.backbone,
+            items=len(embeddings),
+            site_profile=site_profile or None,
+        ):
+            return self._classify(served, embeddings, models, site_profile)
+
+    def _classify(
+        self,
+        served: ServedBundle,
+        embeddings: Sequence[EmbeddingInput],
+        models: Sequence[str],
+        site_profile: str,
+    ) -> Classification:
+        manifest = served.manifest
         profile = served.profiles.get(site_profile)
         names = select_models(manifest, models)
         matrix = embedding_matrix(
@@ -335,13 +356,21 @@ class ClassifierCore:
         ood_scores = _OodScores(served, profile, scaled)
         outputs = []
         for name in names:
-            started = time.perf_counter()
-            if profile is None:
-                probs = served.bundle.models[name].proba(scaled)
-            else:
-                _, probs = profile.proba(served.bundle, name, scaled)
-            MODEL_SECONDS.labels(name).observe(time.perf_counter() - started)
-            output = _output(name, served, probs, ood_scores, not_single_cell, acquisition, profile)
+            with step(
+                self._tracer,
+                "classifier.model",
+                model=name,
+                model_version=served.bundle.models[name].entry.version,
+                backbone=manifest.backbone,
+            ) as span:
+                started = time.perf_counter()
+                if profile is None:
+                    probs = served.bundle.models[name].proba(scaled)
+                else:
+                    _, probs = profile.proba(served.bundle, name, scaled)
+                MODEL_SECONDS.labels(name).observe(time.perf_counter() - started)
+                output = _output(name, served, probs, ood_scores, not_single_cell, acquisition, profile)
+                set_attributes(span, {"abstentions": int(output.abstain.sum())})
             PREDICTIONS.labels(name).inc(len(matrix))
             ABSTENTIONS.labels(name).inc(int(output.abstain.sum()))
             OUT_OF_DISTRIBUTION.labels(name).inc(int(output.out_of_distribution.sum()))

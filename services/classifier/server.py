@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from hemascope.server import ManagedServer, ServiceBinding, build_server
+from hemascope.tracing import setup_tracing
 from hemascope.v1 import classifier_pb2, classifier_pb2_grpc
 from services.classifier.core import ClassifierCore
 from services.classifier.servicer import ClassifierServicer
@@ -21,7 +22,8 @@ def create_server(settings: ClassifierSettings) -> tuple[ManagedServer, int]:
     ``server.wait_ready()`` blocks until the bundle is loaded and raises its ``BundleError`` if it failed
     (no bundle configured, missing, tampered, truncated or holding disallowed types).
     """
-    core = ClassifierCore(settings)
+    tracing = setup_tracing(settings.tracing_config("classifier"))
+    core = ClassifierCore(settings, tracer=tracing.tracer)
     servicer = ClassifierServicer(core)
 
     def register(server: grpc.Server) -> None:
@@ -33,4 +35,5 @@ def create_server(settings: ClassifierSettings) -> tuple[ManagedServer, int]:
         core.load,
         on_stop=[core.close],
         admin_methods=ADMIN_METHODS,
+        tracing=tracing,
     )

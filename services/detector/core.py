@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from opentelemetry import trace
 
 from hemascope.batching import MicroBatcher
 from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, Unavailable
@@ -25,6 +26,7 @@ from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.hashing import content_hash
 from hemascope.imaging.inputs import ImageInput, check_batch
 from hemascope.logs import get_logger
+from hemascope.tracing import set_attributes, step
 from services.detector.metrics import DETECTIONS, IN_FLIGHT, QUEUE_NAME
 from services.detector.postprocess import Detection, postprocess
 from services.detector.preprocess import Letterbox, letterbox
@@ -106,8 +108,9 @@ def _bad_option(name: str, text: str) -> InvalidArgument:
 class DetectorCore:
     """Loads the detector's ONNX export and finds cells in images with it."""
 
-    def __init__(self, settings: DetectorSettings) -> None:
+    def __init__(self, settings: DetectorSettings, tracer: trace.Tracer | None = None) -> None:
         self.settings = settings
+        self._tracer = tracer or trace.NoOpTracer()
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         self._info: ModelInfo | None = None
         self._model: OnnxDetector | None = None
@@ -164,12 +167,15 @@ class DetectorCore:
         self, image: ImageInput, options: DetectOptions = DetectOptions(), *, timeout: float | None = None
     ) -> DetectResult:
         """Detects the cells of one image; ``timeout`` is the caller's remaining deadline in seconds."""
-        with IN_FLIGHT.track_inprogress():
+        with IN_FLIGHT.track_inprogress(), step(self._tracer, "detector.detect") as span:
             thresholds = self.thresholds(options)
             batcher = self._batcher_or_raise()
+            set_attributes(span, {"model": self.info.name, "model_version": self.info.version})
             prepared, tensor = self._prepare(image)
             raw = batcher.submit(tensor, timeout)
-            return self._result(prepared, raw, thresholds)
+            result = self._result(prepared, raw, thresholds)
+            set_attributes(span, {"boxes": len(result.boxes)})
+            return result
 
     def detect_many(
         self,
@@ -179,7 +185,10 @@ class DetectorCore:
         timeout: float | None = None,
     ) -> list[DetectResult | HemascopeError]:
         """Detects the cells of each image; each gets a result or its own error, in order."""
-        with IN_FLIGHT.track_inprogress():
+        with (
+            IN_FLIGHT.track_inprogress(),
+            step(self._tracer, "detector.detect_batch", items=len(images)),
+        ):
             thresholds = self.thresholds(options)
             self.check_batch(images)
             deadline = None if timeout is None else time.monotonic() + timeout

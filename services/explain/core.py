@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from opentelemetry import trace
 from PIL import Image
 
 from hemascope.bundle import BundleError, LoadedBundle, load_bundle
@@ -41,6 +42,7 @@ from hemascope.imaging.hashing import content_hash
 from hemascope.imaging.inputs import ImageInput
 from hemascope.imaging.preprocess import Preprocessing, preprocessing_for_version
 from hemascope.logs import get_logger
+from hemascope.tracing import set_attributes, step
 from services.classifier.inputs import EmbeddingInput, embedding_matrix
 from services.explain.admission import Admission
 from services.explain.cache import Box, CachedHeat, ExplainCache, ExplainKey, build_explain_cache
@@ -151,8 +153,11 @@ def scale_box(box: Box | None, scale: float) -> Box | None:
 class ExplainCore:
     """Explains the models of one bundle on the backbone it was trained on."""
 
-    def __init__(self, settings: ExplainSettings, cache: ExplainCache | None = None) -> None:
+    def __init__(
+        self, settings: ExplainSettings, cache: ExplainCache | None = None, tracer: trace.Tracer | None = None
+    ) -> None:
         self.settings = settings
+        self._tracer = tracer or trace.NoOpTracer()
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         self.admission = Admission(settings.max_concurrent, settings.max_queue)
         self.large_images = Admission(
@@ -255,9 +260,29 @@ class ExplainCore:
     ) -> Explanation:
         """Explains ``model``'s decision for ``target_class`` (default: its predicted class) on ``image``;
         the overlay is drawn in style ``overlay`` (see :mod:`services.explain.overlay`; empty: focus)."""
+        with step(self._tracer, "explain.explain", model=model, from_embedding=embedding is not None) as span:
+            loaded = self.loaded
+            chosen = loaded.explainer.check(model, method or None)
+            set_attributes(span, {"method": chosen, "backbone": loaded.bundle.manifest.backbone})
+            result = self._explain(
+                loaded, chosen, image, model, target_class, embedding, skip_cache, timeout, overlay
+            )
+            set_attributes(span, {"cache_hit": result.cache_hit, "class": result.class_name})
+            return result
+
+    def _explain(
+        self,
+        loaded: Loaded,
+        chosen: str,
+        image: ImageInput,
+        model: str,
+        target_class: str,
+        embedding: EmbeddingInput | None,
+        skip_cache: bool,
+        timeout: float | None,
+        overlay: str,
+    ) -> Explanation:
         started = time.perf_counter()
-        loaded = self.loaded
-        chosen = loaded.explainer.check(model, method or None)
         style = check_style(overlay)
         class_index = self._class_index(loaded, target_class)
         given = self._embedding_probabilities(loaded, model, embedding)

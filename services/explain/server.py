@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from hemascope.server import ManagedServer, ServiceBinding, build_server
+from hemascope.tracing import setup_tracing
 from hemascope.v1 import explain_pb2, explain_pb2_grpc
 from services.explain.cache import ExplainCache
 from services.explain.core import ExplainCore
@@ -22,10 +23,13 @@ def create_server(
     ``server.wait_ready()`` blocks until they are loaded and raises the load error if loading failed (no
     bundle, a bad bundle, or backbone weights other than the bundle's).
     """
-    core = ExplainCore(settings, cache=cache)
+    tracing = setup_tracing(settings.tracing_config("explain"))
+    core = ExplainCore(settings, cache=cache, tracer=tracing.tracer)
     servicer = ExplainServicer(core)
 
     def register(server: grpc.Server) -> None:
         explain_pb2_grpc.add_ExplainServiceServicer_to_server(servicer, server)
 
-    return build_server(settings, [ServiceBinding(SERVICE_NAME, register)], core.load, on_stop=[core.close])
+    return build_server(
+        settings, [ServiceBinding(SERVICE_NAME, register)], core.load, on_stop=[core.close], tracing=tracing
+    )

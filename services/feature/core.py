@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
+from opentelemetry import trace
 
 from hemascope.batching import MicroBatcher
 from hemascope.cache import CacheKey, EmbeddingCache, build_cache
@@ -33,6 +34,7 @@ from hemascope.imaging.memo import DecodeMemo, SeenImage
 from hemascope.imaging.preprocess import Preprocessing, get_preprocessing
 from hemascope.logs import get_logger
 from hemascope.telemetry import INPUT_CHECKS
+from hemascope.tracing import set_attributes, step
 from services.feature.backbones import BackboneSpec, check_graph_compatible, get_spec, weights_file
 from services.feature.onnx_export import ensure_onnx
 from services.feature.runtime import OnnxEmbedder
@@ -98,8 +100,14 @@ class _Prepared:
 class FeatureCore:
     """Loads one backbone's ONNX export and embeds images with it."""
 
-    def __init__(self, settings: FeatureSettings, cache: EmbeddingCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: FeatureSettings,
+        cache: EmbeddingCache | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         self.settings = settings
+        self._tracer = tracer or trace.NoOpTracer()
         self.spec = get_spec(settings.backbone)
         self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         self.cache = cache or build_cache(
@@ -196,26 +204,34 @@ class FeatureCore:
         self, image: ImageInput, *, skip_cache: bool = False, timeout: float | None = None
     ) -> EmbedResult:
         """Embeds one image; ``timeout`` is the caller's remaining deadline in seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        outcome = self._wait_prepared(self._start(image, skip_cache, deadline), deadline)
-        if isinstance(outcome, HemascopeError):
-            raise outcome
-        result = self._finish(outcome, deadline)
-        if isinstance(result, HemascopeError):
-            raise result
-        return result
+        with step(self._tracer, "feature.embed", backbone=self.spec.name) as span:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            outcome = self._wait_prepared(self._start(image, skip_cache, deadline), deadline)
+            if isinstance(outcome, HemascopeError):
+                raise outcome
+            result = self._finish(outcome, deadline)
+            if isinstance(result, HemascopeError):
+                raise result
+            set_attributes(span, {"cache_hit": result.cache_hit})
+            return result
 
     def embed_many(
         self, images: Sequence[ImageInput], *, skip_cache: bool = False, timeout: float | None = None
     ) -> list[EmbedResult | HemascopeError]:
         """Embeds a batch; each item gets a result or its own error, in order."""
-        self.check_batch(images)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._batcher_or_raise()
-        # Every image is started before any is awaited: with the pool they are prepared in parallel.
-        started = [self._start(image, skip_cache, deadline) for image in images]
-        outcomes = [self._wait_prepared(item, deadline) for item in started]
-        return [self._finish(outcome, deadline) for outcome in outcomes]
+        with step(self._tracer, "feature.embed_batch", backbone=self.spec.name, items=len(images)) as span:
+            self.check_batch(images)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._batcher_or_raise()
+            # Every image is started before any is awaited: with the pool they are prepared in parallel.
+            started = [self._start(image, skip_cache, deadline) for image in images]
+            outcomes = [self._wait_prepared(item, deadline) for item in started]
+            results = [self._finish(outcome, deadline) for outcome in outcomes]
+            hits = sum(1 for r in results if isinstance(r, EmbedResult) and r.cache_hit)
+            set_attributes(
+                span, {"cache_hits": hits, "failed": sum(isinstance(r, HemascopeError) for r in results)}
+            )
+            return results
 
     def embed_direct(self, images: Sequence[ImageInput]) -> list[EmbedResult | HemascopeError]:
         """Embeds ``images`` in one session run on the calling thread, past the cache and the micro-batcher.

@@ -6,6 +6,7 @@ import grpc
 
 from hemascope.cache import EmbeddingCache
 from hemascope.server import ManagedServer, ServiceBinding, build_server
+from hemascope.tracing import setup_tracing
 from hemascope.v1 import feature_pb2, feature_pb2_grpc
 from services.feature.core import FeatureCore
 from services.feature.servicer import FeatureServicer
@@ -21,10 +22,13 @@ def create_server(
 
     ``server.wait_ready()`` blocks until the backbone is loaded and raises the load error if it failed.
     """
-    core = FeatureCore(settings, cache=cache)
+    tracing = setup_tracing(settings.tracing_config("feature"))
+    core = FeatureCore(settings, cache=cache, tracer=tracing.tracer)
     servicer = FeatureServicer(core)
 
     def register(server: grpc.Server) -> None:
         feature_pb2_grpc.add_FeatureServiceServicer_to_server(servicer, server)
 
-    return build_server(settings, [ServiceBinding(SERVICE_NAME, register)], core.load, on_stop=[core.close])
+    return build_server(
+        settings, [ServiceBinding(SERVICE_NAME, register)], core.load, on_stop=[core.close], tracing=tracing
+    )

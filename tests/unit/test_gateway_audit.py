@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,82 @@ def test_cli_verify_with_key_and_anchor(tmp_path: Path) -> None:
     assert runner.invoke(main, args).exit_code == 0
     assert runner.invoke(main, ["audit", "verify", str(path)]).exit_code == 1
     assert runner.invoke(main, ["audit", "verify", str(tmp_path / "absent.jsonl")]).exit_code == 1
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+
+
+def _old_line(n: int, version: int, prev_hash: str) -> tuple[str, str]:
+    """A line as format ``version`` wrote it (v1: no peer; v2: a peer, no trace id), and its hash."""
+    entry: dict[str, Any] = {
+        "v": version,
+        "seq": n,
+        "time": "2026-01-01T00:00:00.000000+00:00",
+        "alg": "sha256",
+        "prev_hash": prev_hash,
+        "caller_id": "lis-north",
+        "content_hash": hashlib.sha256(f"pixels-{n}".encode()).hexdigest(),
+        "options": {},
+        "model_versions": {"classifier": "v1"},
+        "outcome": "OK",
+        "parts": {"classification": "OK"},
+        "latency_ms": 1.5,
+        "rpc": "Analyze",
+    }
+    if version == 2:
+        entry["peer"] = "ipv4:10.0.0.7:51234"
+    entry["hash"] = entry_hash(entry)
+    return json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n", entry["hash"]
+
+
+def test_records_carry_the_trace_id_in_format_3(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        log.append(replace(record(1), trace_id=TRACE_ID))
+        log.append(record(2))  # untraced: an empty trace id
+    entries = [json.loads(line) for line in lines(path)]
+    assert [(e["v"], e["trace_id"]) for e in entries] == [(3, TRACE_ID), (3, "")]
+    assert verify(path).ok
+    with AuditLog(path) as log, pytest.raises(InvalidArgument, match="trace_id"):
+        log.append(replace(record(3), trace_id="not-a-trace-id"))
+
+
+def test_the_trace_id_is_hashed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        log.append(replace(record(1), trace_id=TRACE_ID))
+        log.append(record(2))
+    edited = lines(path)
+    edited[0] = edited[0].replace(TRACE_ID, "f" * 32)
+    path.write_text("".join(edited))
+    result = verify(path)
+    assert (result.ok, result.first_bad_line) == (False, 1)
+    assert "edited" in result.message
+
+
+def test_a_log_of_format_1_2_and_3_lines_verifies_and_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    first, head = _old_line(1, 1, GENESIS_HASH)
+    second, head = _old_line(2, 2, head)
+    path.write_text(first + second)
+    with AuditLog(path) as log:  # resumes after a format 2 line
+        assert log.head == (2, head)
+        log.append(replace(record(3), trace_id=TRACE_ID))
+    assert [json.loads(line)["v"] for line in lines(path)] == [1, 2, 3]
+    outcome = CliRunner().invoke(main, ["audit", "verify", str(path)])
+    assert outcome.exit_code == 0, outcome.output
+    assert "3 records" in outcome.output
+
+
+def test_an_old_format_line_with_a_trace_id_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    line, _ = _old_line(1, 2, GENESIS_HASH)
+    entry = json.loads(line)
+    entry["trace_id"] = TRACE_ID
+    entry["hash"] = entry_hash(entry)
+    path.write_text(json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
+    result = verify(path)
+    assert (result.ok, result.first_bad_line) == (False, 1)
+    assert "fields missing or added" in result.message

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.audit import AuditLog, AuditRecord, verify
 from gateway.audit_trail import RESUMED_RPC, AuditTrail
@@ -24,6 +25,7 @@ from gateway.identity import Caller, Identifier
 from gateway.limits import StreamLimiter
 from hemascope.errors import InvalidImage, ResourceExhausted, Unauthenticated, Unavailable
 from hemascope.imaging.inputs import ImageInput
+from hemascope.tracing import TracingConfig, current_trace_id, setup_tracing
 from tests.log_helpers import captured_events
 
 PEER = "ipv4:10.1.2.3:40000"
@@ -264,3 +266,23 @@ def test_a_verified_client_certificate_names_the_caller(executor: ThreadPoolExec
     caller = plane.admit("/x/Analyze", [], PEER, {"x509_common_name": [b"lis north/1"]})
     assert caller == Caller("cert.lis_north_1", PEER, "certificate")
     assert caller.limit_key == "cert.lis_north_1"
+
+
+def test_batch_images_are_audited_with_the_calls_trace_id(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    trail = AuditTrail(AuditLog(path, fsync=False))
+    plane = make_plane(FakeCore(), executor, trail)
+    caller = plane.admit("/x.Service/ModelInfer", [], PEER, {})
+    tracing = setup_tracing(TracingConfig(None, "gateway"), exporter=InMemorySpanExporter())
+    images = [ImageInput(b"img-%d" % i) for i in range(3)]
+    with tracing.tracer.start_as_current_span("/inference.GRPCInferenceService/ModelInfer"):
+        trace_id = current_trace_id()
+        plane.analyze_batch(caller, "ModelInfer", images, AnalyzeOptions(), None, {})
+    plane.analyze(caller, "Analyze", lambda: (images[0], AnalyzeOptions()), None, {})  # untraced
+    tracing.shutdown()
+    assert [(r["rpc"], r["trace_id"]) for r in records(path)] == [("ModelInfer", trace_id)] * 3 + [
+        ("Analyze", "")
+    ]
+    assert verify(path).ok

@@ -180,3 +180,19 @@ def test_a_taken_console_port_names_the_way_out() -> None:
             taken_ports(StackPlan(ports={**ports, "console": taken}, metrics_ports=metrics, console=False))
             == []
         )
+
+
+def test_tracing_reaches_every_process_unless_set_for_one() -> None:
+    plan = StackPlan(tracing_endpoint="http://127.0.0.1:4317", tracing_sample_ratio=0.5)
+    own = {"HEMASCOPE_DETECTOR_TRACING_ENDPOINT": "http://elsewhere:4317"}
+    envs = {spec.name: spec.env for spec in [*service_specs(plan, own), gateway_spec(plan, own)]}
+    assert set(envs) == {"feature", "classifier", "detector", "explain", "gateway"}
+    for name, env in envs.items():
+        prefix = f"HEMASCOPE_{name.upper()}_"
+        assert env[prefix + "TRACING_SAMPLE_RATIO"] == "0.5"
+        if name == "detector":
+            assert prefix + "TRACING_ENDPOINT" not in env  # the operator's own setting stands
+        else:
+            assert env[prefix + "TRACING_ENDPOINT"] == "http://127.0.0.1:4317"
+    off = [spec.env for spec in [*service_specs(StackPlan(), {}), gateway_spec(StackPlan(), {})]]
+    assert not any("TRACING" in key for env in off for key in env)
