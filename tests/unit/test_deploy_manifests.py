@@ -491,11 +491,28 @@ def _env(stage: str) -> dict[str, str]:
     return env
 
 
+def _global_args() -> dict[str, str]:
+    """ARG defaults declared before the first FROM (the ones FROM lines may use)."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    args: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.upper().startswith("FROM "):
+            break
+        if line.upper().startswith("ARG ") and "=" in line:
+            name, _, value = line[4:].strip().partition("=")
+            args[name] = value
+    return args
+
+
 def test_base_image_pinned_by_exact_tag() -> None:
     for stage, instructions in _dockerfile_stages().items():
         parent = instructions[0][1]
         if parent in _dockerfile_stages():
             continue
+        variable = re.fullmatch(r"\$\{(\w+)\}", parent)
+        if variable:  # a build argument: its default is the pinned image
+            parent = _global_args()[variable.group(1)]
         assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", parent), (
             stage,
             parent,
