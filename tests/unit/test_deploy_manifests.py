@@ -441,6 +441,15 @@ def test_resnet50_component_exports_in_an_init_container(resnet50_overlay: str) 
     assert Path(config["HEMASCOPE_FEATURE_RESNET50_CHECKPOINT"]).parent.as_posix() in exporting
 
 
+def test_delete_patches_are_single_documents() -> None:
+    """kubectl 1.32's kustomize panics on a patch file of several `$patch: delete` documents (1.37 renders
+    it): each delete patch is one document, applied to several objects through its target."""
+    for path in K8S.rglob("*.yaml"):
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        if any(isinstance(d, dict) and d.get("$patch") == "delete" for d in documents):
+            assert len(documents) == 1, path
+
+
 # --- the Dockerfile ---------------------------------------------------------------------------------------
 
 RUNTIME_TARGETS = {
