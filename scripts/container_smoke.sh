@@ -26,8 +26,14 @@ else
 fi
 work=$(mktemp -d /tmp/hemascope-smoke.XXXXXX)
 mkdir -p build
+passed=0
+ok() {
+  passed=$((passed + 1))
+  echo "smoke: $*"
+}
 fail() {
   echo "smoke: FAILED: $*" >&2
+  echo "smoke: $passed passed, 1 failed"
   exit 1
 }
 dc() { "${compose[@]}" -p "$project" -f deploy/compose.yaml --project-directory "$work" "$@"; }
@@ -91,7 +97,7 @@ while :; do
   sleep 2
 done
 all_healthy=$(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f", t1 - t0 }')
-echo "smoke: all ${#services[@]} containers healthy ${all_healthy} s after up"
+ok "all ${#services[@]} containers healthy ${all_healthy} s after up"
 
 # Start-up of each service: container start to its "serving" log line (the model loaded, port open).
 printf 'service\tstarted_to_serving_s\n' >build/startup.tsv
@@ -116,9 +122,10 @@ for address in feature:50051 classifier:50052 detector:50053 explain:50054; do
 done
 "$docker" exec "${container[gateway]}" hemascope health --quiet --ca /run/secrets/tls-ca --server-name gateway \
   127.0.0.1:50050 || fail "gateway not SERVING"
-echo "smoke: every service SERVING"
+ok "every service SERVING"
 
 # --- calls through the gateway, from a client container on the frontend network ------------------------------
+# shellcheck disable=SC2016  # a Go template, not shell
 network=$("$docker" inspect --format '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}' \
   "${container[gateway]}" | tr ' ' '\n' | grep frontend)
 client() {
@@ -143,6 +150,7 @@ assert any("overlay" in name for name in pictures) and any("boxes" in name for n
 print(f"smoke: Analyze: {label}; {len(boxes)} cells detected; {explanation['method']} map of "
       f"{explanation['class_name']} by {explanation['model']}; pictures {', '.join(pictures)}")
 EOF
+passed=$((passed + 1))
 cat >"$work/client/kserve.py" <<'EOF'
 import os
 import numpy as np
@@ -162,13 +170,15 @@ assert label and probabilities is not None and probabilities.size > 0
 print(f"smoke: KServe v2 ModelInfer: label {label}, probabilities {probabilities.shape}")
 EOF
 client --entrypoint python "$gateway_image" /client/kserve.py || fail "KServe v2 call"
+passed=$((passed + 1))
 
 # Redis was used (the services' caches, with the password) and the calls were audited.
+# shellcheck disable=SC2016  # expanded by the container's shell
 keys=$("$docker" exec "${container[redis]}" sh -c 'REDISCLI_AUTH="$(cat /run/secrets/redis-password)" redis-cli dbsize')
 [ "${keys:-0}" -gt 0 ] || fail "nothing cached in Redis ($keys keys)"
 audited=$(wc -l <"$work/audit/audit.jsonl")
 [ "$audited" -ge 2 ] || fail "audit file has $audited records"
-echo "smoke: Redis holds $keys cached entries; $audited calls audited"
+ok "Redis holds $keys cached entries; $audited calls audited"
 
 # --- hardening: non-root, read-only root file system ---------------------------------------------------------
 for service in "${services[@]}"; do
@@ -182,12 +192,15 @@ for service in "${services[@]}"; do
     fail "$service could write to its root file system"
   fi
 done
-echo "smoke: every container non-root (uid 10001) with a read-only root file system"
+ok "every container non-root (uid 10001) with a read-only root file system"
 
 # The published port, from the host, where a venv has the CLI.
 if [ -x "$venv/bin/hemascope" ]; then
   "$venv/bin/hemascope" health --quiet --ca "$work/client/ca.pem" --server-name gateway "127.0.0.1:$port" \
     || fail "published gateway port"
-  echo "smoke: gateway SERVING on the published port 127.0.0.1:$port"
+  ok "gateway SERVING on the published port 127.0.0.1:$port"
 fi
-echo "smoke: passed"
+if [ -n "${HEMASCOPE_IMAGES_STARTED:-}" ]; then
+  echo "images: built and smoke-tested in $(($(date +%s) - HEMASCOPE_IMAGES_STARTED)) s"
+fi
+echo "smoke: $passed passed, 0 failed"
