@@ -572,7 +572,7 @@ def test_runtime_stages_carry_no_build_tools() -> None:
     for target in [*RUNTIME_TARGETS, "runtime", "exporter", "batch"]:
         for args in _instructions(target, "RUN"):
             assert "pip" not in args and "apt-get" not in args, (target, args)
-    assert "--without-pip" in " ".join(_instructions("build-core", "RUN"))
+    assert "--without-pip" in " ".join(_instructions("build-deps", "RUN"))
     for stage in _dockerfile_stages():
         for args in _instructions(stage, "RUN"):
             if "pip" in args and " install " in args:
