@@ -80,6 +80,10 @@ for target in $targets; do
     'BEGIN { printf "%s\t%s\t%d\t%.0f\t%.1f\n", t, i, s, s / 1e6, t1 - t0 }' >>"$tsv"
 done
 awk -F '\t' '{ printf "%-12s %-28s %12s %8s %8s\n", $1, $2, $3, $4, $5 }' "$tsv"
+# Every code change makes new images (explain's is gigabytes): drop the untagged ones they replaced, and
+# keep BuildKit's cache bounded, so repeated runs on one machine do not fill its disk.
+"$docker" image prune -f >/dev/null
+"$docker" builder prune -f --keep-storage "${HEMASCOPE_BUILD_CACHE:-20GB}" >/dev/null
 echo "images: built in $(($(date +%s) - started)) s"
 
 # --- 4. smoke test ------------------------------------------------------------------------------------------
