@@ -178,7 +178,10 @@ def feature_image(
     export_env = {k: v for k, v in os.environ.items() if not k.startswith("HEMASCOPE_")}
     export_env |= stage_env("backbone-export", root)
     export = [a for i, a in stage("backbone-export") if i == "RUN" and "export-backbone" in a]
-    assert export == ['hemascope export-backbone --backbone "${BACKBONE}"']
+    # The export is made by root at build time and served by user 10001: the stage makes it world-readable.
+    assert export == [
+        'hemascope export-backbone --backbone "${BACKBONE}" && chmod -R a+rX /opt/hemascope/model-cache'
+    ]
     [backbone] = [a.split("=", 1)[1] for i, a in stage("backbone-export") if i == "ARG" and "BACKBONE=" in a]
     made = subprocess.run(
         [str(HEMASCOPE), "export-backbone", "--backbone", backbone],

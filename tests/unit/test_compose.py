@@ -1,4 +1,4 @@
-"""deploy/compose/compose.yaml: Redis requires a password, the caching services get it and the cache key
+"""deploy/compose.yaml: Redis requires a password, the caching services get it and the cache key
 from secret files (never inline), every setting it names exists, and only the gateway's port is published."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from services.detector.settings import DetectorSettings
 from services.explain.settings import ExplainSettings
 from services.feature.settings import FeatureSettings
 
-COMPOSE = REPO_ROOT / "deploy" / "compose" / "compose.yaml"
+COMPOSE = REPO_ROOT / "deploy" / "compose.yaml"
 SETTINGS: dict[str, Any] = {
     "feature": FeatureSettings,
     "classifier": ClassifierSettings,
@@ -57,7 +57,7 @@ def test_every_setting_named_exists_and_only_the_gateway_is_published() -> None:
             for key in service.get("environment", {}):
                 assert key.startswith(prefix) and key.removeprefix(prefix).lower() in fields, key
         assert ("ports" in service) == (name == "gateway"), name
-    assert services()["gateway"]["ports"] == ["127.0.0.1:50050:50050"]
+    assert services()["gateway"]["ports"] == ["${HEMASCOPE_GATEWAY_PUBLISH:-127.0.0.1:50050}:50050"]
 
 
 def test_secret_files_are_not_in_the_repository() -> None:
