@@ -4,6 +4,7 @@ Only click is imported at module level."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ def serve_console(overrides: dict[str, Any]) -> None:
         f"console serving on http://{settings.host}:{settings.port} (gateway {settings.gateway_address})",
         err=True,
     )
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the previous handler in
+    # place; the default one would end the process as killed by SIGTERM (exit -15), which `hemascope up` and
+    # orchestrators read as a crash. The shutdown is done by then: let the repeated signal pass.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
 
 
