@@ -6,7 +6,9 @@
 #     container on `frontend`), and one KServe v2 ModelInfer with tritonclient's client;
 #   - the caches reached Redis with its password; the call is in the gateway's audit file;
 #   - every container runs as a non-root user on a read-only root file system (docker inspect, and `id -u`);
-#   - the gateway's published port answers a health check from the host, where a .venv has the CLI.
+#   - the gateway's published port answers a health check from the host, where a .venv has the CLI;
+#   - the console (a container on `frontend`) answers on its published port and lets a listed key log in,
+#     which it checks with the gateway over TLS.
 # Everything is torn down at the end, also on failure. Start-up times are written to build/startup.tsv.
 #
 # Environment: HEMASCOPE_IMAGES / HEMASCOPE_TAG (the images, default hemascope/<target>:dev), DOCKER
@@ -69,17 +71,23 @@ cp "$tls/ca.pem" "$work/client/ca.pem"
   gateway add-key --keys-file /secrets/api-keys.jsonl smoke-test >"$work/client/api-key"
 key=$(tail -n 1 "$work/client/api-key" | tr -d '[:space:]')
 [ -n "$key" ] || fail "no API key made"
+# The console's users file (that key as a reviewer) and its cookie secret.
+"$docker" run --rm --network none --user 0 -v "$work/secrets:/secrets" -e HEMASCOPE_API_KEY="$key" "$gateway_image" \
+  console add-user smoke-reviewer --role reviewer --users-file /secrets/console-users.jsonl >/dev/null
+python3 -c 'import secrets; print(secrets.token_hex(32))' >"$work/secrets/console.secret"
 chown -R 10001:10001 "$work/secrets" "$work/audit"
 chmod -R go-rwx "$work/secrets"
 chmod -R a+rX "$work/client"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export HEMASCOPE_GATEWAY_PUBLISH=127.0.0.1:$port
+console_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export HEMASCOPE_CONSOLE_PUBLISH=127.0.0.1:$console_port
 
 # --- up, and wait for every health check -------------------------------------------------------------------
 echo "smoke: ${compose[*]} up (project $project, images $HEMASCOPE_IMAGES/*:$HEMASCOPE_TAG)"
 t0=$(date +%s.%N)
 dc up -d --no-build >"$work/up.log" 2>&1 || { cat "$work/up.log"; fail "compose up"; }
-services=(redis feature classifier detector explain gateway)
+services=(redis feature classifier detector explain gateway console)
 declare -A container
 for service in "${services[@]}"; do
   container[$service]=$(dc ps -q "$service")
@@ -200,6 +208,24 @@ if [ -x "$venv/bin/hemascope" ]; then
     || fail "published gateway port"
   ok "gateway SERVING on the published port 127.0.0.1:$port"
 fi
+# The console, from the host: its health page, then a login with the listed key (the console asks the gateway,
+# over TLS on the frontend network, whether it accepts the key).
+python3 - "$console_port" "$key" <<'EOF' || fail "console login"
+import http.cookiejar, re, sys, urllib.parse, urllib.request
+port, key = sys.argv[1:]
+base = f"http://127.0.0.1:{port}"
+opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+with opener.open(f"{base}/healthz", timeout=30) as response:
+    assert response.status == 200
+with opener.open(f"{base}/login", timeout=30) as response:
+    token = re.search(r'name="csrf_token" value="([^"]+)"', response.read().decode()).group(1)
+form = urllib.parse.urlencode({"csrf_token": token, "api_key": key}).encode()
+with opener.open(f"{base}/login", data=form, timeout=60) as response:
+    page = response.read().decode()
+assert "smoke-reviewer (reviewer)" in page, page[:2000]
+print(f"smoke: console on the published port 127.0.0.1:{port}: smoke-reviewer logged in as reviewer")
+EOF
+passed=$((passed + 1))
 if [ -n "${HEMASCOPE_IMAGES_STARTED:-}" ]; then
   echo "images: built and smoke-tested in $(($(date +%s) - HEMASCOPE_IMAGES_STARTED)) s"
 fi

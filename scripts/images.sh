@@ -6,12 +6,12 @@
 #   1. a Docker engine: the one that answers, else dockerd started here (no iptables, no default bridge:
 #      containers get no route out; build steps use the host's network to reach the package index);
 #   2. the base image: HEMASCOPE_BASE_IMAGE if it exists, else made by scripts/base_image.sh (debootstrap);
-#   3. the ONNX Runtime service targets, explain and redis, every run (layers cached by BuildKit), each one's
-#      size and build time written to build/images.tsv and printed;
+#   3. the ONNX Runtime service targets, explain, the console and redis, every run (layers cached by
+#      BuildKit), each one's size and build time written to build/images.tsv and printed;
 #   4. the smoke test.
 #
 # Environment: HEMASCOPE_IMAGES (repository prefix, default hemascope), HEMASCOPE_TAG (default dev),
-# HEMASCOPE_IMAGE_TARGETS (default: redis gateway classifier detector feature explain),
+# HEMASCOPE_IMAGE_TARGETS (default: redis gateway classifier detector feature explain console),
 # HEMASCOPE_SKIP_SMOKE=1 (build only), DOCKER (client, default Debian's /usr/bin/docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ mkdir -p build
 export DOCKER_BUILDKIT=1
 images=${HEMASCOPE_IMAGES:-hemascope}
 tag=${HEMASCOPE_TAG:-dev}
-targets=${HEMASCOPE_IMAGE_TARGETS:-redis gateway classifier detector feature explain}
+targets=${HEMASCOPE_IMAGE_TARGETS:-redis gateway classifier detector feature explain console}
 base=${HEMASCOPE_BASE_IMAGE:-hemascope-base/debian:bookworm-python}
 
 # --- 1. tools and engine --------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """deploy/compose.yaml: Redis requires a password, the caching services get it and the cache key
-from secret files (never inline), every setting it names exists, and only the gateway's port is published."""
+from secret files (never inline), every setting it names exists, only the gateway's and the console's ports
+are published, and the console reaches the gateway alone, over TLS, keeping its results on a volume."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from console.settings import ConsoleSettings
 from gateway.settings import GatewaySettings
 from hemascope.data import REPO_ROOT
 from services.classifier.settings import ClassifierSettings
@@ -22,6 +24,7 @@ SETTINGS: dict[str, Any] = {
     "detector": DetectorSettings,
     "explain": ExplainSettings,
     "gateway": GatewaySettings,
+    "console": ConsoleSettings,
 }
 
 
@@ -49,15 +52,30 @@ def test_caching_services_get_the_password_and_cache_key_as_files() -> None:
         assert set(service["secrets"]) == {"redis-password", "cache-key"}
 
 
-def test_every_setting_named_exists_and_only_the_gateway_is_published() -> None:
+def test_every_setting_named_exists_and_only_the_gateway_and_console_are_published() -> None:
     for name, service in services().items():
         if name in SETTINGS:
             fields = SETTINGS[name].model_fields
             prefix = f"HEMASCOPE_{name.upper()}_"
             for key in service.get("environment", {}):
                 assert key.startswith(prefix) and key.removeprefix(prefix).lower() in fields, key
-        assert ("ports" in service) == (name == "gateway"), name
+        assert ("ports" in service) == (name in ("gateway", "console")), name
     assert services()["gateway"]["ports"] == ["${HEMASCOPE_GATEWAY_PUBLISH:-127.0.0.1:50050}:50050"]
+    assert services()["console"]["ports"] == ["${HEMASCOPE_CONSOLE_PUBLISH:-127.0.0.1:8080}:8080"]
+
+
+def test_the_console_talks_to_the_gateway_only_over_tls_and_keeps_results_on_a_volume() -> None:
+    console = services()["console"]
+    env = console["environment"]
+    assert env["HEMASCOPE_CONSOLE_GATEWAY_ADDRESS"] == "gateway:50050"
+    assert env["HEMASCOPE_CONSOLE_GATEWAY_CA_FILE"] == "/run/secrets/tls-ca"
+    assert env["HEMASCOPE_CONSOLE_USERS_FILE"] == "/run/secrets/console-users"
+    assert env["HEMASCOPE_CONSOLE_SECRET_KEY_FILE"] == "/run/secrets/console-secret"
+    assert set(console["secrets"]) == {"tls-ca", "console-users", "console-secret"}
+    assert console["networks"] == ["frontend"]  # not on the services' backend network
+    assert console["read_only"] is True
+    assert console["volumes"] == ["console-data:/var/lib/hemascope/console"]
+    assert console["depends_on"] == {"gateway": {"condition": "service_healthy"}}
 
 
 def test_secret_files_are_not_in_the_repository() -> None:
