@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine: a virtual environment at .venv with the hemascope command, PyTorch (for ONNX
 # export and parity checks) and the development tools, and the TypeScript client's node packages
-# (clients/typescript, npm ci; its interop test needs them). Idempotent; safe to run again.
+# (clients/typescript, npm ci; its interop test needs them) and axe-core for the console's accessibility
+# test (tests/a11y, npm ci). Idempotent; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3.11}
@@ -25,3 +26,4 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[torch,train,dev,batch]'
 .venv/bin/hemascope --help >/dev/null
 scripts/setup_ts_client.sh
+scripts/setup_a11y.sh

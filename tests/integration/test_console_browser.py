@@ -1,8 +1,9 @@
 """The console in a real browser (Debian's Chromium, headless, driven by Playwright) in front of a real
 gateway and services: log in, upload and watch the cards fill in (htmx under the strict CSP), the Grad-CAM
 overlay and its slider, the gallery's filters, a correction and the retraining export, a viewer refused, and
-logging out. Skipped only when Chromium is not installed. With HEMASCOPE_SCREENSHOT_DIR set (e.g. docs),
-the screenshots of docs/console.md are written there."""
+logging out, and an accessibility check (axe-core) of every page. Skipped only when Chromium is not
+installed (the accessibility test also when axe-core is not: scripts/setup_a11y.sh). With
+HEMASCOPE_SCREENSHOT_DIR set (e.g. docs), the screenshots of docs/console.md are written there."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from console.app import create_app
 from tests.console_fixtures import ConsoleStack, LiveServer, console_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
+AXE = Path(__file__).resolve().parents[1] / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
 
 if not CHROMIUM.exists():
     pytest.skip(
@@ -29,7 +31,14 @@ if not CHROMIUM.exists():
         allow_module_level=True,
     )
 
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import (  # noqa: E402
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +227,83 @@ def test_a_smear_is_counted_and_the_models_page_compares_the_models(
     expect(page.get_by_test_id("capabilities")).to_contain_text("logistic_regression")
     expect(page.get_by_test_id("services")).to_contain_text("detector: serving")
     assert csp_errors == []
+
+
+def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """axe-core's violations on the page as loaded (WCAG 2.x A/AA rules and best practices)."""
+    page.add_script_tag(path=str(AXE))
+    result: dict[str, Any] = page.evaluate("async () => await axe.run(document)")
+    return list(result["violations"])
+
+
+def describe(violations: list[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"{v['impact']} {v['id']} ({v['help']}) at "
+        + ", ".join(" ".join(n["target"]) for n in v["nodes"][:3])
+        for v in violations
+    )
+
+
+@pytest.fixture
+def axe_context(browser: Browser) -> Iterator[BrowserContext]:
+    """A context for the accessibility checks only. It bypasses the Content-Security-Policy because the
+    console's strict policy (script-src 'self') rightly refuses the injected axe-core script; the other
+    tests keep the policy and assert that nothing is refused."""
+    if not AXE.exists():
+        pytest.skip(f"axe-core is not installed at {AXE}: run scripts/setup_a11y.sh (npm ci)")
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 720})
+    yield context
+    context.close()
+
+
+def test_every_page_passes_the_axe_core_accessibility_checks(
+    axe_context: BrowserContext,
+    console_url: str,
+    console_stack: ConsoleStack,
+    cells: dict[str, Path],
+) -> None:
+    page = axe_context.new_page()
+    checked: dict[str, list[dict[str, Any]]] = {}
+
+    def check(name: str) -> None:
+        expect(page.locator("main")).to_be_visible()
+        checked[name] = axe_violations(page)
+
+    page.goto(f"{console_url}/login")
+    check("login")
+    log_in(page, console_url, console_stack.keys["reviewer"])
+    page.goto(f"{console_url}/analyse")
+    check("analyse")
+    analyse(page, console_url, [cells["myeloblast"]])
+    expect(page.get_by_test_id("overlay")).to_be_visible()
+    assert re.search(r"/batches/\d+$", page.url)
+    check("batch with its cards")
+    detail = page.get_by_test_id("result-card").first.locator("header a").get_attribute("href")
+    page.goto(f"{console_url}/results")
+    expect(page.get_by_test_id("result-row").first).to_be_visible()
+    check("results table")
+    page.goto(f"{console_url}/gallery")
+    expect(page.get_by_test_id("gallery-tile").first).to_be_visible()
+    check("gallery")
+    page.goto(f"{console_url}{detail}")
+    expect(page.get_by_test_id("review-form")).to_be_visible()
+    check("detail with the review form")
+    page.goto(f"{console_url}/smears")
+    check("smears")
+    page.goto(f"{console_url}/models")
+    check("models")
+
+    assert set(checked) == {
+        "login",
+        "analyse",
+        "batch with its cards",
+        "results table",
+        "gallery",
+        "detail with the review form",
+        "smears",
+        "models",
+    }
+    # None at all, whatever their impact (critical, serious, moderate or minor): each is listed with its
+    # rule and elements when one appears.
+    report = "\n".join(f"{name}: {describe(v)}" for name, v in checked.items() if v)
+    assert not report, f"accessibility violations:\n{report}"
