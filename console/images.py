@@ -29,9 +29,14 @@ def safe_name(name: str, limit: int = 100) -> str:
     return cleaned or "image"
 
 
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the display and thumbnail PNGs: the fastest, about 4x quicker than the default 6 for about
+20% more bytes; an upload's images are converted before its analysis starts."""
+
+
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    image.save(buffer, format="PNG", optimize=False, compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 

@@ -4,6 +4,7 @@ rule and how a gateway report becomes stored columns."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import stat
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from console import sessions
 from console.analysis import BatchRunner, report_values
@@ -97,6 +99,20 @@ def test_an_accepted_upload_is_shown_as_a_png_made_here() -> None:
     assert upload.filename == "cell.tif" and upload.image_format == "TIFF"
     assert (upload.width, upload.height) == (30, 40)
     assert upload.display_png.startswith(b"\x89PNG") and upload.thumb_png.startswith(b"\x89PNG")
+
+
+def _zlib_level(png: bytes) -> int:
+    """FLEVEL of the first IDAT chunk's zlib header: 0 fastest, 1 fast, 2 default, 3 best."""
+    start = png.index(b"IDAT") + 4
+    return png[start + 1] >> 6
+
+
+def test_the_pngs_of_an_upload_are_compressed_at_the_fastest_level() -> None:
+    pixels = np.random.default_rng(2).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    upload = check_upload("cell.jpg", encode(pixels, "JPEG"), 10**7, 10**7)
+    assert _zlib_level(upload.display_png) == 0 and _zlib_level(upload.thumb_png) == 0
+    with Image.open(io.BytesIO(upload.display_png)) as shown:
+        assert shown.size == (300, 300)
 
 
 def test_a_failed_classification_is_stored_as_a_failure_with_its_reason() -> None:
