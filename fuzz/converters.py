@@ -114,6 +114,11 @@ def seeds() -> Iterator[bytes]:
     embedding.backbone, embedding.weights_hash = MANIFEST.backbone, MANIFEST.weights_hash
     embedding.preprocessing = MANIFEST.preprocessing
     yield b"\x02" + classify_request.SerializeToString()
+    # An input-check kind this build does not define (a newer feature service): referred, never an error.
+    newer = classifier_pb2.ClassifyRequest()
+    newer.embeddings.add().CopyFrom(embedding)
+    newer.embeddings[0].input_check.kind = 103  # type: ignore[assignment]
+    yield b"\x02" + newer.SerializeToString()
     detect_request = detector_pb2.DetectRequest()
     detect_request.options.confidence, detect_request.options.iou = 0.25, 0.5
     yield b"\x03" + detect_request.SerializeToString()

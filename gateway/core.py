@@ -40,6 +40,7 @@ from gateway.domain import (
 from gateway.downstream import Deadline, Downstreams, open_downstreams
 from gateway.settings import GatewaySettings
 from hemascope.consensus import ModelVote, consensus, input_reason
+from hemascope.enums import enum_name
 from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, Unavailable, echo
 from hemascope.imaging import ImageLimits, content_hash, decode_image
 from hemascope.imaging.inputs import ImageInput
@@ -291,7 +292,7 @@ class GatewayCore:
                 probabilities={c.class_name: c.probability for c in p.probabilities},
                 malignant_probability=p.malignant_probability,
                 abstain=p.abstain,
-                refer_reason=classifier_pb2.ReferReason.Name(p.refer_reason).removeprefix(_REFER_PREFIX),
+                refer_reason=_refer_reason(p.refer_reason),
                 atypical_acquisition=p.atypical_acquisition,
             )
             for p in predictions
@@ -357,12 +358,17 @@ class GatewayCore:
                     raise error  # every part failed, and because of the request: the caller's fault
 
 
+def _refer_reason(code: int) -> str:
+    """The classifier's refer reason as named in a ModelVote ("LOW_CONFIDENCE", ...)."""
+    return enum_name(classifier_pb2.ReferReason, code).removeprefix(_REFER_PREFIX)
+
+
 def _input_reason(embedding: common_pb2.Embedding) -> str:
     """The input check's reason when it found no single centred white cell; empty otherwise or unchecked."""
     check = embedding.input_check
     if not embedding.HasField("input_check") or not check.kind:
         return ""
-    kind = common_pb2.InputKind.Name(check.kind).removeprefix("INPUT_KIND_").lower()
+    kind = enum_name(common_pb2.InputKind, check.kind).removeprefix("INPUT_KIND_").lower()
     return input_reason(kind, check.reason)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hemascope.enums import enum_name
 from hemascope.v1 import classifier_pb2, common_pb2
 from services.classifier.core import Classification, ReloadOutcome, ServedBundle
 from services.classifier.inputs import EmbeddingInput
@@ -42,7 +43,7 @@ def _input_kind(embedding: common_pb2.Embedding) -> str:
     """The input check's kind as an InputKind value ("single_cell", ...); "" when there is none."""
     if not embedding.HasField("input_check") or not embedding.input_check.kind:
         return ""
-    name = common_pb2.InputKind.Name(embedding.input_check.kind)
+    name = enum_name(common_pb2.InputKind, embedding.input_check.kind)  # a newer kind: not a single cell
     return name.removeprefix("INPUT_KIND_").lower()
 
 
