@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from hemascope.imaging.preprocess import Preprocessing
+if TYPE_CHECKING:  # imports nothing but torch at run time, so the module also loads beside a bare PyTorch
+    from hemascope.imaging.preprocess import Preprocessing
 
 
 class EfficientNetTrunk(nn.Module):

@@ -376,6 +376,26 @@ def test_gpu_pods_request_gpus_on_gpu_nodes(gpu_docs: tuple[Doc, ...]) -> None:
         assert configs[f"hemascope-{name}"][f"HEMASCOPE_{name.upper()}_USE_GPU"] == "true"
 
 
+def test_gpu_pods_and_cuda_images_name_the_runtime_they_serve_with_and_the_measured_one(
+    gpu_docs: tuple[Doc, ...],
+) -> None:
+    dockerfile = DOCKERFILE.read_text()
+    version = re.search(r"ARG ONNXRUNTIME_GPU_VERSION=(\S+)", dockerfile)
+    assert version is not None
+    served = f"onnxruntime-gpu {version.group(1)}, CUDA execution provider (CUDA 13, cuDNN 9)"
+    measured = re.search(
+        r"^## GPU .*?PyTorch ([0-9][^ *]*)", (REPO_ROOT / "docs" / "benchmarks.md").read_text(), re.M | re.S
+    )
+    assert measured is not None
+    for name in GPU_SERVICES:
+        stage = dockerfile.split(f"FROM runtime AS {name}-cuda", 1)[1].split("\nFROM ", 1)[0]
+        assert f'io.hemascope.gpu-runtime="{served}"' in stage
+        assert f"PyTorch {measured.group(1)}" in stage
+        annotations = kinds(gpu_docs, "Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["hemascope.io/gpu-runtime"] == served
+        assert f"PyTorch {measured.group(1)}" in annotations["hemascope.io/gpu-measured-with"]
+
+
 def _registered_metrics() -> set[str]:
     import services.detector.core
     import services.feature.core  # noqa: F401  (registers its metrics)
