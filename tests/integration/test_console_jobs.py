@@ -1,0 +1,233 @@
+"""The console's Jobs page over Starlette's TestClient: admins only, CSRF on its forms, datasets and bundles
+only from the allow-listed roots (no traversal, no symlink escape), a real ``hemascope evaluate`` run on a
+tiny dataset with its metrics shown, cancelling, and a restart. The sessions are made in the console's own
+session store (the login through the gateway is tested in test_console.py)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from console.app import create_app
+from console.job_kinds import MODELS
+from console.job_store import INTERRUPTED, JobStore
+from console.sessions import COOKIE_NAME
+from console.settings import ConsoleSettings
+from console.store import make_engine
+from console.users import User
+from hemascope.commands.train_cli import DEFAULT_MODELS
+from tests.console_fixtures import wait_for
+
+CLASSES = ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil")
+PER_CLASS = 2
+BUNDLE = "models/bloodcells-5class"
+
+
+def small_dataset(data_dir: Path, root: Path) -> Path:
+    """``PER_CLASS`` real cells per class (symlinks into the shared data), folder per class."""
+    for name in CLASSES:
+        (root / name).mkdir(parents=True)
+        for image in sorted((data_dir / "bloodcells-5class" / "val" / name).glob("*.jpg"))[:PER_CLASS]:
+            (root / name / image.name).symlink_to(image)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_root(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The allow-listed root: one dataset ``lab``, a symlink ``escape`` to a dataset outside it, a file."""
+    base = tmp_path_factory.mktemp("jobs-data")
+    root = base / "root"
+    small_dataset(data_dir, root / "lab")
+    small_dataset(data_dir, base / "outside")
+    (root / "escape").symlink_to(base / "outside")
+    (root / "notes.txt").write_text("not a dataset")
+    return root
+
+
+def settings_for(tmp_path: Path, data_root: Path, **overrides: object) -> ConsoleSettings:
+    base: dict[str, object] = {
+        "users_file": tmp_path / "users.jsonl",
+        "database_url": f"sqlite:///{tmp_path / 'console.db'}",
+        "data_root": data_root,
+        "jobs_dir": tmp_path / "jobs",
+    }
+    return ConsoleSettings(**(base | overrides))  # type: ignore[arg-type]
+
+
+def as_role(client: TestClient, app: Starlette, role: str) -> str:
+    """Logs ``client`` in as a person with ``role``; returns the session's CSRF token."""
+    sessions = app.state.console.sessions
+    session = sessions.new(User(role, role), api_key=f"key-of-{role}")
+    client.cookies.set(COOKIE_NAME, sessions.cookie_value(session))
+    return str(session.csrf_token)
+
+
+@pytest.fixture
+def app(tmp_path: Path, data_root: Path) -> Starlette:
+    return create_app(settings_for(tmp_path, data_root))
+
+
+@pytest.fixture
+def admin(app: Starlette) -> Iterator[tuple[TestClient, str]]:
+    with TestClient(app, follow_redirects=False) as client:
+        yield client, as_role(client, app, "admin")
+
+
+def job_ids(client: TestClient) -> list[int]:
+    return [int(i) for i in re.findall(r'data-testid="job-row" data-job="(\d+)"', client.get("/jobs").text)]
+
+
+def state_of(client: TestClient, job_id: int) -> str:
+    found = re.search(r'data-testid="job-state">(\w+)<', client.get(f"/jobs/{job_id}/status").text)
+    assert found, f"no state on job {job_id}'s status"
+    return found.group(1)
+
+
+def test_the_form_offers_the_models_the_cli_trains() -> None:
+    assert ",".join(MODELS) == DEFAULT_MODELS
+
+
+def test_only_an_admin_sees_or_uses_the_jobs_page(app: Starlette) -> None:
+    with TestClient(app, follow_redirects=False) as client:
+        assert client.get("/jobs").headers["location"] == "/login"
+        for role in ("viewer", "reviewer"):
+            token = as_role(client, app, role)
+            assert 'href="/jobs"' not in client.get("/results").text
+            assert client.get("/jobs").status_code == 403
+            assert client.get("/jobs/1").status_code == 403
+            assert client.get("/jobs/1/status").status_code == 403
+            form = {"csrf_token": token, "kind": "evaluate", "dataset": "lab", "bundle": BUNDLE}
+            assert client.post("/jobs", data=form).status_code == 403
+            assert client.post("/jobs/1/cancel", data={"csrf_token": token}).status_code == 403
+        as_role(client, app, "admin")
+        page = client.get("/jobs")
+        assert page.status_code == 200 and 'href="/jobs"' in page.text
+        assert job_ids(client) == []  # nothing was started by the refused requests
+
+
+def test_job_forms_need_this_sessions_csrf_token(admin: tuple[TestClient, str]) -> None:
+    client, _ = admin
+    form = {"kind": "evaluate", "dataset": "lab", "bundle": BUNDLE}
+    for token in ({}, {"csrf_token": "forged"}):
+        assert client.post("/jobs", data=form | token).status_code == 403
+        assert client.post("/jobs/1/cancel", data=token).status_code == 403
+    assert job_ids(client) == []
+
+
+def test_only_the_listed_datasets_and_bundles_can_be_named(
+    admin: tuple[TestClient, str], data_root: Path
+) -> None:
+    client, token = admin
+    page = client.get("/jobs").text
+    offered = set(re.findall(r'<option value="([^"]+)"', page))
+    assert {"lab", BUNDLE} <= offered and not offered & {"escape", "notes.txt"}
+    refused_datasets = [
+        "../root/lab",
+        "lab/../../outside",
+        str(data_root / "lab"),  # even the right place, as a path
+        "/etc",
+        "escape",  # a symlink leading out of the root
+        "escape/basophil",
+        "notes.txt",
+        "lab/basophil",  # inside, but not a listed dataset
+        "",
+    ]
+    for dataset in refused_datasets:
+        for kind in ("evaluate", "validate", "train"):
+            form = {"csrf_token": token, "kind": kind, "dataset": dataset, "bundle": BUNDLE, "models": "svm"}
+            response = client.post("/jobs", data=form)
+            assert response.status_code == 400, (kind, dataset)
+            assert 'data-testid="job-error"' in response.text
+    for bundle in ("../models/bloodcells-5class", "models/../../etc", "/etc", "bloodcells-5class", "job-1"):
+        form = {"csrf_token": token, "kind": "evaluate", "dataset": "lab", "bundle": bundle}
+        assert client.post("/jobs", data=form).status_code == 400, bundle
+    bad_options = [
+        {"kind": "train", "dataset": "lab", "models": "sklearn.evil"},
+        {"kind": "train", "dataset": "lab", "models": "svm", "cv_folds": "1"},
+        {"kind": "train", "dataset": "lab", "models": "svm", "backbone": "../weights"},
+        {"kind": "validate", "dataset": "lab", "bundle": BUNDLE, "replicates": "5; rm"},
+        {"kind": "shell", "dataset": "lab"},
+    ]
+    for options in bad_options:
+        assert client.post("/jobs", data={"csrf_token": token} | options).status_code == 400, options
+    assert job_ids(client) == []
+
+
+def test_an_evaluation_runs_in_the_background_and_its_metrics_are_shown(
+    admin: tuple[TestClient, str], tmp_path: Path
+) -> None:
+    client, token = admin
+    form = {"csrf_token": token, "kind": "evaluate", "dataset": "lab", "bundle": BUNDLE}
+    response = client.post("/jobs", data=form)
+    assert response.status_code == 303
+    job_id = int(response.headers["location"].rsplit("/", 1)[1])
+    wait_for(lambda: state_of(client, job_id) in ("succeeded", "failed"), "the evaluation", 240)
+    status = client.get(f"/jobs/{job_id}/status").text
+    assert state_of(client, job_id) == "succeeded", status
+    assert "hx-trigger" not in status  # finished: the page stops polling
+    page = client.get(f"/jobs/{job_id}").text
+    rows = dict(re.findall(r'<tr data-model="(\w+)"><td>\w+</td><td>([0-9.]+)</td>', page))
+    assert set(rows) == set(MODELS)
+    assert all(0.0 <= float(v) <= 1.0 for v in rows.values())
+    assert "macroF1" in page  # the log tail: the table evaluate writes to stderr
+    assert "evaluate --bundle" in page and "--data lab=" in page
+    assert (tmp_path / "jobs" / str(job_id) / "result.json").is_file()
+    listing = client.get("/jobs").text
+    assert "job_started" in listing and "dataset=lab" in listing and 'data-testid="job-audit"' in listing
+
+
+def test_an_admin_cancels_a_queued_and_a_running_job(tmp_path: Path, data_root: Path) -> None:
+    settings = settings_for(tmp_path, data_root, job_cancel_grace_s=1.0)
+    store = JobStore(make_engine(settings.database_url))
+    sleeper = [sys.executable, "-c", "print('ready', flush=True); import time; time.sleep(600)"]
+    running = store.create("train", "ann", {"dataset": "lab"}, sleeper)  # queued before this start
+    app = create_app(settings)
+    with TestClient(app, follow_redirects=False) as client:
+        token = as_role(client, app, "admin")
+        wait_for(lambda: "ready" in client.get(f"/jobs/{running}").text, "the first job's start", 60)
+        form = {"csrf_token": token, "kind": "evaluate", "dataset": "lab", "bundle": BUNDLE}
+        queued = int(client.post("/jobs", data=form).headers["location"].rsplit("/", 1)[1])
+        assert state_of(client, queued) == "queued"  # one job at a time: it waits
+        assert 'data-testid="cancel-form"' in client.get(f"/jobs/{queued}").text
+        assert client.post(f"/jobs/{queued}/cancel", data={"csrf_token": token}).status_code == 303
+        assert state_of(client, queued) == "cancelled"
+        assert client.post(f"/jobs/{running}/cancel", data={"csrf_token": token}).status_code == 303
+        wait_for(lambda: state_of(client, running) == "cancelled", "the running job's end", 60)
+        page = client.get(f"/jobs/{running}").text
+        assert "exit code -15" in page and 'data-testid="cancel-form"' not in page
+        audit = client.get("/jobs").text
+        assert audit.count("job_cancelled") == 2 and "terminated while running" in audit
+        assert client.post("/jobs/999/cancel", data={"csrf_token": token}).status_code == 404
+
+
+def test_after_a_restart_the_list_is_kept_and_an_unfinished_run_is_failed(
+    tmp_path: Path, data_root: Path
+) -> None:
+    settings = settings_for(tmp_path, data_root)
+    store = JobStore(make_engine(settings.database_url))
+    left = store.create("train", "ann", {"dataset": "lab"}, [sys.executable, "-c", "pass"])
+    waiting = store.create("train", "ann", {"dataset": "lab"}, [sys.executable, "-c", "print('ran')"])
+    assert store.claim_next() is not None  # the first was running when the earlier console stopped
+    app = create_app(settings)
+    with TestClient(app, follow_redirects=False) as client:
+        as_role(client, app, "admin")
+        assert job_ids(client) == [waiting, left]
+        assert state_of(client, left) == "failed" and INTERRUPTED in client.get(f"/jobs/{left}").text
+        wait_for(lambda: state_of(client, waiting) == "succeeded", "the queued job", 60)
+        assert "ran" in client.get(f"/jobs/{waiting}").text
+
+
+def test_a_console_without_a_data_root_starts_no_job(tmp_path: Path) -> None:
+    app = create_app(settings_for(tmp_path, None))  # type: ignore[arg-type]
+    with TestClient(app, follow_redirects=False) as client:
+        token = as_role(client, app, "admin")
+        assert "No data root is configured" in client.get("/jobs").text
+        form = {"csrf_token": token, "kind": "evaluate", "dataset": "lab", "bundle": BUNDLE}
+        response = client.post("/jobs", data=form)
+        assert response.status_code == 400 and "no data root" in response.text
