@@ -22,20 +22,9 @@ from console.settings import ConsoleSettings
 from console.store import make_engine
 from console.users import User
 from hemascope.commands.train_cli import DEFAULT_MODELS
-from tests.console_fixtures import wait_for
+from tests.console_fixtures import small_dataset, wait_for
 
-CLASSES = ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil")
-PER_CLASS = 2
 BUNDLE = "models/bloodcells-5class"
-
-
-def small_dataset(data_dir: Path, root: Path) -> Path:
-    """``PER_CLASS`` real cells per class (symlinks into the shared data), folder per class."""
-    for name in CLASSES:
-        (root / name).mkdir(parents=True)
-        for image in sorted((data_dir / "bloodcells-5class" / "val" / name).glob("*.jpg"))[:PER_CLASS]:
-            (root / name / image.name).symlink_to(image)
-    return root
 
 
 @pytest.fixture(scope="module")
