@@ -15,27 +15,34 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from console.app import create_app
-from console.job_kinds import MODELS
+from console.job_kinds import MODELS, Catalogue, JobRefused, plan_job
 from console.job_store import INTERRUPTED, JobStore
 from console.sessions import COOKIE_NAME
 from console.settings import ConsoleSettings
 from console.store import make_engine
 from console.users import User
 from hemascope.commands.train_cli import DEFAULT_MODELS
+from hemascope.data import REPO_ROOT
 from tests.console_fixtures import small_dataset, wait_for
 
 BUNDLE = "models/bloodcells-5class"
+SPEC = "{data_dir}\ndatasets:\n  - {{name: cells, root: {root}, site: lab}}\n"
 
 
 @pytest.fixture(scope="module")
 def data_root(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The allow-listed root: one dataset ``lab``, a symlink ``escape`` to a dataset outside it, a file."""
+    """The allow-listed root: datasets ``lab`` (2 cells per class) and ``lab12`` (12), a symlink ``escape``
+    to a dataset outside it, a file, a YAML spec of ``lab`` and specs naming datasets outside the root."""
     base = tmp_path_factory.mktemp("jobs-data")
     root = base / "root"
     small_dataset(data_dir, root / "lab")
+    small_dataset(data_dir, root / "lab12", per_class=12)
     small_dataset(data_dir, base / "outside")
     (root / "escape").symlink_to(base / "outside")
     (root / "notes.txt").write_text("not a dataset")
+    (root / "inside.yaml").write_text(SPEC.format(data_dir="data_dir: .", root="lab"))
+    (root / "outside.yaml").write_text(SPEC.format(data_dir="data_dir: ..", root="outside"))
+    (root / "shared.yaml").write_text(SPEC.format(data_dir="", root="bloodcells-5class"))  # the shared data
     return root
 
 
@@ -82,6 +89,18 @@ def test_the_form_offers_the_models_the_cli_trains() -> None:
     assert ",".join(MODELS) == DEFAULT_MODELS
 
 
+def test_a_listed_spec_is_passed_as_sources_and_a_folder_as_one_site(data_root: Path, tmp_path: Path) -> None:
+    catalogue = Catalogue(data_root, REPO_ROOT / "models", tmp_path / "jobs")
+    spec = plan_job("evaluate", {"dataset": "inside.yaml", "bundle": BUNDLE}, [], catalogue, [])
+    assert spec.argv[3:] == [
+        "evaluate", "--bundle", str(REPO_ROOT / BUNDLE), "--sources", str(data_root / "inside.yaml"), "--json"
+    ]  # fmt: skip
+    folder = plan_job("validate", {"dataset": "lab", "bundle": BUNDLE}, [], catalogue, [])
+    assert folder.argv[folder.argv.index("--data") + 1] == f"lab={data_root / 'lab'}"
+    with pytest.raises(JobRefused):  # site validate reads folders only
+        plan_job("validate", {"dataset": "inside.yaml", "bundle": BUNDLE}, [], catalogue, [])
+
+
 def test_only_an_admin_sees_or_uses_the_jobs_page(app: Starlette) -> None:
     with TestClient(app, follow_redirects=False) as client:
         assert client.get("/jobs").headers["location"] == "/login"
@@ -115,7 +134,8 @@ def test_only_the_listed_datasets_and_bundles_can_be_named(
     client, token = admin
     page = client.get("/jobs").text
     offered = set(re.findall(r'<option value="([^"]+)"', page))
-    assert {"lab", BUNDLE} <= offered and not offered & {"escape", "notes.txt"}
+    assert {"lab", "lab12", "inside.yaml", BUNDLE} <= offered
+    assert not offered & {"escape", "notes.txt", "outside.yaml", "shared.yaml"}
     refused_datasets = [
         "../root/lab",
         "lab/../../outside",
@@ -125,6 +145,8 @@ def test_only_the_listed_datasets_and_bundles_can_be_named(
         "escape/basophil",
         "notes.txt",
         "lab/basophil",  # inside, but not a listed dataset
+        "outside.yaml",  # a spec inside the root whose dataset is not
+        "shared.yaml",
         "",
     ]
     for dataset in refused_datasets:
@@ -169,6 +191,47 @@ def test_an_evaluation_runs_in_the_background_and_its_metrics_are_shown(
     assert (tmp_path / "jobs" / str(job_id) / "result.json").is_file()
     listing = client.get("/jobs").text
     assert "job_started" in listing and "dataset=lab" in listing and 'data-testid="job-audit"' in listing
+
+
+def submit(client: TestClient, form: dict[str, str]) -> int:
+    response = client.post("/jobs", data=form)
+    assert response.status_code == 303, response.text
+    return int(response.headers["location"].rsplit("/", 1)[1])
+
+
+def finished(client: TestClient, job_id: int) -> str:
+    wait_for(lambda: state_of(client, job_id) in ("succeeded", "failed", "cancelled"), f"job {job_id}", 240)
+    return state_of(client, job_id)
+
+
+def test_a_training_job_writes_a_bundle_a_validation_job_then_checks(admin: tuple[TestClient, str]) -> None:
+    client, token = admin
+    train = submit(
+        client,
+        {
+            "csrf_token": token, "kind": "train", "dataset": "lab12", "models": "logistic_regression",
+            "backbone": "efficientnet_lite0", "cv_folds": "2",  # no "loso": the box is unticked
+        },
+    )  # fmt: skip
+    assert finished(client, train) == "succeeded", client.get(f"/jobs/{train}").text
+    page = client.get(f"/jobs/{train}").text
+    assert "--no-loso" in page and "--no-probe" in page
+    assert 'data-testid="job-report"' in page and "<table>" in page  # report.md, rendered
+    figures = re.findall(rf'src="(/jobs/{train}/figures/[\w.-]+\.png)"', page)
+    assert figures
+    picture = client.get(figures[0])
+    assert picture.headers["content-type"] == "image/png" and picture.content.startswith(b"\x89PNG")
+    for name in ("report.md", "results.json", "..%2Fbundle%2Fmanifest.png", "nothing.png"):
+        assert client.get(f"/jobs/{train}/figures/{name}").status_code == 404, name
+    assert f'<option value="job-{train}">' in client.get("/jobs").text
+
+    form = {"csrf_token": token, "kind": "validate", "dataset": "lab", "bundle": f"job-{train}"}
+    validate = submit(client, form | {"replicates": "100"})
+    # 2 cells per class are fewer than the default acceptance criteria ask for: the site fails it
+    assert finished(client, validate) == "failed"
+    page = client.get(f"/jobs/{validate}").text
+    assert "exited with code 1" in page and "FAILED" in page  # the verdict in the log
+    assert 'data-testid="job-report"' in page and f"/jobs/{validate}/figures/sensitivity.png" in page
 
 
 def test_an_admin_cancels_a_queued_and_a_running_job(tmp_path: Path, data_root: Path) -> None:
