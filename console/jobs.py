@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
@@ -90,18 +91,27 @@ class JobQueue:
     async def _run(self, job: Job) -> None:
         state, code, error = "failed", None, ""
         try:
-            folder = self.folder(job.id)
-            folder.mkdir(parents=True, exist_ok=True)
-            state, code, error = await self._execute(job, folder)
+            state, code, error = await self._execute(job, self._fresh_folder(job.id))
         except Exception as exc:  # a job that cannot start (a missing program, a full disk) fails alone
             log.warning("console.job_error", job=job.id, error=type(exc).__name__)
             error = f"could not run: {exc}"
         finally:
             self._processes.pop(job.id, None)
             self._cancelled.discard(job.id)
-            await asyncio.to_thread(self.store.finish, job.id, state, code, error)
+            try:
+                await asyncio.to_thread(self.store.finish, job.id, state, code, error)
+            except Exception as exc:  # the store is down: the next start marks the job interrupted
+                log.warning("console.job_not_recorded", job=job.id, error=type(exc).__name__)
             self._running.pop(job.id, None)
             self.wake()
+
+    def _fresh_folder(self, job_id: int) -> Path:
+        """The job's folder, empty: one left by an earlier store that reused this id is moved aside."""
+        folder = self.folder(job_id)
+        if folder.exists():
+            folder.rename(folder.with_name(f"{job_id}-earlier-{time.time_ns()}"))
+        folder.mkdir(parents=True)
+        return folder
 
     async def _execute(self, job: Job, folder: Path) -> tuple[str, int | None, str]:
         if job.id in self._cancelled:

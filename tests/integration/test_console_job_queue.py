@@ -61,6 +61,10 @@ def test_jobs_run_one_at_a_time_in_their_folders_to_success_or_failure(
         "evaluate", "ann", {}, [PY, "-c", "import sys; print('{}'); print('note', file=sys.stderr)"]
     )
 
+    stale = queue.folder(third)  # left by an earlier store whose ids this one reuses
+    stale.mkdir(parents=True)
+    (stale / "result.json").write_text('{"models": "stale"}')
+
     async def scenario() -> None:
         await queue.start()
         await until(lambda: all(store.get(j).done for j in (first, second, third)), "the three jobs")  # type: ignore[union-attr]
@@ -76,6 +80,8 @@ def test_jobs_run_one_at_a_time_in_their_folders_to_success_or_failure(
     assert "bad input" in tail(queue.folder(second) / LOG_NAME)
     assert c.state == "succeeded"  # evaluate's stdout is its result, kept apart from the log
     assert (queue.folder(third) / "result.json").read_text() == "{}\n"
+    (moved,) = (tmp_path / "jobs").glob(f"{third}-earlier-*")
+    assert (moved / "result.json").read_text() == '{"models": "stale"}'
     assert tail(queue.folder(third) / LOG_NAME) == "note\n"
     assert a.finished is not None and b.started is not None and b.finished is not None
     assert c.started is not None
