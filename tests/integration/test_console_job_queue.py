@@ -164,3 +164,21 @@ def test_a_job_left_running_by_a_stopped_console_is_failed_at_start_up(store: Jo
     assert store.fail_interrupted() == 1
     job = store.get(left)
     assert job is not None and (job.state, job.error) == ("failed", INTERRUPTED) and job.finished is not None
+
+
+def test_a_queue_of_concurrency_two_runs_two_jobs_at_once(store: JobStore, tmp_path: Path) -> None:
+    queue = JobQueue(store, tmp_path / "jobs", concurrency=2, grace_s=5)
+    jobs = [store.create("train", "ann", {}, SLEEPER) for _ in range(3)]
+    states: list[str] = []
+
+    async def scenario() -> None:
+        await queue.start()
+        await until(lambda: all(logged(queue, j, "ready")() for j in jobs[:2]), "two jobs running together")
+        states.extend(store.get(j).state for j in jobs)  # type: ignore[union-attr]
+        for job_id in jobs:
+            await queue.cancel(job_id, "ann")
+        await until(lambda: all(store.get(j).done for j in jobs), "the cancels")  # type: ignore[union-attr]
+        await queue.stop()
+
+    asyncio.run(scenario())
+    assert states == ["running", "running", "queued"]
