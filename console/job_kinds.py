@@ -26,6 +26,7 @@ BACKBONES = ("efficientnet_lite0_blood", "efficientnet_lite0")
 SPEC_SUFFIXES = (".yaml", ".yml")
 BUNDLE_MANIFEST = "manifest.json"
 SITE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+WHOLE = re.compile(r"[0-9]{1,6}")
 
 
 class JobRefused(ValueError):
@@ -144,7 +145,7 @@ class Plan:
 
 def _int(form: Mapping[str, str], name: str, low: int, high: int, default: int) -> int:
     raw = (form.get(name) or "").strip() or str(default)
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not WHOLE.fullmatch(raw) or not low <= int(raw) <= high:
         raise JobRefused(f"{name} must be a whole number from {low} to {high}")
     return int(raw)
 
@@ -155,6 +156,8 @@ def plan_job(
     """The command for a job of ``kind`` from the form's fields (``models``: the models ticked, for
     training); JobRefused for anything not allowed. It runs in its own job folder and writes there
     (``bundle/``, ``report/``; ``evaluate`` prints its metrics as JSON on stdout)."""
+    if kind not in KINDS:
+        raise JobRefused(f"unknown job kind {kind!r}")
     hemascope = [sys.executable, "-m", "hemascope"]
     dataset = form.get("dataset") or ""
     if kind == "train":
@@ -180,12 +183,10 @@ def plan_job(
         data = catalogue.dataset_option(dataset, allow_spec=True)
         argv = [*hemascope, "evaluate", "--bundle", str(bundle_path), *data, "--json"]
         return Plan(kind, {"dataset": dataset, "bundle": bundle}, argv)
-    if kind == "validate":
-        data = catalogue.dataset_option(dataset, allow_spec=False)
-        replicates = _int(form, "replicates", 100, 10000, 1000)
-        argv = [
-            *hemascope, "site", "validate", "--bundle", str(bundle_path), *data,
-            "--out", "report", "--replicates", str(replicates),
-        ]  # fmt: skip
-        return Plan(kind, {"dataset": dataset, "bundle": bundle, "replicates": replicates}, argv)
-    raise JobRefused(f"unknown job kind {kind!r}")
+    data = catalogue.dataset_option(dataset, allow_spec=False)
+    replicates = _int(form, "replicates", 100, 10000, 1000)
+    argv = [
+        *hemascope, "site", "validate", "--bundle", str(bundle_path), *data,
+        "--out", "report", "--replicates", str(replicates),
+    ]  # fmt: skip
+    return Plan(kind, {"dataset": dataset, "bundle": bundle, "replicates": replicates}, argv)

@@ -163,10 +163,19 @@ def test_only_the_listed_datasets_and_bundles_can_be_named(
         {"kind": "train", "dataset": "lab", "models": "svm", "cv_folds": "1"},
         {"kind": "train", "dataset": "lab", "models": "svm", "backbone": "../weights"},
         {"kind": "validate", "dataset": "lab", "bundle": BUNDLE, "replicates": "5; rm"},
-        {"kind": "shell", "dataset": "lab"},
+        {
+            "kind": "validate",
+            "dataset": "lab",
+            "bundle": BUNDLE,
+            "replicates": "\u00b2",
+        },  # a digit to isdigit()
+        {"kind": "validate", "dataset": "lab", "bundle": BUNDLE, "replicates": "99"},
+        {"kind": "shell", "dataset": "lab", "bundle": BUNDLE},
     ]
     for options in bad_options:
-        assert client.post("/jobs", data={"csrf_token": token} | options).status_code == 400, options
+        response = client.post("/jobs", data={"csrf_token": token} | options)
+        assert response.status_code == 400, options
+        assert "Internal" not in response.text
     assert job_ids(client) == []
 
 
