@@ -136,6 +136,7 @@ def test_only_the_listed_datasets_and_bundles_can_be_named(
     offered = set(re.findall(r'<option value="([^"]+)"', page))
     assert {"lab", "lab12", "inside.yaml", BUNDLE} <= offered
     assert not offered & {"escape", "notes.txt", "outside.yaml", "shared.yaml"}
+    assert 'data-testid="no-datasets"' not in page
     refused_datasets = [
         "../root/lab",
         "lab/../../outside",
@@ -284,11 +285,25 @@ def test_after_a_restart_the_list_is_kept_and_an_unfinished_run_is_failed(
         assert "ran" in client.get(f"/jobs/{waiting}").text
 
 
+def test_a_data_root_holding_only_a_link_out_offers_nothing(tmp_path: Path, data_root: Path) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "lab").symlink_to(data_root / "lab")  # a real dataset, but outside this root
+    app = create_app(settings_for(tmp_path, tmp_path / "root"))
+    with TestClient(app, follow_redirects=False) as client:
+        token = as_role(client, app, "admin")
+        page = client.get("/jobs").text
+        assert 'data-testid="no-datasets"' in page and '<option value="lab">' not in page
+        form = {"csrf_token": token, "kind": "evaluate", "dataset": "lab", "bundle": BUNDLE}
+        response = client.post("/jobs", data=form)
+        assert response.status_code == 400 and "not inside the allowed folder" in response.text
+
+
 def test_a_console_without_a_data_root_starts_no_job(tmp_path: Path) -> None:
     app = create_app(settings_for(tmp_path, None))  # type: ignore[arg-type]
     with TestClient(app, follow_redirects=False) as client:
         token = as_role(client, app, "admin")
         assert "No data root is configured" in client.get("/jobs").text
+        assert 'data-testid="no-datasets"' not in client.get("/jobs").text
         form = {"csrf_token": token, "kind": "evaluate", "dataset": "lab", "bundle": BUNDLE}
         response = client.post("/jobs", data=form)
         assert response.status_code == 400 and "no data root" in response.text
