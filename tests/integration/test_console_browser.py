@@ -252,7 +252,7 @@ def run_evaluation(page: Page, url: str) -> None:
 
 
 def test_an_admin_runs_an_evaluation_job_and_reads_its_report(
-    page: Page, console_url: str, console_stack: ConsoleStack, csp_errors: list[str]
+    page: Page, console_url: str, console_stack: ConsoleStack, csp_errors: list[str], tmp_path: Path
 ) -> None:
     log_in(page, console_url, console_stack.keys["admin"])
     run_evaluation(page, console_url)  # the page polls (htmx) until the job is done, then shows the report
@@ -261,6 +261,8 @@ def test_an_admin_runs_an_evaluation_job_and_reads_its_report(
     expect(report.locator("tr[data-model=logistic_regression]")).to_be_visible()
     expect(page.get_by_test_id("job-log")).to_contain_text("macroF1")
     expect(page.get_by_test_id("cancel-form")).to_have_count(0)
+    expect(page.get_by_test_id("job-command")).to_contain_text("hemascope evaluate --bundle")
+    screenshot(page, "console-jobs.png", tmp_path)
     page.get_by_role("link", name="Jobs", exact=True).click()
     expect(page.get_by_test_id("job-row").first.get_by_test_id("job-state")).to_have_text("succeeded")
     expect(page.get_by_test_id("job-audit")).to_contain_text("job_started")
