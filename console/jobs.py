@@ -24,6 +24,8 @@ LOG_NAME = "log.txt"
 STDOUT_NAMES: Mapping[str, str] = {"evaluate": "result.json"}
 """Kinds whose stdout is their result (kept apart from the log)."""
 TAIL_BYTES = 64 * 1024
+RETRY_S = 5.0
+"""How soon the queue looks again after the store could not be read."""
 
 
 def job_env() -> dict[str, str]:
@@ -63,6 +65,8 @@ class JobQueue:
         self._wake: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._stopping = False
+        self.unreadable = 0
+        """How many times the queue could not read the store."""
 
     def folder(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)
@@ -79,14 +83,23 @@ class JobQueue:
     async def _dispatch(self) -> None:
         assert self._wake is not None
         while True:
-            while len(self._running) < self.concurrency and not self._stopping:
-                job = await asyncio.to_thread(self.store.claim_next)
-                if job is None:
-                    break
-                task = asyncio.get_running_loop().create_task(self._run(job))
-                self._running[job.id] = task
-            await self._wake.wait()
+            try:
+                await self._start_waiting_jobs()
+            except Exception as exc:  # the store cannot be read now: try again soon, or when woken
+                self.unreadable += 1
+                log.warning("console.job_queue_unreadable", error=type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), RETRY_S)
+            else:
+                await self._wake.wait()
             self._wake.clear()
+
+    async def _start_waiting_jobs(self) -> None:
+        while len(self._running) < self.concurrency and not self._stopping:
+            job = await asyncio.to_thread(self.store.claim_next)
+            if job is None:
+                return
+            self._running[job.id] = asyncio.get_running_loop().create_task(self._run(job))
 
     async def _run(self, job: Job) -> None:
         state, code, error = "failed", None, ""

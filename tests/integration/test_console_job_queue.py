@@ -14,7 +14,7 @@ import pytest
 
 from console.job_store import INTERRUPTED, JobStore
 from console.jobs import LOG_NAME, JobQueue, tail
-from console.store import make_engine
+from console.store import jobs, make_engine, metadata
 from tests.console_fixtures import postgres_schema
 
 PY = sys.executable
@@ -182,3 +182,20 @@ def test_a_queue_of_concurrency_two_runs_two_jobs_at_once(store: JobStore, tmp_p
 
     asyncio.run(scenario())
     assert states == ["running", "running", "queued"]
+
+
+def test_the_queue_carries_on_once_the_store_can_be_read_again(store: JobStore, tmp_path: Path) -> None:
+    queue = JobQueue(store, tmp_path / "jobs", concurrency=1, grace_s=5)
+    jobs.drop(store.engine)  # the queue's first look fails
+
+    async def scenario() -> None:
+        await queue.start()
+        await until(lambda: queue.unreadable > 0, "the failed look")
+        await asyncio.to_thread(metadata.create_all, store.engine)
+        job_id = store.create("train", "ann", {}, [PY, "-c", "print('after')"])
+        queue.wake()
+        await until(lambda: store.get(job_id).done, "the job after the store came back", 30)  # type: ignore[union-attr]
+        await queue.stop()
+
+    asyncio.run(scenario())
+    assert [j.state for j in store.recent()] == ["succeeded"]
