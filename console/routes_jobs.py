@@ -87,6 +87,12 @@ async def start_job(request: Request) -> Response:
     return redirect(f"/jobs/{job_id}")
 
 
+async def job_list(request: Request) -> Response:
+    require(request, "admin")
+    jobs = await anyio.to_thread.run_sync(console_of(request).jobs.store.recent, 200)
+    return render(request, "_job_list.html", {"jobs": jobs, "kinds": KINDS})
+
+
 def _job(request: Request) -> Job:
     job = console_of(request).jobs.store.get(request.path_params["job_id"])
     if job is None:
@@ -175,6 +181,7 @@ async def job_figure(request: Request) -> Response:
 routes = [
     Route("/jobs", jobs_page, methods=["GET"]),
     Route("/jobs", start_job, methods=["POST"]),
+    Route("/jobs/list", job_list, methods=["GET"]),
     Route("/jobs/{job_id:int}", job_page, methods=["GET"]),
     Route("/jobs/{job_id:int}/status", job_status, methods=["GET"]),
     Route("/jobs/{job_id:int}/cancel", cancel_job, methods=["POST"]),

@@ -110,6 +110,7 @@ def test_only_an_admin_sees_or_uses_the_jobs_page(app: Starlette) -> None:
             assert client.get("/jobs").status_code == 403
             assert client.get("/jobs/1").status_code == 403
             assert client.get("/jobs/1/status").status_code == 403
+            assert client.get("/jobs/list").status_code == 403
             form = {"csrf_token": token, "kind": "evaluate", "dataset": "lab", "bundle": BUNDLE}
             assert client.post("/jobs", data=form).status_code == 403
             assert client.post("/jobs/1/cancel", data={"csrf_token": token}).status_code == 403
@@ -256,6 +257,7 @@ def test_an_admin_cancels_a_queued_and_a_running_job(tmp_path: Path, data_root: 
         form = {"csrf_token": token, "kind": "evaluate", "dataset": "lab", "bundle": BUNDLE}
         queued = int(client.post("/jobs", data=form).headers["location"].rsplit("/", 1)[1])
         assert state_of(client, queued) == "queued"  # one job at a time: it waits
+        assert 'hx-get="/jobs/list"' in client.get("/jobs/list").text  # the list follows the states
         assert 'data-testid="cancel-form"' in client.get(f"/jobs/{queued}").text
         assert client.post(f"/jobs/{queued}/cancel", data={"csrf_token": token}).status_code == 303
         assert state_of(client, queued) == "cancelled"
@@ -263,6 +265,8 @@ def test_an_admin_cancels_a_queued_and_a_running_job(tmp_path: Path, data_root: 
         wait_for(lambda: state_of(client, running) == "cancelled", "the running job's end", 60)
         page = client.get(f"/jobs/{running}").text
         assert "exit code -15" in page and 'data-testid="cancel-form"' not in page
+        listing = client.get("/jobs/list").text
+        assert "hx-get" not in listing and listing.count('data-testid="job-row"') == 2
         audit = client.get("/jobs").text
         assert audit.count("job_cancelled") == 2 and "terminated while running" in audit
         assert client.post("/jobs/999/cancel", data={"csrf_token": token}).status_code == 404
