@@ -15,8 +15,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from console import exports, routes_analyse, routes_auth, routes_models, routes_results
+from console import exports, routes_analyse, routes_auth, routes_jobs, routes_models, routes_results
 from console.analysis import BatchRunner, ClientFactory
+from console.job_store import JobStore
+from console.jobs import JobQueue
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
 from console.store import ResultStore, make_engine
@@ -80,6 +82,8 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
     engine = make_engine(settings.database_url)
     store = ResultStore(engine)
     store.fail_interrupted()
+    job_store = JobStore(engine)
+    job_store.fail_interrupted()
     console = Console(
         settings=settings,
         store=store,
@@ -88,11 +92,14 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
         runner=BatchRunner(settings.streams_per_key),
         client_factory=client_factory or gateway_client_factory(settings),
         templates=make_templates(str(HERE / "templates")),
+        jobs=JobQueue(job_store, settings.jobs_dir, settings.job_concurrency, settings.job_cancel_grace_s),
     )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await console.jobs.start()
         yield
+        await console.jobs.stop()
         await console.runner.stop()
         engine.dispose()
 
@@ -102,6 +109,7 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
             *routes_analyse.routes,
             *routes_results.routes,
             *routes_models.routes,
+            *routes_jobs.routes,
             *exports.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

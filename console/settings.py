@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hemascope.data import REPO_ROOT
+
 
 class ConsoleSettings(BaseSettings):
     """Where the console listens, which gateway it talks to, who may log in, where results are kept."""
@@ -55,3 +57,21 @@ class ConsoleSettings(BaseSettings):
         "gateway allows each caller a few); later ones wait their turn.",
     )
     explain: bool = Field(True, description="Ask the gateway for a Grad-CAM overlay of every analysis.")
+    data_root: Path | None = Field(
+        None,
+        description="The only folder the Jobs page takes datasets from: its folder-per-class datasets and "
+        "YAML dataset specs (whose roots must lie inside it too). None: no job can be started.",
+    )
+    bundles_root: Path = Field(
+        REPO_ROOT / "models",
+        description="Folder of model bundles the Jobs page may evaluate or validate (besides the bundles its "
+        "own training jobs wrote).",
+    )
+    jobs_dir: Path = Field(
+        Path("console-jobs"),
+        description="Where each job's log, report and bundle are written (one folder per job).",
+    )
+    job_concurrency: int = Field(1, ge=1, description="Jobs run at once; later ones wait in the queue.")
+    job_cancel_grace_s: float = Field(
+        10.0, gt=0, description="How long a cancelled job has after SIGTERM before it is killed (SIGKILL)."
+    )

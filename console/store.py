@@ -1,5 +1,6 @@
-"""The result store (SQLAlchemy Core): every analysis with its images, the batches they came in, and the
-reviews of them. SQLite by default, PostgreSQL by URL; tables are created when missing."""
+"""The result store (SQLAlchemy Core): every analysis with its images, the batches they came in, the
+reviews of them, and the Jobs page's jobs and audit log (read and written by console.job_store). SQLite by
+default, PostgreSQL by URL; tables are created when missing."""
 
 from __future__ import annotations
 
@@ -73,6 +74,38 @@ reviews = sa.Table(
     sa.Column("previous_label", sa.String(64), nullable=True),
     sa.Column("label", sa.String(64), nullable=False),
     sa.Column("comment", sa.Text, nullable=False, default=""),
+)
+
+jobs = sa.Table(
+    "console_jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # train | evaluate | validate
+    sa.Column("kind", sa.String(16), nullable=False),
+    # queued -> running -> succeeded | failed | cancelled (a queued job may go straight to cancelled)
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("started", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished", sa.DateTime(timezone=True), nullable=True),
+    # JSON text: what was chosen on the form (dataset, bundle, options), for display
+    sa.Column("choices", sa.Text, nullable=False, default="{}"),
+    # JSON text: the command line run
+    sa.Column("argv", sa.Text, nullable=False),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+)
+
+audit = sa.Table(
+    "console_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    # job_started | job_cancelled
+    sa.Column("action", sa.String(32), nullable=False, index=True),
+    sa.Column("job_id", sa.Integer, nullable=True, index=True),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
 )
 
 LIST_COLUMNS = [c for c in analyses.c if c.name not in ("image", "display_png", "thumb_png", "overlay_png")]

@@ -4,8 +4,9 @@ display name and a role::
     {"name": "alice", "role": "reviewer", "key_hash": "sha256:<64 hex>"}
 
 Roles, each including the one before: ``viewer`` (browse results, CSV/JSON export), ``reviewer`` (analyse
-images, confirm or correct results, the retraining export), ``admin`` (delete results). The key itself is
-never stored; a presented key is hashed and compared with every record in constant time per record.
+images, confirm or correct results, the retraining export), ``admin`` (delete results, run jobs). The key
+itself is never stored; a presented key is hashed and compared with every record in constant time per
+record.
 The file is re-read when it changes, so people can be added or removed without a restart.
 """
 

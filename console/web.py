@@ -18,6 +18,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.analysis import BatchRunner, ClientFactory
+from console.jobs import JobQueue
 from console.sessions import COOKIE_NAME, Session, SessionStore
 from console.settings import ConsoleSettings
 from console.store import ResultStore
@@ -42,6 +43,7 @@ class Console:
     runner: BatchRunner
     client_factory: ClientFactory
     templates: Jinja2Templates
+    jobs: JobQueue
 
 
 def console_of(request: Request) -> Console:

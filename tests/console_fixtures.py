@@ -35,6 +35,7 @@ BUNDLE = REPO_ROOT / "models" / "bloodcells-5class"
 WAIT = 180.0
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ROLES = ("viewer", "reviewer", "admin")
+CLASSES = ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil")
 
 
 @dataclass
@@ -86,6 +87,16 @@ def console_stack(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactor
     gateway.stop(1)
     for server, _ in starting.values():
         server.stop(1)
+
+
+def small_dataset(data_dir: Path, root: Path, per_class: int = 2) -> Path:
+    """A folder-per-class dataset at ``root``: ``per_class`` real cells of each class (symlinks into the
+    shared data), for the Jobs page's evaluations."""
+    for name in CLASSES:
+        (root / name).mkdir(parents=True)
+        for image in sorted((data_dir / "bloodcells-5class" / "val" / name).glob("*.jpg"))[:per_class]:
+            (root / name / image.name).symlink_to(image)
+    return root
 
 
 def console_settings(stack: ConsoleStack, database_url: str, **overrides: object) -> ConsoleSettings:

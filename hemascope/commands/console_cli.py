@@ -83,7 +83,7 @@ def console_group() -> None:
     "--role",
     type=click.Choice(["viewer", "reviewer", "admin"]),
     required=True,
-    help="viewer: browse and export; reviewer: also analyse and review; admin: also delete.",
+    help="viewer: browse and export; reviewer: also analyse and review; admin: also delete and run jobs.",
 )
 @click.option(
     "--users-file",

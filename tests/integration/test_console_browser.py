@@ -1,7 +1,8 @@
 """The console in a real browser (Debian's Chromium, headless, driven by Playwright) in front of a real
 gateway and services: log in, upload and watch the cards fill in (htmx under the strict CSP), the Grad-CAM
-overlay and its slider, the gallery's filters, a correction and the retraining export, a viewer refused, and
-logging out, and an accessibility check (axe-core) of every page. Skipped only when Chromium is not
+overlay and its slider, the gallery's filters, a correction and the retraining export, a viewer refused,
+logging out, an admin's evaluation job on the Jobs page with its report, and an accessibility check
+(axe-core) of every page. Skipped only when Chromium is not
 installed (the accessibility test also when axe-core is not: scripts/setup_a11y.sh). With
 HEMASCOPE_SCREENSHOT_DIR set (e.g. docs), the screenshots of docs/console.md are written there."""
 
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from console.app import create_app
-from tests.console_fixtures import ConsoleStack, LiveServer, console_settings
+from tests.console_fixtures import ConsoleStack, LiveServer, console_settings, small_dataset
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).resolve().parents[1] / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
@@ -65,9 +66,18 @@ def browser(playwright: Playwright, browser_type_launch_args: dict[str, Any]) ->
 
 
 @pytest.fixture(scope="module")
-def console_url(console_stack: ConsoleStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    database = tmp_path_factory.mktemp("console-browser") / "console.db"
-    app = create_app(console_settings(console_stack, f"sqlite:///{database}"))
+def console_url(
+    console_stack: ConsoleStack, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("console-browser")
+    small_dataset(data_dir, folder / "data" / "lab")
+    settings = console_settings(
+        console_stack,
+        f"sqlite:///{folder / 'console.db'}",
+        data_root=folder / "data",
+        jobs_dir=folder / "jobs",
+    )
+    app = create_app(settings)
     with LiveServer(app) as url:
         yield url
 
@@ -229,6 +239,42 @@ def test_a_smear_is_counted_and_the_models_page_compares_the_models(
     assert csp_errors == []
 
 
+def run_evaluation(page: Page, url: str) -> None:
+    """Starts an evaluation of the served bundle on the small dataset and waits for its metrics."""
+    page.goto(f"{url}/jobs")
+    form = page.get_by_test_id("start-evaluate")
+    form.get_by_label("Bundle").select_option("models/bloodcells-5class")
+    form.get_by_label("Dataset").select_option("lab")
+    form.get_by_role("button", name="Start evaluation").click()
+    expect(page).to_have_url(re.compile(r"/jobs/\d+$"))
+    expect(page.get_by_test_id("job-state")).to_have_text("succeeded", timeout=240_000)
+    expect(page.get_by_test_id("job-report")).to_be_visible()
+
+
+def test_an_admin_runs_an_evaluation_job_and_reads_its_report(
+    page: Page, console_url: str, console_stack: ConsoleStack, csp_errors: list[str], tmp_path: Path
+) -> None:
+    log_in(page, console_url, console_stack.keys["admin"])
+    run_evaluation(page, console_url)  # the page polls (htmx) until the job is done, then shows the report
+    report = page.get_by_test_id("job-report")
+    expect(report.locator("tr[data-model]")).to_have_count(5)
+    expect(report.locator("tr[data-model=logistic_regression]")).to_be_visible()
+    expect(page.get_by_test_id("job-log")).to_contain_text("macroF1")
+    expect(page.get_by_test_id("cancel-form")).to_have_count(0)
+    expect(page.get_by_test_id("job-command")).to_contain_text("hemascope evaluate --bundle")
+    screenshot(page, "console-jobs.png", tmp_path)
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    expect(page.get_by_test_id("job-row").first.get_by_test_id("job-state")).to_have_text("succeeded")
+    expect(page.get_by_test_id("job-audit")).to_contain_text("job_started")
+    page.click("form.logout button")
+
+    log_in(page, console_url, console_stack.keys["reviewer"])
+    expect(page.get_by_role("link", name="Jobs", exact=True)).to_have_count(0)
+    response = page.goto(f"{console_url}/jobs")
+    assert response is not None and response.status == 403
+    assert csp_errors == []
+
+
 def axe_violations(page: Page) -> list[dict[str, Any]]:
     """axe-core's violations on the page as loaded (WCAG 2.x A/AA rules and best practices)."""
     page.add_script_tag(path=str(AXE))
@@ -292,6 +338,12 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
     check("smears")
     page.goto(f"{console_url}/models")
     check("models")
+    page.click("form.logout button")
+    log_in(page, console_url, console_stack.keys["admin"])
+    page.goto(f"{console_url}/jobs")
+    check("jobs")
+    run_evaluation(page, console_url)
+    check("job with its report")
 
     assert set(checked) == {
         "login",
@@ -302,6 +354,8 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
         "detail with the review form",
         "smears",
         "models",
+        "jobs",
+        "job with its report",
     }
     # None at all, whatever their impact (critical, serious, moderate or minor): each is listed with its
     # rule and elements when one appears.
