@@ -24,6 +24,7 @@ from hemascope.commands.train_cli import (
     study_sites_command,
     train_backbone_command,
     train_classifiers_command,
+    train_quantize_command,
 )
 from hemascope.logs import configure_logging
 
@@ -474,6 +475,7 @@ def train_detector(
 # Training and evaluation commands live in their own module.
 train.add_command(train_classifiers_command)
 train.add_command(train_backbone_command)
+train.add_command(train_quantize_command)
 train.add_command(train_acquisition_command)
 main.add_command(evaluate_command)
 study.add_command(study_sites_command)

@@ -1,5 +1,5 @@
-"""The click commands ``train classifiers``, ``train backbone`` and ``evaluate`` (the work is in
-:mod:`hemascope.commands.train` and :mod:`hemascope.training`)."""
+"""The click commands ``train classifiers``, ``train backbone``, ``train quantize`` and ``evaluate`` (the
+work is in :mod:`hemascope.commands.train` and :mod:`hemascope.training`)."""
 
 from __future__ import annotations
 
@@ -254,6 +254,61 @@ def train_backbone_command(
     )
     meta = train_backbone(config)
     click.echo(f"backbone: {config.out} (weights SHA-256 {meta['weights_sha256'][:16]}...)")
+
+
+@click.command("quantize")
+@data_options
+@click.option(
+    "--backbone",
+    default="efficientnet_lite0_blood_int8",
+    show_default=True,
+    help="The quantized backbone to make (its fp32 source is part of its definition).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for model.onnx and backbone.json (default: <backbone dir>/<backbone>).",
+)
+@click.option(
+    "--images", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration images."
+)
+@click.option(
+    "--method",
+    type=click.Choice(["minmax", "percentile", "entropy"]),
+    default="minmax",
+    show_default=True,
+    help="How activation ranges are calibrated.",
+)
+@click.option("--seed", type=int, default=50, show_default=True, help="Split seed (the bundles' seed).")
+@user_errors
+def train_quantize_command(
+    data: tuple[str, ...],
+    spec: Path | None,
+    probe: str | None,
+    no_probe: bool,
+    backbone: str,
+    out: Path | None,
+    images: int,
+    method: str,
+    seed: int,
+) -> None:
+    """Quantise a fine-tuned backbone to int8 (ONNX Runtime static QDQ), calibrated on training images."""
+    from hemascope.training.quantize import QuantizeConfig, quantize_backbone
+    from services.feature.backbones import backbone_dir
+
+    config = QuantizeConfig(
+        sources=resolve_sources(data, spec, probe, no_probe),
+        out=out or backbone_dir() / backbone,
+        name=backbone,
+        images=images,
+        method=method,
+        seed=seed,
+        command=" ".join(["hemascope", *sys.argv[1:]]),
+        log=lambda line: click.echo(line, err=True),
+    )
+    meta = quantize_backbone(config)
+    click.echo(f"backbone: {config.out} (int8 graph SHA-256 {meta['weights_sha256'][:16]}...)")
 
 
 @click.command("evaluate")

