@@ -82,7 +82,7 @@ class RetryPolicy:
         return float(self.backoff_s * (2 ** (attempt - 1)) * (0.5 + self.jitter()))
 
 
-def _detail(error: grpc.RpcError) -> common_pb2.ErrorDetail | None:
+def remote_detail(error: grpc.RpcError) -> common_pb2.ErrorDetail | None:
     """The ErrorDetail a Hemascope service packed into the failed call's status, if any."""
     trailing: Sequence[tuple[str, Any]] = getattr(error, "trailing_metadata", lambda: None)() or ()
     for key, value in trailing:
@@ -106,7 +106,7 @@ def _code(error: grpc.RpcError) -> grpc.StatusCode:
 def domain_error(service: str, error: grpc.RpcError, by_caller_deadline: bool) -> errors.HemascopeError:
     """The domain error for a failed call to ``service``, keeping its code, reason and message."""
     code = _code(error)
-    detail = _detail(error)
+    detail = remote_detail(error)
     details = getattr(error, "details", lambda: "")() or ""
     cls = errors.error_class(code)
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
@@ -244,7 +244,7 @@ class Downstream(Generic[S]):
             return True
         # A service's own overload answer carries an ErrorDetail; gRPC's message-size RESOURCE_EXHAUSTED
         # does not, and retrying it would fail the same way.
-        return code is grpc.StatusCode.RESOURCE_EXHAUSTED and _detail(exc) is not None
+        return code is grpc.StatusCode.RESOURCE_EXHAUSTED and remote_detail(exc) is not None
 
     def _note(self, ok: bool) -> None:
         with self._lock:
