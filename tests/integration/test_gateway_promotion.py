@@ -7,6 +7,7 @@ services are not started (promotion needs only the classifier)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from gateway.audit import verify
 from gateway.auth import ADMIN_ROLE, add_key
+from hemascope.client import AsyncHemascopeClient, FailedPrecondition, HemascopeClient, PermissionDenied
 from hemascope.server import ManagedServer
 from hemascope.v1 import (
     admin_pb2,
@@ -94,7 +96,7 @@ def stack(
     classifier, classifier_port = start_classifier(bundles["v1"], pki)
     gateway, port, secrets = start_gateway(classifier_port, pki, tmp_path_factory.mktemp("gateway"))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield {"channel": channel, "classifier_port": classifier_port} | secrets
+    yield {"channel": channel, "classifier_port": classifier_port, "gateway_port": port} | secrets
     channel.close()
     gateway.stop(0)
     classifier.stop(0)
@@ -203,3 +205,29 @@ def test_without_an_admin_identity_the_classifier_refuses_the_gateway(
     finally:
         gateway.stop(0)
         classifier.stop(0)
+
+
+def test_the_client_promotes_sync_and_asyncio(
+    stack: dict[str, Any], bundles: dict[str, Path], pki: Any
+) -> None:
+    port = stack["gateway_port"]
+    before = serving(stack["classifier_port"], pki)
+    target = "v2" if before == "v1" else "v1"
+    with HemascopeClient(f"127.0.0.1:{port}", api_key=stack["admin"]) as client:
+        reply = client.promote_bundle(str(bundles[target]))
+    assert (reply.bundle_version, reply.previous_version) == (target, before)
+    caller = HemascopeClient(f"127.0.0.1:{port}", api_key=stack["caller"])
+    with caller, pytest.raises(PermissionDenied) as refused:
+        caller.promote_bundle(str(bundles[before]))
+    assert refused.value.reason == "ADMIN_ROLE_REQUIRED"
+
+    async def back() -> tuple[str, str]:
+        async with AsyncHemascopeClient(f"127.0.0.1:{port}", api_key=stack["admin"]) as client:
+            with pytest.raises(FailedPrecondition) as bad:
+                await client.promote_bundle(str(bundles[before].parent))  # not a bundle
+            assert bad.value.reason == "BAD_BUNDLE"
+            answer = await client.promote_bundle(str(bundles[before]))
+            return answer.bundle_version, answer.previous_version
+
+    assert asyncio.run(back()) == (before, target)
+    assert serving(stack["classifier_port"], pki) == before
