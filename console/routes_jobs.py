@@ -19,6 +19,7 @@ from starlette.routing import Route
 from console.job_kinds import BACKBONES, KINDS, MODELS, Catalogue, JobRefused, plan_job
 from console.job_store import Job
 from console.jobs import LOG_NAME, STDOUT_NAMES, tail
+from console.routes_promote import bundle_of
 from console.web import check_csrf, console_of, redirect, render, require
 
 REPORT_DIR = "report"
@@ -147,6 +148,8 @@ async def job_page(request: Request) -> Response:
     context = await anyio.to_thread.run_sync(_detail, request)
     store = console_of(request).jobs.store
     context["audit"] = await anyio.to_thread.run_sync(store.audit_log, 50, context["job"].id)
+    jobs_dir = console_of(request).settings.jobs_dir
+    context["bundle"] = await anyio.to_thread.run_sync(bundle_of, jobs_dir, context["job"])
     return render(request, "job.html", context)
 
 
