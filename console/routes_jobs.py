@@ -1,5 +1,6 @@
 """Jobs (admin only): start a training, evaluation or site validation on an allow-listed dataset, watch its
-log while it runs, cancel it, and read its report when it is done. Every start and cancel is audited."""
+log while it runs, cancel it, and read its report when it is done (a training's bundle can then be promoted
+to serving: :mod:`console.routes_promote`). Every start and cancel is audited."""
 
 from __future__ import annotations
 
