@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from gateway.downstream import ServiceNotRunning, domain_error, remote_detail
+from gateway.downstream import ServiceNotRunning, domain_error, remote_detail, status_code
 from gateway.settings import GatewaySettings
 from gateway.tls import ENV_PREFIX, channel_credentials
 from hemascope import errors
@@ -55,16 +55,11 @@ def admin_credentials(settings: GatewaySettings) -> grpc.ChannelCredentials | No
     )
 
 
-def _code(error: grpc.RpcError) -> grpc.StatusCode:
-    code = getattr(error, "code", lambda: grpc.StatusCode.UNKNOWN)()
-    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-
-
 def promotion_error(error: grpc.RpcError, by_caller_deadline: bool) -> errors.HemascopeError:
     """The domain error for a failed ReloadBundle, keeping the classifier's code and reason; a refusal of
     the gateway's identity stays PERMISSION_DENIED (it is the promotion that is refused) and says which
     setting to fix."""
-    code = _code(error)
+    code = status_code(error)
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
         detail = remote_detail(error)
         reason = detail.reason if detail is not None else code.name

@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from gateway.audit import verify
+from gateway.auth import ADMIN_ROLE, add_key
 from hemascope.client import AsyncHemascopeClient, FailedPrecondition, HemascopeClient, PermissionDenied
 from hemascope.v1 import (
     admin_pb2,
@@ -24,6 +25,7 @@ from hemascope.v1 import (
     analysis_pb2,
     analysis_pb2_grpc,
 )
+from tests.gateway_helpers import start_offline_gateway
 from tests.grpc_helpers import error_reason, rpc_error
 from tests.promotion_helpers import WAIT, make_pki, serving, start_classifier, start_gateway
 
@@ -164,3 +166,35 @@ def test_the_client_promotes_sync_and_asyncio(
 
     assert asyncio.run(back()) == (before, target)
     assert serving(stack["classifier_port"], pki) == before
+
+
+@pytest.mark.parametrize(("address", "reason"), [("dead", "SERVICE_UNAVAILABLE"), ("", "NOT_RUNNING")])
+def test_a_classifier_that_is_down_or_absent_is_unavailable(
+    tmp_path: Path, address: str, reason: str
+) -> None:
+    keys, audit = tmp_path / "keys.jsonl", tmp_path / "audit.jsonl"
+    admin = add_key(keys, "model-ops", ADMIN_ROLE)
+    overrides = {"classifier_address": ""} if not address else {}  # else: a port nothing listens on
+    server, port = start_offline_gateway(api_keys_file=keys, audit_log=audit, **overrides)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            error = rpc_error(lambda: promote(channel, admin, "/bundles/next"))
+    finally:
+        server.stop(0)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE and error_reason(error) == reason
+    last = audit_lines(audit)[-1]
+    assert (last["rpc"], last["caller_id"], last["outcome"]) == ("PromoteBundle", "model-ops", "UNAVAILABLE")
+
+
+def test_without_api_keys_nobody_is_an_admin(tmp_path: Path) -> None:
+    server, port = start_offline_gateway(audit_log=tmp_path / "audit.jsonl")  # authentication off
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = admin_pb2_grpc.GatewayAdminServiceStub(channel)
+            request = admin_pb2.PromoteBundleRequest(path="/bundles/next")
+            error = rpc_error(lambda: stub.PromoteBundle(request, timeout=WAIT))
+    finally:
+        server.stop(0)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED and error_reason(error) == "ADMIN_ROLE_REQUIRED"
+    last = audit_lines(tmp_path / "audit.jsonl")[-1]
+    assert (last["caller_id"], last["outcome"]) == ("anonymous", "PERMISSION_DENIED")
