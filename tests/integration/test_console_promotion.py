@@ -145,3 +145,20 @@ def test_only_a_succeeded_training_job_offers_a_bundle(app: Starlette, stack: di
         sent = client.post(f"/jobs/{queued}/promote", data={"csrf_token": csrf, "confirm_name": "job-1"})
         assert sent.status_code == 404
     assert audit_rows(app) == []
+
+
+def test_a_bundle_the_classifier_cannot_load_is_shown_refused_and_audited(
+    app: Starlette, stack: dict[str, Any]
+) -> None:
+    before = serving(stack["classifier_port"], stack["pki"])
+    manifest = app.state.console.settings.jobs_dir / "1" / "bundle" / "manifest.json"
+    manifest.write_text('{"bundle_version": "tampered"}')
+    with TestClient(app, follow_redirects=False) as client:
+        csrf = log_in(client, app, "ann", "admin", stack["admin"])
+        sent = client.post("/jobs/1/promote", data={"csrf_token": csrf, "confirm_name": "job-1"})
+    assert sent.status_code == 409
+    assert 'data-testid="promote-refused"' in sent.text and "FAILED_PRECONDITION" in sent.text
+    assert serving(stack["classifier_port"], stack["pki"]) == before
+    [row] = audit_rows(app)
+    assert (row.actor, row.action) == ("ann", "bundle_promotion_refused")
+    assert "FAILED_PRECONDITION (BAD_BUNDLE)" in row.detail
