@@ -18,6 +18,7 @@ from collections.abc import Callable
 import grpc
 
 from gateway.dataplane import DataPlane
+from gateway.identity import Caller
 from gateway.interceptor import caller_of
 from gateway.promotion import BundlePromoter, Promotion
 from hemascope.deadlines import remaining_seconds
@@ -63,7 +64,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServiceServicer):
             version=promotion.bundle_version,
             previous=promotion.previous_version,
         )
-        self._audit_success(caller.id, promotion, started, options, context)
+        self._audit_success(caller, promotion, started, options)
         return admin_pb2.PromoteBundleResponse(
             bundle_version=promotion.bundle_version,
             previous_version=promotion.previous_version,
@@ -71,16 +72,11 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServiceServicer):
         )
 
     def _audit_success(
-        self,
-        caller_id: str,
-        promotion: Promotion,
-        started: float,
-        options: dict[str, str],
-        context: grpc.ServicerContext,
+        self, caller: Caller, promotion: Promotion, started: float, options: dict[str, str]
     ) -> None:
         try:
             self._plane.record(
-                caller_of(context),
+                caller,
                 PROMOTE_RPC,
                 "OK",
                 started=started,
@@ -93,7 +89,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServiceServicer):
         except HemascopeError:
             log.error(
                 "promotion_not_audited",
-                caller=caller_id,
+                caller=caller.id,
                 version=promotion.bundle_version,
                 previous=promotion.previous_version,
                 detail="the classifier serves the promoted bundle, but the audit trail could not record it",
