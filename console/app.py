@@ -15,7 +15,15 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from console import exports, routes_analyse, routes_auth, routes_jobs, routes_models, routes_results
+from console import (
+    exports,
+    routes_analyse,
+    routes_auth,
+    routes_jobs,
+    routes_models,
+    routes_promote,
+    routes_results,
+)
 from console.analysis import BatchRunner, ClientFactory
 from console.job_store import JobStore
 from console.jobs import JobQueue
@@ -110,6 +118,7 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
             *routes_results.routes,
             *routes_models.routes,
             *routes_jobs.routes,
+            *routes_promote.routes,
             *exports.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

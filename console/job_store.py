@@ -1,6 +1,6 @@
 """The Jobs page's rows in the console store: jobs with their state, and the audit log of who started or
-cancelled which job. State changes are conditional updates, so two actors (the queue finishing a job, an
-admin cancelling it) never both win."""
+cancelled which job and who promoted (or tried to promote) which job's bundle to serving. State changes are
+conditional updates, so two actors (the queue finishing a job, an admin cancelling it) never both win."""
 
 from __future__ import annotations
 
@@ -138,6 +138,11 @@ class JobStore:
                 .values(state="failed", finished=now(), error=INTERRUPTED)
             )
         return int(result.rowcount or 0)
+
+    def record(self, actor: str, action: str, job_id: int | None, detail: str) -> None:
+        """One audit row (e.g. a bundle promotion and its outcome)."""
+        with self.engine.begin() as conn:
+            self._audit(conn, actor, action, job_id, detail)
 
     def audit_log(self, limit: int = 50, job_id: int | None = None) -> list[RowMapping]:
         query = sa.select(audit).order_by(audit.c.id.desc()).limit(limit)

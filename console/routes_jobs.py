@@ -1,5 +1,6 @@
 """Jobs (admin only): start a training, evaluation or site validation on an allow-listed dataset, watch its
-log while it runs, cancel it, and read its report when it is done. Every start and cancel is audited."""
+log while it runs, cancel it, and read its report when it is done (a training's bundle can then be promoted
+to serving: :mod:`console.routes_promote`). Every start and cancel is audited."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from starlette.routing import Route
 from console.job_kinds import BACKBONES, KINDS, MODELS, Catalogue, JobRefused, plan_job
 from console.job_store import Job
 from console.jobs import LOG_NAME, STDOUT_NAMES, tail
+from console.routes_promote import bundle_of
 from console.web import check_csrf, console_of, redirect, render, require
 
 REPORT_DIR = "report"
@@ -147,6 +149,8 @@ async def job_page(request: Request) -> Response:
     context = await anyio.to_thread.run_sync(_detail, request)
     store = console_of(request).jobs.store
     context["audit"] = await anyio.to_thread.run_sync(store.audit_log, 50, context["job"].id)
+    jobs_dir = console_of(request).settings.jobs_dir
+    context["bundle"] = await anyio.to_thread.run_sync(bundle_of, jobs_dir, context["job"])
     return render(request, "job.html", context)
 
 

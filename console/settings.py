@@ -22,6 +22,9 @@ class ConsoleSettings(BaseSettings):
         None, description="PEM CA that signed the gateway's certificate; set when the gateway speaks TLS."
     )
     gateway_timeout_s: float = Field(120.0, gt=0, description="Deadline of one analysis at the gateway.")
+    promote_timeout_s: float = Field(
+        180.0, gt=0, description="Deadline of a bundle promotion (the classifier loads and verifies it)."
+    )
     users_file: Path = Field(
         Path("console-users.jsonl"),
         description="Who may log in: JSON lines {name, role, key_hash} (`hemascope console add-user`).",

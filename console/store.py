@@ -102,7 +102,7 @@ audit = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
     sa.Column("actor", sa.String(64), nullable=False),
-    # job_started | job_cancelled
+    # job_started | job_cancelled | bundle_promoted | bundle_promotion_refused
     sa.Column("action", sa.String(32), nullable=False, index=True),
     sa.Column("job_id", sa.Integer, nullable=True, index=True),
     sa.Column("detail", sa.Text, nullable=False, default=""),

@@ -3,6 +3,13 @@
 Key file format (JSON lines, one record per key; blank lines and lines starting with ``#`` are ignored)::
 
     {"caller_id": "lis-north", "key_hash": "sha256:<64 hex>", "created": "2025-01-01T00:00:00+00:00"}
+    {"caller_id": "model-ops", "key_hash": "sha256:<64 hex>", "created": "...", "role": "admin"}
+
+``role`` is optional: ``"caller"`` (the default) may analyse images; ``"admin"`` may also call the gateway's
+administrative RPCs (``GatewayAdminService``, e.g. ``PromoteBundle``). Any other value makes the file
+malformed (so a typo never grants or silently drops a role). ``hemascope gateway add-key --role admin``
+writes an admin key. Give the admin role to as few keys as possible: an admin key changes what the
+classifier serves to every caller.
 
 Hashing: a key is ``hsk_`` + 256 random bits (``secrets.token_urlsafe(32)``) and is stored as its plain
 SHA-256. A slow, salted hash (scrypt, PBKDF2) exists to make guessing *low-entropy* secrets such as passwords
@@ -50,10 +57,28 @@ MAX_KEY_LENGTH = 256
 CALLER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+CALLER_ROLE = "caller"
+ADMIN_ROLE = "admin"
+ROLES = (CALLER_ROLE, ADMIN_ROLE)
+
+
 @dataclass(frozen=True)
 class _KeyRecord:
     caller_id: str
     digest: bytes
+    role: str = CALLER_ROLE
+
+
+@dataclass(frozen=True)
+class KeyHolder:
+    """Who a valid key belongs to: its caller id and role."""
+
+    caller_id: str
+    role: str = CALLER_ROLE
+
+    @property
+    def admin(self) -> bool:
+        return self.role == ADMIN_ROLE
 
 
 def generate_key() -> str:
@@ -77,6 +102,13 @@ def validate_caller_id(caller_id: str) -> str:
     return caller_id
 
 
+def validate_role(role: str) -> str:
+    """Returns ``role`` when it is a known role; InvalidArgument otherwise."""
+    if role not in ROLES:
+        raise InvalidArgument(f"role must be one of {', '.join(ROLES)}; got {role!r}", field="role")
+    return role
+
+
 def _parse(path: Path, text: str) -> list[_KeyRecord]:
     records: list[_KeyRecord] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -92,15 +124,19 @@ def _parse(path: Path, text: str) -> list[_KeyRecord]:
             digest = bytes.fromhex(key_hash.removeprefix(HASH_PREFIX))
             if len(digest) != 32:
                 raise ValueError("key_hash must hold 64 hex digits")
-        except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
+            role = raw.get("role", CALLER_ROLE)
+            if not isinstance(role, str):
+                raise ValueError(f"role must be a string, one of {', '.join(ROLES)}")
+            validate_role(role)
+        except (ValueError, KeyError, TypeError, AttributeError, InvalidArgument) as exc:
             detail = exc.message if isinstance(exc, InvalidArgument) else str(exc)
             raise ConfigurationError(f"API key file {path}, line {number}: {detail}") from None
-        records.append(_KeyRecord(caller_id, digest))
+        records.append(_KeyRecord(caller_id, digest, role))
     return records
 
 
 class ApiKeyStore:
-    """Hashed API keys loaded from a key file; maps a presented key to its caller id."""
+    """Hashed API keys loaded from a key file; maps a presented key to its caller id and role."""
 
     def __init__(
         self,
@@ -139,15 +175,21 @@ class ApiKeyStore:
 
     def caller_for(self, key: str) -> str | None:
         """The caller id of ``key``, or None when it is not a valid key. Constant time in the match."""
+        holder = self.holder_for(key)
+        return holder.caller_id if holder is not None else None
+
+    def holder_for(self, key: str) -> KeyHolder | None:
+        """The caller id and role of ``key``, or None when it is not a valid key. Constant time in the
+        match."""
         self._maybe_reload()
         if not key or len(key) > MAX_KEY_LENGTH:
             return None
         digest = hashlib.sha256(key.encode("utf-8")).digest()
-        found: str | None = None
+        found: _KeyRecord | None = None
         for record in self._records:
             if hmac.compare_digest(digest, record.digest):
-                found = record.caller_id
-        return found
+                found = record
+        return KeyHolder(found.caller_id, found.role) if found is not None else None
 
     def _file_stamp(self) -> tuple[int, int] | None:
         if self._path is None:
@@ -187,18 +229,23 @@ class ApiKeyStore:
             log.info("api_keys_reloaded", keys=len(records))
 
 
-def add_key(path: Path, caller_id: str) -> str:
-    """Appends a new key for ``caller_id`` to ``path`` (created with mode 0600); returns the plaintext key.
+def add_key(path: Path, caller_id: str, role: str = CALLER_ROLE) -> str:
+    """Appends a new key for ``caller_id`` with ``role`` to ``path`` (created with mode 0600); returns the
+    plaintext key.
 
-    The plaintext is returned once and stored nowhere: only its hash goes into the file.
+    The plaintext is returned once and stored nowhere: only its hash goes into the file. A caller key's
+    record has no ``role`` field (the default); an admin key's has ``"role": "admin"``.
     """
     validate_caller_id(caller_id)
+    validate_role(role)
     key = generate_key()
     record = {
         "caller_id": caller_id,
         "key_hash": hash_key(key),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if role != CALLER_ROLE:
+        record["role"] = role
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:

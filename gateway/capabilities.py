@@ -54,6 +54,11 @@ class CapabilitiesCache:
         self.facts: ClassifierFacts | None = None
         """The classes, models and methods last described; None until the classifier has answered."""
 
+    def invalidate(self) -> None:
+        """Forgets the cached answer (e.g. after a bundle promotion): the next ``get`` asks the services."""
+        with self._lock:
+            self._cached = None
+
     def get(self, *, force: bool = False) -> Capabilities:
         """The capabilities, from the cache while fresh; ``force`` re-asks the services (at most once a
         second, so a stream of bad requests cannot turn into a stream of describe calls)."""

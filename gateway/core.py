@@ -97,6 +97,11 @@ class GatewayCore:
             raise Unavailable("the gateway is still starting", reason="NOT_READY")
         return self._downstreams
 
+    def forget_capabilities(self) -> None:
+        """Drops the cached capabilities, so the next GetCapabilities describes the services afresh."""
+        if self._caps is not None:
+            self._caps.invalidate()
+
     def capabilities(self) -> Capabilities:
         if self._caps is None:
             raise Unavailable("the gateway is still starting", reason="NOT_READY")

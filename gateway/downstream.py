@@ -82,7 +82,7 @@ class RetryPolicy:
         return float(self.backoff_s * (2 ** (attempt - 1)) * (0.5 + self.jitter()))
 
 
-def _detail(error: grpc.RpcError) -> common_pb2.ErrorDetail | None:
+def remote_detail(error: grpc.RpcError) -> common_pb2.ErrorDetail | None:
     """The ErrorDetail a Hemascope service packed into the failed call's status, if any."""
     trailing: Sequence[tuple[str, Any]] = getattr(error, "trailing_metadata", lambda: None)() or ()
     for key, value in trailing:
@@ -98,15 +98,15 @@ def _detail(error: grpc.RpcError) -> common_pb2.ErrorDetail | None:
     return None
 
 
-def _code(error: grpc.RpcError) -> grpc.StatusCode:
+def status_code(error: grpc.RpcError) -> grpc.StatusCode:
     code = getattr(error, "code", lambda: grpc.StatusCode.UNKNOWN)()
     return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
 def domain_error(service: str, error: grpc.RpcError, by_caller_deadline: bool) -> errors.HemascopeError:
     """The domain error for a failed call to ``service``, keeping its code, reason and message."""
-    code = _code(error)
-    detail = _detail(error)
+    code = status_code(error)
+    detail = remote_detail(error)
     details = getattr(error, "details", lambda: "")() or ""
     cls = errors.error_class(code)
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
@@ -226,7 +226,7 @@ class Downstream(Generic[S]):
             self.channel.close()
 
     def _record_failure(self, exc: grpc.RpcError, by_caller: bool) -> errors.HemascopeError:
-        code = _code(exc)
+        code = status_code(exc)
         if code in _UNHEALTHY or (code is grpc.StatusCode.DEADLINE_EXCEEDED and not by_caller):
             self.breaker.record_failure()
             self._note(False)
@@ -239,12 +239,12 @@ class Downstream(Generic[S]):
 
     @staticmethod
     def _retryable(exc: grpc.RpcError) -> bool:
-        code = _code(exc)
+        code = status_code(exc)
         if code is grpc.StatusCode.UNAVAILABLE:
             return True
         # A service's own overload answer carries an ErrorDetail; gRPC's message-size RESOURCE_EXHAUSTED
         # does not, and retrying it would fail the same way.
-        return code is grpc.StatusCode.RESOURCE_EXHAUSTED and _detail(exc) is not None
+        return code is grpc.StatusCode.RESOURCE_EXHAUSTED and remote_detail(exc) is not None
 
     def _note(self, ok: bool) -> None:
         with self._lock:

@@ -2,7 +2,8 @@
 
 :class:`Identifier` turns a call's metadata, peer address and TLS auth context into a :class:`Caller`:
 
-* an ``x-api-key`` that the :class:`~gateway.auth.ApiKeyStore` knows -> its caller id (source ``api-key``);
+* an ``x-api-key`` that the :class:`~gateway.auth.ApiKeyStore` knows -> its caller id (source ``api-key``)
+  and, when the key's record has the role ``admin``, :attr:`Caller.admin` (the only way to be an admin);
   a key it does not know is refused (UNAUTHENTICATED), whatever else the call presents;
 * no key, keys not required, and a client certificate the gateway's mTLS port verified -> ``cert.<CN>``
   (source ``certificate``; the common name is cut to the caller id alphabet);
@@ -42,6 +43,8 @@ class Caller:
     id: str
     peer: str = ""
     source: str = NOBODY
+    admin: bool = False
+    """True only for an API key whose record has the role ``admin`` (administrative RPCs)."""
 
     @property
     def anonymous(self) -> bool:
@@ -86,10 +89,10 @@ class Identifier:
         """The caller; Unauthenticated for a wrong key, or a missing one when keys are required."""
         key = metadata_value(metadata, API_KEY_HEADER)
         if key is not None and self.store is not None:
-            caller = self.store.caller_for(key)
-            if caller is None:
+            holder = self.store.holder_for(key)
+            if holder is None:
                 raise Unauthenticated(INVALID_MESSAGE)
-            return Caller(caller, peer, API_KEY)
+            return Caller(holder.caller_id, peer, API_KEY, admin=holder.admin)
         if self.required:
             raise Unauthenticated(MISSING_MESSAGE)
         subject = peer_common_name(auth_context)

@@ -3,8 +3,9 @@
 Health and reflection are exempt (probes and tooling work without credentials). Every other call:
 :meth:`~gateway.dataplane.DataPlane.admit` resolves its caller (or refuses it: UNAUTHENTICATED, audited
 with the peer address) and refuses it while the audit trail is down (UNAVAILABLE); the caller is then bound
-to the call's context (:func:`caller_of`). Calls that do not audit themselves per image (everything but
-Analyze, AnalyzeStream and ModelInfer) are audited here as one record each.
+to the call's context (:func:`caller_of`). Calls that do not audit themselves (everything but Analyze,
+AnalyzeStream and ModelInfer, audited per image, and PromoteBundle, audited with its bundle) are audited
+here as one record each.
 
 A refusal here happens outside the kernel's ServiceInterceptor, so it is counted in the per-RPC metric and
 turned into a status with an ErrorDetail here.
@@ -31,8 +32,8 @@ EXEMPT_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
-#: Methods whose adapters write their own records (one per image analysed).
-SELF_AUDITED = frozenset({"Analyze", "AnalyzeStream", "ModelInfer"})
+#: Methods whose adapters write their own records (one per image analysed; PromoteBundle's names the bundle).
+SELF_AUDITED = frozenset({"Analyze", "AnalyzeStream", "ModelInfer", "PromoteBundle"})
 
 _callers: weakref.WeakKeyDictionary[grpc.ServicerContext, Caller] = weakref.WeakKeyDictionary()
 _callers_lock = threading.Lock()

@@ -2,8 +2,9 @@
 
 Hosts AnalysisService and the Open Inference Protocol (KServe v2 GRPCInferenceService) as two thin
 adapters over one data plane (:mod:`gateway.dataplane`: identity, fail-closed audit, limits, deadlines),
-with optional (m)TLS. Health is NOT_SERVING until the downstream channels are open and described, and
-while the audit trail cannot be written.
+and GatewayAdminService (bundle promotion, admin callers only: :mod:`gateway.admin_servicer`) behind the
+same admission and audit, with optional (m)TLS. Health is NOT_SERVING until the downstream channels are
+open and described, and while the audit trail cannot be written.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from gateway import kserve
+from gateway.admin_servicer import GatewayAdminServicer
 from gateway.audit import AuditLog, read_key_file
 from gateway.audit_trail import AuditTrail
 from gateway.auth import ApiKeyStore
@@ -22,6 +24,7 @@ from gateway.dataplane import BoundedRunner, DataPlane
 from gateway.identity import Identifier
 from gateway.interceptor import GatewayInterceptor
 from gateway.limits import StreamLimiter
+from gateway.promotion import BundlePromoter
 from gateway.servicer import AnalysisServicer
 from gateway.settings import GatewaySettings
 from gateway.site_monitor import SiteMonitor
@@ -30,12 +33,13 @@ from hemascope.logs import get_logger
 from hemascope.server import ManagedServer, ServiceBinding, build_server
 from hemascope.site.drift import DriftRule
 from hemascope.tracing import setup_tracing
-from hemascope.v1 import analysis_pb2, analysis_pb2_grpc
+from hemascope.v1 import admin_pb2, admin_pb2_grpc, analysis_pb2, analysis_pb2_grpc
 
 log = get_logger(__name__)
 
 SERVICE_NAME = analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name
 KSERVE_SERVICE_NAME = "inference.GRPCInferenceService"
+ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdminService"].full_name
 AUDIT_FAULT = "audit"
 
 
@@ -57,6 +61,7 @@ def create_server(settings: GatewaySettings) -> tuple[ManagedServer, int]:
         log.warning("authentication_off", detail="no api_keys_file: callers are anonymous or named by cert")
     identifier = Identifier(store, required=settings.require_api_key and store is not None)
     credentials = server_credentials(settings)
+    promoter = BundlePromoter(settings)
     audit = _audit_trail(settings)
 
     tracing = setup_tracing(settings.tracing_config("gateway"))
@@ -91,9 +96,19 @@ def create_server(settings: GatewaySettings) -> tuple[ManagedServer, int]:
     def register_kserve(server: grpc.Server) -> None:
         kserve.add_to_server(server, plane)
 
-    bindings = [ServiceBinding(SERVICE_NAME, register), ServiceBinding(KSERVE_SERVICE_NAME, register_kserve)]
+    admin = GatewayAdminServicer(plane, promoter, core.forget_capabilities)
+
+    def register_admin(server: grpc.Server) -> None:
+        admin_pb2_grpc.add_GatewayAdminServiceServicer_to_server(admin, server)
+
+    bindings = [
+        ServiceBinding(SERVICE_NAME, register),
+        ServiceBinding(KSERVE_SERVICE_NAME, register_kserve),
+        ServiceBinding(ADMIN_SERVICE_NAME, register_admin),
+    ]
     on_stop: list[Callable[[], None]] = [
         core.close,
+        promoter.close,
         lambda: stream_executor.shutdown(wait=False),
         lambda: batch_executor.shutdown(wait=False, cancel_futures=True),
     ]

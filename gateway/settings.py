@@ -51,6 +51,19 @@ class GatewaySettings(ServerSettings, ImageLimitSettings):
         None, description="PEM client certificate the gateway presents to the services (mTLS)."
     )
     downstream_key_file: Path | None = Field(None, description="PEM private key of downstream_cert_file.")
+    admin_cert_file: Path | None = Field(
+        None,
+        description="PEM client certificate the gateway presents to the classifier for PromoteBundle (its "
+        "ReloadBundle answers only a common name in the classifier's ADMIN_SUBJECTS); trusted with "
+        "downstream_ca_file. None: the gateway's own identity (downstream_cert_file) is presented.",
+    )
+    admin_key_file: Path | None = Field(None, description="PEM private key of admin_cert_file.")
+    promote_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Longest the classifier may take to load and verify a promoted bundle (a shorter "
+        "caller deadline wins).",
+    )
     audit_log: Path | None = Field(
         None, description="Append-only hash-chained audit file (JSON lines); None: no audit trail (logged)."
     )

@@ -1,4 +1,5 @@
-"""Typed Python client of the Hemascope gateway (``AnalysisService``), blocking and asyncio.
+"""Typed Python client of the Hemascope gateway (``AnalysisService``, and ``GatewayAdminService``'s
+``promote_bundle`` for admin keys), blocking and asyncio.
 
 ::
 

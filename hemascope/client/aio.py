@@ -22,7 +22,7 @@ from hemascope.client.common import (
     channel_options,
 )
 from hemascope.client.errors import DeadlineExceeded, from_detail, from_rpc_error
-from hemascope.v1 import analysis_pb2, analysis_pb2_grpc
+from hemascope.v1 import admin_pb2, admin_pb2_grpc, analysis_pb2, analysis_pb2_grpc
 
 
 class AsyncHemascopeClient:
@@ -50,6 +50,7 @@ class AsyncHemascopeClient:
             else grpc.aio.insecure_channel(address, options=options)
         )
         self._stub = analysis_pb2_grpc.AnalysisServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.GatewayAdminServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -145,6 +146,25 @@ class AsyncHemascopeClient:
         try:
             response: analysis_pb2.GetCapabilitiesResponse = await self._stub.GetCapabilities(
                 analysis_pb2.GetCapabilitiesRequest(),
+                timeout=timeout or self.timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return response
+
+    async def promote_bundle(
+        self, path: str, *, timeout: float | None = None
+    ) -> admin_pb2.PromoteBundleResponse:
+        """Makes the classifier serve the bundle at ``path`` (as the classifier service sees it; empty:
+        reload the bundle it serves) through the gateway's ``GatewayAdminService.PromoteBundle``. Needs an
+        API key whose role is admin (else PermissionDenied, reason ``ADMIN_ROLE_REQUIRED``); the
+        classifier's refusals raise with its reason: FailedPrecondition (``BAD_BUNDLE``, the previous bundle
+        keeps serving), InvalidArgument (``BAD_PATH``), PermissionDenied (``RELOAD_PATH_REFUSED``,
+        ``ADMIN_ONLY``). Loading a bundle can take a while: pass a ``timeout`` long enough for it."""
+        try:
+            response: admin_pb2.PromoteBundleResponse = await self._admin.PromoteBundle(
+                admin_pb2.PromoteBundleRequest(path=path),
                 timeout=timeout or self.timeout,
                 metadata=self._metadata,
             )

@@ -7,6 +7,8 @@ stubs), re-exported here so a service that integrates with Hemascope needs one i
 """
 
 from hemascope.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     analysis_pb2,
     analysis_pb2_grpc,
     classifier_pb2,
@@ -21,6 +23,8 @@ from hemascope.v1 import (
 )
 
 __all__ = [
+    "admin_pb2",
+    "admin_pb2_grpc",
     "analysis_pb2",
     "analysis_pb2_grpc",
     "classifier_pb2",

@@ -84,7 +84,14 @@ def gateway_group() -> None:
     required=True,
     help="API key file to append to (default: $HEMASCOPE_GATEWAY_API_KEYS_FILE); created with mode 0600.",
 )
-def gateway_add_key(caller_id: str, keys_file: Path) -> None:
+@click.option(
+    "--role",
+    type=click.Choice(["caller", "admin"]),
+    default="caller",
+    show_default=True,
+    help="admin: the key may also call the gateway's administrative RPCs (PromoteBundle).",
+)
+def gateway_add_key(caller_id: str, keys_file: Path, role: str) -> None:
     """Make an API key for CALLER_ID (a system's name, e.g. lis-north; never a person or patient).
 
     Only the key's hash is stored. The key is printed once, on stdout: give it to the caller now.
@@ -93,7 +100,7 @@ def gateway_add_key(caller_id: str, keys_file: Path) -> None:
     from hemascope.errors import HemascopeError
 
     try:
-        key = add_key(keys_file, caller_id)
+        key = add_key(keys_file, caller_id, role)
     except HemascopeError as exc:
         raise click.UsageError(exc.message) from None
     click.echo(f"API key for {caller_id!r} added to {keys_file}; it is shown only now:", err=True)

@@ -17,7 +17,7 @@ ADMIN_SUBJECT = "hemascope-admin"
 class ServiceTls:
     """Mutual TLS between the gateway and the services, from a CA folder (``hemascope tls dev-ca``): each
     process presents ``<name>.pem``, trusts ``ca.pem``, and the services answer administrative RPCs only for
-    the CA's admin certificate."""
+    the CA's admin certificate, which the gateway presents for PromoteBundle when the folder holds it."""
 
     folder: Path
 
@@ -46,11 +46,16 @@ class ServiceTls:
         }
 
     def gateway_environment(self) -> dict[str, str]:
-        return {
+        env = {
             "HEMASCOPE_GATEWAY_DOWNSTREAM_CA_FILE": str(self.ca.absolute()),
             "HEMASCOPE_GATEWAY_DOWNSTREAM_CERT_FILE": str(self.cert("gateway").absolute()),
             "HEMASCOPE_GATEWAY_DOWNSTREAM_KEY_FILE": str(self.key("gateway").absolute()),
         }
+        if self.cert("admin").is_file() and self.key("admin").is_file():
+            # Only API keys with the admin role can make the gateway use it (PromoteBundle).
+            env["HEMASCOPE_GATEWAY_ADMIN_CERT_FILE"] = str(self.cert("admin").absolute())
+            env["HEMASCOPE_GATEWAY_ADMIN_KEY_FILE"] = str(self.key("admin").absolute())
+        return env
 
     def health(self) -> HealthTls:
         """How ``up`` checks a service: trusting the CA, presenting the client certificate."""

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.auth import (
+    ADMIN_ROLE,
     ANONYMOUS,
     KEY_PREFIX,
     ApiKeyStore,
@@ -127,6 +128,8 @@ def test_comments_and_blank_lines_are_ignored(tmp_path: Path) -> None:
         ('{"caller_id": "lab", "key_hash": "plain-text-key"}', "sha256:"),
         ('{"caller_id": "lab", "key_hash": "sha256:abcd"}', "64 hex"),
         ('{"caller_id": "Jane Doe", "key_hash": "sha256:' + "0" * 64 + '"}', "caller id"),
+        ('{"caller_id": "lab", "key_hash": "sha256:' + "0" * 64 + '", "role": "Admin"}', "role"),
+        ('{"caller_id": "lab", "key_hash": "sha256:' + "0" * 64 + '", "role": true}', "role"),
     ],
 )
 def test_malformed_key_files_are_refused_with_the_line(tmp_path: Path, line: str, words: str) -> None:
@@ -174,3 +177,27 @@ def test_cli_add_key_refuses_a_bad_caller_id(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "caller id" in result.output
     assert not path.exists()
+
+
+def test_a_keys_role_makes_its_caller_admin_and_defaults_to_caller(tmp_path: Path) -> None:
+    path = tmp_path / "keys.jsonl"
+    plain, admin = add_key(path, "lis-north"), add_key(path, "model-ops", ADMIN_ROLE)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert "role" not in records[0] and records[1]["role"] == "admin"
+    store = ApiKeyStore.from_file(path)
+    assert store.holder_for(admin) is not None and store.holder_for(admin).admin  # type: ignore[union-attr]
+    assert store.holder_for(plain) is not None and not store.holder_for(plain).admin  # type: ignore[union-attr]
+    identifier = Identifier(store, required=True)
+    assert identifier.identify((("x-api-key", admin),), "ipv4:1", {}).admin
+    assert not identifier.identify((("x-api-key", plain),), "ipv4:1", {}).admin
+    with pytest.raises(InvalidArgument, match="role"):
+        add_key(path, "lab", "root")
+
+
+def test_cli_add_key_with_the_admin_role(tmp_path: Path) -> None:
+    path = tmp_path / "keys.jsonl"
+    args = ["gateway", "add-key", "model-ops", "--role", "admin", "--keys-file", str(path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    holder = ApiKeyStore.from_file(path).holder_for(result.stdout.strip())
+    assert holder is not None and holder.caller_id == "model-ops" and holder.admin

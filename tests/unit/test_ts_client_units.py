@@ -10,4 +10,4 @@ def test_typescript_client_unit_tests() -> None:
     done = run_node(["--test", str(compiled_scripts() / "units.test.js")])
     assert done.returncode == 0, done.stdout + done.stderr
     assert "# fail 0" in done.stdout
-    assert "# pass 8" in done.stdout
+    assert "# pass 9" in done.stdout

@@ -196,3 +196,16 @@ def test_tracing_reaches_every_process_unless_set_for_one() -> None:
             assert env[prefix + "TRACING_ENDPOINT"] == "http://127.0.0.1:4317"
     off = [spec.env for spec in [*service_specs(StackPlan(), {}), gateway_spec(StackPlan(), {})]]
     assert not any("TRACING" in key for env in off for key in env)
+
+
+def test_the_gateway_presents_the_dev_cas_admin_certificate_for_promotions(tmp_path: Path) -> None:
+    from hemascope.commands.up_security import ServiceTls
+
+    tls = ServiceTls(tmp_path)
+    assert "HEMASCOPE_GATEWAY_ADMIN_CERT_FILE" not in tls.gateway_environment()
+    (tmp_path / "admin.pem").write_text("cert")
+    (tmp_path / "admin-key.pem").write_text("key")
+    env = tls.gateway_environment()
+    assert env["HEMASCOPE_GATEWAY_ADMIN_CERT_FILE"] == str((tmp_path / "admin.pem").absolute())
+    assert env["HEMASCOPE_GATEWAY_ADMIN_KEY_FILE"] == str((tmp_path / "admin-key.pem").absolute())
+    assert env["HEMASCOPE_GATEWAY_DOWNSTREAM_CERT_FILE"] == str((tmp_path / "gateway.pem").absolute())

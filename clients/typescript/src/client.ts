@@ -1,9 +1,11 @@
 // A gRPC (HTTP/2) connection to the Hemascope gateway with typed clients for both of its public APIs:
-// AnalysisService and the Open Inference Protocol (KServe v2 GRPCInferenceService).
+// AnalysisService and the Open Inference Protocol (KServe v2 GRPCInferenceService), and for its
+// administrative GatewayAdminService (PromoteBundle; API keys with the admin role only).
 
 import type * as http2 from "node:http2";
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { GatewayAdminService } from "./gen/hemascope/v1/admin_pb.js";
 import { AnalysisService } from "./gen/hemascope/v1/analysis_pb.js";
 import { GRPCInferenceService } from "./gen/grpc_service_pb.js";
 
@@ -40,6 +42,8 @@ export interface HemascopeClient {
   readonly analysis: Client<typeof AnalysisService>;
   /** The Open Inference Protocol (KServe v2): model `hemascope` (see kserve.ts for its tensors). */
   readonly kserve: Client<typeof GRPCInferenceService>;
+  /** Administrative calls (PromoteBundle): the gateway answers only an API key whose role is admin. */
+  readonly admin: Client<typeof GatewayAdminService>;
   /** Closes the HTTP/2 connection; calls still running fail. */
   close(): void;
 }
@@ -94,6 +98,7 @@ export function createHemascopeClient(options: HemascopeClientOptions): Hemascop
   return {
     analysis: createClient(AnalysisService, transport),
     kserve: createClient(GRPCInferenceService, transport),
+    admin: createClient(GatewayAdminService, transport),
     close: () => sessionManager.abort(),
   };
 }

@@ -3,6 +3,7 @@
 
 export * from "./client.js";
 export * from "./kserve.js";
+export * from "./gen/hemascope/v1/admin_pb.js";
 export * from "./gen/hemascope/v1/analysis_pb.js";
 export * from "./gen/hemascope/v1/classifier_pb.js";
 export * from "./gen/hemascope/v1/common_pb.js";

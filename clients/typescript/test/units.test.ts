@@ -9,6 +9,7 @@ import {
   create,
   createHemascopeClient,
   decodeBoolTensor,
+  GatewayAdminService,
   decodeBytesTensor,
   decodeFp32Tensor,
   encodeBytesTensor,
@@ -96,4 +97,12 @@ test("connection options: the scheme follows TLS; TLS options on an http:// URL 
   assert.equal(baseUrl("https://gateway:443", false), "https://gateway:443");
   assert.throws(() => createHemascopeClient({ address: "http://gateway:1", tls: true }), /TLS options given/);
   createHemascopeClient({ address: "gateway:1", tls: { serverName: "gateway.lab" } }).close();
+});
+
+test("the admin client calls GatewayAdminService.PromoteBundle", () => {
+  const client = createHemascopeClient({ address: "gateway:1", apiKey: "hsk_admin" });
+  assert.equal(GatewayAdminService.typeName, "hemascope.v1.GatewayAdminService");
+  assert.equal(GatewayAdminService.method.promoteBundle.name, "PromoteBundle");
+  assert.equal(typeof client.admin.promoteBundle, "function");
+  client.close();
 });
