@@ -1,7 +1,8 @@
 """An int8 backbone: ONNX Runtime static quantisation (QDQ) of a fine-tuned backbone's served graph.
 
 The fp32 graph the feature service runs (``services.feature.onnx_export``) is quantised with per-channel
-int8 weights and uint8 activations whose ranges are calibrated on training images: images of the FIT part
+int8 weights and uint8 activations (all but the stem convolution, which stays fp32) whose ranges are
+calibrated on training images: images of the FIT part
 of the same grouped split the bundles are trained with, so no calibration or test image of a bundle ever
 sets a quantisation range. The result is a named backbone of its own (``<source>_int8``), whose weights hash
 is the hash of the int8 graph: caches and bundles keyed by it never mix with the fp32 backbone's.
@@ -106,6 +107,10 @@ def quantize_graph(
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared))
         quantized = Path(work) / "int8.onnx"
+        # The stem convolution stays fp32: its input is the normalised image, and quantising it cost the most
+        # (embedding cosine to fp32 on 96 training images: mean 0.988, min 0.964 with it quantised; 0.996 and
+        # 0.994 without).
+        stem = next(n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv")
         quantize_static(
             str(prepared),
             str(quantized),
@@ -115,6 +120,7 @@ def quantize_graph(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=calibrate,
+            nodes_to_exclude=[stem],
         )
         model = onnx.load(str(quantized))
         del model.metadata_props[:]
@@ -169,7 +175,7 @@ def quantize_backbone(cfg: QuantizeConfig) -> dict[str, Any]:
         "quantization": {
             "runtime": f"onnxruntime {onnxruntime.__version__}",
             "format": "QDQ",
-            "weights": "int8, per channel",
+            "weights": "int8, per channel; the stem convolution stays fp32",
             "activations": "uint8, per tensor",
             "calibration": cfg.method,
         },

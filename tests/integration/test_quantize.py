@@ -59,6 +59,11 @@ def test_the_int8_graph_records_its_source_and_calibration(backbones: Path, thre
     assert props["backbone"] == INT8 and props["source_weights_sha256"] == meta["source"]["weights_sha256"]
     ops = {node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    stem = next(n for n in graph.node if n.op_type == "Conv")
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    assert made_by.get(stem.input[1]) != "DequantizeLinear"  # the stem's weights stay fp32
+    assert any(made_by.get(n.input[1]) == "DequantizeLinear" for n in graph.node if n.op_type == "Conv")
     # calibrated on 20 FIT-part images of the grouped split: never a calibration or test image of a bundle
     sourced = load_sourced(load_spec(three_labs))
     split = sourced.split(50)
