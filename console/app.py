@@ -19,10 +19,12 @@ from console import (
     exports,
     routes_analyse,
     routes_auth,
+    routes_batch_results,
     routes_jobs,
     routes_models,
     routes_promote,
     routes_results,
+    routes_site,
 )
 from console.analysis import BatchRunner, ClientFactory
 from console.job_store import JobStore
@@ -117,6 +119,8 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
             *routes_analyse.routes,
             *routes_results.routes,
             *routes_models.routes,
+            *routes_site.routes,
+            *routes_batch_results.routes,
             *routes_jobs.routes,
             *routes_promote.routes,
             *exports.routes,
