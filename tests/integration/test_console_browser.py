@@ -12,6 +12,8 @@ import base64
 import io
 import os
 import re
+import shutil
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,14 @@ from typing import Any
 import pytest
 
 from console.app import create_app
-from tests.console_fixtures import ConsoleStack, LiveServer, console_settings, small_dataset
+from tests.console_fixtures import (
+    BUNDLE,
+    BatchResultFolder,
+    ConsoleStack,
+    LiveServer,
+    console_settings,
+    small_dataset,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).resolve().parents[1] / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
@@ -67,8 +76,13 @@ def browser(playwright: Playwright, browser_type_launch_args: dict[str, Any]) ->
 
 @pytest.fixture(scope="module")
 def console_url(
-    console_stack: ConsoleStack, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+    console_stack: ConsoleStack,
+    tmp_path_factory: pytest.TempPathFactory,
+    data_dir: Path,
+    batch_result: BatchResultFolder,
 ) -> Iterator[str]:
+    """The console with a batch results root holding a real batch result, and one succeeded training job
+    (id 1) whose bundle may be promoted (a copy of the served bundle: the page is only looked at)."""
     folder = tmp_path_factory.mktemp("console-browser")
     small_dataset(data_dir, folder / "data" / "lab")
     settings = console_settings(
@@ -76,8 +90,13 @@ def console_url(
         f"sqlite:///{folder / 'console.db'}",
         data_root=folder / "data",
         jobs_dir=folder / "jobs",
+        batch_results_root=batch_result.root,
     )
     app = create_app(settings)
+    store = app.state.console.jobs.store
+    job_id = store.create("train", "admin", {"dataset": "lab"}, [sys.executable, "-c", "pass"])
+    assert store.claim_next().id == job_id and store.finish(job_id, "succeeded", 0)
+    shutil.copytree(BUNDLE, settings.jobs_dir / str(job_id) / "bundle")
     with LiveServer(app) as url:
         yield url
 
@@ -338,10 +357,23 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
     check("smears")
     page.goto(f"{console_url}/models")
     check("models")
+    page.goto(f"{console_url}/site")
+    expect(page.get_by_test_id("site-status")).to_be_visible()
+    check("site")
+    page.goto(f"{console_url}/batch-results")
+    page.get_by_role("link", name="lab-run").click()
+    expect(page.get_by_test_id("batch-row").first).to_be_visible()
+    expect(page.get_by_test_id("batch-error")).to_have_count(1)
+    check("batch result")
+    page.goto(f"{console_url}/batch-results")
+    check("batch results")
     page.click("form.logout button")
     log_in(page, console_url, console_stack.keys["admin"])
     page.goto(f"{console_url}/jobs")
     check("jobs")
+    page.goto(f"{console_url}/jobs/1/promote")
+    expect(page.get_by_test_id("promote-form")).to_be_visible()
+    check("promotion confirmation")
     run_evaluation(page, console_url)
     check("job with its report")
 
@@ -354,7 +386,11 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
         "detail with the review form",
         "smears",
         "models",
+        "site",
+        "batch results",
+        "batch result",
         "jobs",
+        "promotion confirmation",
         "job with its report",
     }
     # None at all, whatever their impact (critical, serious, moderate or minor): each is listed with its
