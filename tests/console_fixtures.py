@@ -48,6 +48,8 @@ class ConsoleStack:
     """A key the gateway accepts but the console's users file does not name."""
     console_only_key: str
     """A key in the console's users file that the gateway does not know."""
+    services: dict[str, str]
+    """The services' addresses by name (feature, classifier, detector, explain), for another gateway."""
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +85,8 @@ def console_stack(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactor
         )
     )
     gateway.wait_ready(WAIT)
-    yield ConsoleStack(f"127.0.0.1:{port}", users, keys, stranger, console_only)
+    services = {name: f"127.0.0.1:{started[1]}" for name, started in starting.items()}
+    yield ConsoleStack(f"127.0.0.1:{port}", users, keys, stranger, console_only, services)
     gateway.stop(1)
     for server, _ in starting.values():
         server.stop(1)

@@ -5,14 +5,26 @@ when the caller analyses an image), says what the status means, and says so when
 from __future__ import annotations
 
 import html
+import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from console.app import create_app
 from console.routes_site import MEANINGS
 from console.sessions import COOKIE_NAME
-from console.users import User
+from console.settings import ConsoleSettings
+from console.users import User, add_user
+from gateway.auth import add_key
+from gateway.server import create_server
+from gateway.settings import GatewaySettings
 from hemascope.client import HemascopeClient
-from tests.console_fixtures import ConsoleStack
+from tests.console_fixtures import WAIT, ConsoleStack
 from tests.integration.test_console import client_for, login
 
 
@@ -68,3 +80,70 @@ def test_another_callers_status_is_its_own_and_a_missing_gateway_is_said(
     assert page.status_code == 200
     assert "The gateway did not answer (UNAVAILABLE)" in shown(page.text, "site-problem")
     assert 'data-testid="site-status"' not in page.text
+
+
+def degraded(cell: Path) -> bytes:
+    """The cell as a far-away scanner might take it: a quarter of the resolution, noisy, heavily
+    compressed (an acquisition the bundle's reference never saw)."""
+    image = Image.open(cell).convert("RGB")
+    small = image.resize((image.width // 4, image.height // 4)).resize(image.size)
+    pixels = np.asarray(small, dtype=np.float64)
+    noisy = pixels + np.random.default_rng(0).normal(0, 40, pixels.shape)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=5)
+    return out.getvalue()
+
+
+@pytest.fixture
+def strict_gateway(console_stack: ConsoleStack, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """A second gateway over the same services whose drift monitor judges each caller on its latest image
+    alone (window 1), so that one atypical image flags the caller and one typical image clears it; with a
+    caller key and a console users file naming it."""
+    keys, users = tmp_path / "gateway-keys.jsonl", tmp_path / "console-users.jsonl"
+    key = add_key(keys, "far-site")
+    add_user(users, "far", "viewer", key)
+    s = console_stack.services
+    gateway, port = create_server(
+        GatewaySettings(  # type: ignore[call-arg]
+            port=0,
+            metrics_port=None,
+            log_json=False,
+            feature_address=s["feature"],
+            classifier_address=s["classifier"],
+            detector_address=s["detector"],
+            explain_address=s["explain"],
+            api_keys_file=keys,
+            site_window=1,
+            site_min_images=1,
+            site_flag_share=0.5,
+            site_clear_share=0.25,
+        )
+    )
+    gateway.wait_ready(WAIT)
+    yield f"127.0.0.1:{port}", key, users
+    gateway.stop(1)
+
+
+def test_a_flagged_site_is_shown_flagged_with_what_it_means_and_then_cleared(
+    strict_gateway: tuple[str, str, Path], data_dir: Path, tmp_path: Path
+) -> None:
+    address, key, users = strict_gateway
+    cell = sorted((data_dir / "bloodcells-5class" / "val" / "myeloblast").glob("*.jpg"))[0]
+    settings = ConsoleSettings(  # type: ignore[call-arg]
+        gateway_address=address, users_file=users, database_url=f"sqlite:///{tmp_path / 'c.db'}"
+    )
+    console = login(TestClient(create_app(settings), follow_redirects=False), key)
+    with HemascopeClient(address, api_key=key) as gateway, console:
+        answer = gateway.analyze(degraded(cell), timeout=120)
+        assert answer.site.status == "unvalidated site"
+        page = console.get("/site").text
+        assert shown(page, "site-flag") == "flagged: unvalidated site"
+        assert shown(page, "site-meaning") == MEANINGS["unvalidated site"]
+        assert "every malignant call is marked unconfirmed" in shown(page, "site-meaning")
+        assert shown(page, "site-share") == "100%"
+        assert shown(page, "site-window") == "1 of 1"
+        answer = gateway.analyze(cell, timeout=120)
+        assert answer.site.status == "consistent"
+        page = console.get("/site").text
+    assert shown(page, "site-flag") == "cleared: validated acquisition"
+    assert shown(page, "site-share") == "0%"
