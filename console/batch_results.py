@@ -30,6 +30,21 @@ FLAGS = ("", "malignant", "not_malignant", "unconfirmed")
 REFERRALS = ("", "referred", "not_referred")
 
 
+MISSING_READER = (
+    "Reading batch results needs pyarrow, which this installation lacks: install the console with the "
+    "batch extra (pip install 'hemascope[batch]')."
+)
+
+
+def reader_missing() -> str:
+    """Why batch results cannot be read here (pyarrow is not installed), or an empty string."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return MISSING_READER
+    return ""
+
+
 class NotABatchResult(Exception):
     """The name is outside the root, is no folder, or the folder holds no batch result."""
 

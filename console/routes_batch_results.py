@@ -15,7 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from console.batch_results import BatchResult, Filters, NotABatchResult, list_results, read_result
+from console.batch_results import (
+    BatchResult,
+    Filters,
+    NotABatchResult,
+    list_results,
+    read_result,
+    reader_missing,
+)
 from console.exports import _attachment, _spreadsheet_safe
 from console.images import safe_name
 from console.web import console_of, render, require
@@ -28,6 +35,8 @@ def _root(request: Request) -> Path:
     root = console_of(request).settings.batch_results_root
     if root is None:
         raise HTTPException(404, "no batch results folder is configured (batch_results_root)")
+    if missing := reader_missing():
+        raise HTTPException(503, missing)
     return root
 
 
@@ -43,8 +52,10 @@ async def _open(request: Request) -> BatchResult:
 async def list_page(request: Request) -> Response:
     require(request)
     root = console_of(request).settings.batch_results_root
-    folders = await anyio.to_thread.run_sync(list_results, root) if root is not None else []
-    return render(request, "batch_results.html", {"configured": root is not None, "folders": folders})
+    missing = reader_missing() if root is not None else ""
+    folders = await anyio.to_thread.run_sync(list_results, root) if root is not None and not missing else []
+    context = {"configured": root is not None, "folders": folders, "missing": missing}
+    return render(request, "batch_results.html", context)
 
 
 async def result_page(request: Request) -> Response:

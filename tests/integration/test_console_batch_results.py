@@ -9,6 +9,7 @@ import csv
 import io
 import re
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -135,3 +136,20 @@ def test_without_a_root_the_page_says_so_and_the_login_is_required(
     with anonymous:
         assert anonymous.get("/batch-results").headers["location"] == "/login"
         assert anonymous.get(f"/batch-results/{batch_result.name}").headers["location"] == "/login"
+
+
+def test_without_pyarrow_the_page_says_what_to_install(
+    console_stack: ConsoleStack,
+    batch_result: BatchResultFolder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # an installation without the batch extra
+    with viewer(console_stack, tmp_path, batch_result.root) as client:
+        listing = client.get("/batch-results")
+        opened = client.get("/batch-results/lab-run")
+        exported = client.get("/batch-results/lab-run/export.csv")
+    assert listing.status_code == 200 and "hemascope[batch]" in listing.text
+    assert 'data-testid="batch-result-row"' not in listing.text
+    assert opened.status_code == exported.status_code == 503
+    assert "needs pyarrow" in opened.text
