@@ -9,7 +9,8 @@ are the files in them: a link that leads out of the root is refused, not read.
 from __future__ import annotations
 
 import json
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,8 +178,11 @@ class BatchResult:
     def per_class(self) -> dict[str, int]:
         if not self.classified:
             return {}
-        counts = Counter(str(label) for label in self.table.column("label").to_pylist())
-        return {name: counts.get(name, 0) for name in self.classes} | dict(counts)
+        import pyarrow.compute as pc
+
+        counted = pc.value_counts(self.table.column("label")).to_pylist()
+        counts = {str(c["values"]): int(c["counts"]) for c in counted}
+        return {name: counts.get(name, 0) for name in self.classes} | counts
 
     def count(self, column: str) -> int:
         import pyarrow.compute as pc
@@ -215,13 +219,49 @@ class BatchResult:
         return table.filter(pc.fill_null(mask, False))
 
 
+#: Results kept read (a large one takes seconds to read; paging and filtering it again should not).
+CACHED = 4
+_cache: OrderedDict[tuple[Any, ...], BatchResult] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _signature(base: Path, folder: Path) -> tuple[Any, ...]:
+    """What a result's reading depends on: every part, error part and run summary, with its size and time
+    (a rerun that adds parts, or a folder replaced, reads afresh)."""
+    files = [
+        *_parts(base, folder),
+        *_parts(base, folder / ERRORS_DIR),
+        *sorted((folder / RUNS_DIR).glob("*.json")),
+    ]
+    stats = []
+    for path in files:
+        stat = path.stat()
+        stats.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return (str(folder), *stats)
+
+
 def read_result(root: Path, name: str) -> BatchResult:
-    """The result folder ``name`` under ``root``; NotABatchResult when it is not one."""
+    """The result folder ``name`` under ``root`` (kept for the next call while its files are unchanged);
+    NotABatchResult when it is not one."""
+    base = root.resolve()
+    folder = resolve_result(base, name)
+    key = _signature(base, folder)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    result = _read(base, folder, name)
+    with _cache_lock:
+        _cache[key] = result
+        while len(_cache) > CACHED:
+            _cache.popitem(last=False)
+    return result
+
+
+def _read(base: Path, folder: Path, name: str) -> BatchResult:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    base = root.resolve()
-    folder = resolve_result(base, name)
     parts = _parts(base, folder)
     classes: list[str] = []
     classified = False

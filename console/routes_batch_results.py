@@ -28,6 +28,8 @@ from console.images import safe_name
 from console.web import console_of, render, require
 
 PAGE_SIZE = 50
+#: Error rows listed on the page (all of them are in the result's _errors table).
+ERRORS_SHOWN = 200
 CSV_COLUMNS = ("path", "label", "probability", "malignant", "malignant_unconfirmed", "refer", "refer_reason")
 
 
@@ -80,6 +82,7 @@ async def result_page(request: Request) -> Response:
         "page": number,
         "pages": pages,
         "query": filters.as_query(),
+        "errors_shown": result.errors[:ERRORS_SHOWN],
     }
     return render(request, "batch_result.html", context)
 

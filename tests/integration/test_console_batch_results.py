@@ -153,3 +153,24 @@ def test_without_pyarrow_the_page_says_what_to_install(
     assert 'data-testid="batch-result-row"' not in listing.text
     assert opened.status_code == exported.status_code == 503
     assert "needs pyarrow" in opened.text
+
+
+def test_a_result_is_read_once_until_a_rerun_adds_parts(
+    console_stack: ConsoleStack,
+    batch_result: BatchResultFolder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(batch_result.root / batch_result.name, root / "run")
+    first = read_result(root, "run")
+    assert read_result(root, "run") is first
+    for part in sorted((root / "run").glob("part-*.parquet")):
+        shutil.copy(part, part.with_name(part.name.replace("part-", "part-again-")))
+    again = read_result(root, "run")
+    assert again is not first and again.analysed == 2 * first.analysed
+    monkeypatch.setattr(routes_batch_results, "ERRORS_SHOWN", 0)
+    with viewer(console_stack, tmp_path, root) as client:
+        page = client.get("/batch-results/run").text
+    assert count(page, "count-errors") == 1 and 'data-testid="batch-error"' not in page
+    assert "The first 0 of 1" in page
