@@ -151,7 +151,6 @@ def test_uploads_are_checked_on_their_content(
         jpeg = cell_files[0].read_bytes()
         cases = {
             "script.jpg": (b"<script>alert(1)</script>", "not a readable image"),
-            "truncated.jpg": (jpeg[: len(jpeg) // 3], "not a readable image"),
             "big.png": (big, "over the limit"),
             "huge.gif": (encode(np.zeros((8, 8, 3), np.uint8), "GIF"), "GIF is not accepted"),
             "wide.jpg": (encode(np.zeros((20, 60000, 3), np.uint8), "JPEG"), "pixels is over the limit"),
@@ -161,6 +160,13 @@ def test_uploads_are_checked_on_their_content(
             assert response.status_code == 400, name
             assert message in response.text, name
         assert client.get("/results").text.count('data-testid="result-row"') == 0
+        # a truncated file has a sound header: it is only found out when its pipeline decodes it, and
+        # becomes a failed card saying why, while the rest of its batch is analysed
+        response = upload(client, [("truncated.jpg", jpeg[: len(jpeg) // 3]), ("whole.jpg", jpeg)])
+        assert response.status_code == 303
+        page = wait_batch(client, response.headers["location"], 2)
+        assert "truncated.jpg: not a readable image (or truncated)" in page
+        assert page.count("status-failed") == 1 and page.count("status-done") == 1
     with client_for(console_stack, sqlite_url, max_batch_bytes=len(big)) as client:
         login(client, console_stack.keys["reviewer"])
         response = upload(client, [("a.png", big), ("b.png", big)])

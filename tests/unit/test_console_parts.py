@@ -17,7 +17,7 @@ from PIL import Image
 from console import sessions
 from console.analysis import BatchRunner, report_values
 from console.app import create_app
-from console.images import check_upload, safe_name
+from console.images import RejectedUpload, check_upload, probe_upload, safe_name
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
 from console.store import ResultStore, make_engine
@@ -99,6 +99,27 @@ def test_an_accepted_upload_is_shown_as_a_png_made_here() -> None:
     assert upload.filename == "cell.tif" and upload.image_format == "TIFF"
     assert (upload.width, upload.height) == (30, 40)
     assert upload.display_png.startswith(b"\x89PNG") and upload.thumb_png.startswith(b"\x89PNG")
+
+
+def test_the_request_probes_headers_only_and_the_pipeline_decodes_completely() -> None:
+    pixels = np.random.default_rng(3).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    jpeg = encode(pixels, "JPEG")
+    probed = probe_upload("a/cell.jpg", jpeg, 10**6, 10**6)
+    assert (probed.filename, probed.image_format, probed.width, probed.height) == ("cell.jpg", "JPEG", 48, 64)
+    assert probed.image == jpeg and probed.display_png == b"" and probed.thumb_png == b""
+    truncated = jpeg[: len(jpeg) // 3]
+    assert probe_upload("cut.jpg", truncated, 10**6, 10**6).width == 48  # its header is sound
+    with pytest.raises(RejectedUpload, match=r"cut\.jpg: not a readable image"):
+        check_upload("cut.jpg", truncated, 10**6, 10**6)
+    refused = {
+        "empty.jpg": (b"", "is empty"),
+        "text.jpg": (b"not an image", "not a readable image"),
+        "anim.gif": (encode(pixels, "GIF"), "GIF is not accepted"),
+        "many.jpg": (jpeg, "48x64 pixels is over the limit"),
+    }
+    for name, (data, message) in refused.items():
+        with pytest.raises(RejectedUpload, match=message):
+            probe_upload(name, data, 10**6, 48 * 64 - 1 if name == "many.jpg" else 10**6)
 
 
 def _zlib_level(png: bytes) -> int:
