@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from console import exports, routes_analyse, routes_auth, routes_models, routes_results
+from console import exports, routes_analyse, routes_auth, routes_cells, routes_models, routes_results
 from console.analysis import BatchRunner, ClientFactory
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
@@ -101,6 +101,7 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
             *routes_auth.routes,
             *routes_analyse.routes,
             *routes_results.routes,
+            *routes_cells.routes,
             *routes_models.routes,
             *exports.routes,
             Route("/healthz", healthz, methods=["GET"]),

@@ -55,6 +55,7 @@ async def _accept(request: Request, kind: str) -> Response:
         check_csrf(request, session, form)
         files = [f for f in form.getlist("images") if isinstance(f, UploadFile)]
         explain = form.get("explain") == "on"
+        detect = form.get("detect") == "on"
         received = [(f.filename or "image", await f.read(settings.max_upload_bytes + 1)) for f in files]
     uploads, errors = await anyio.to_thread.run_sync(
         probe_all, received, settings.max_upload_bytes, settings.max_pixels
@@ -77,7 +78,7 @@ async def _accept(request: Request, kind: str) -> Response:
     if kind == "smear":
         options = analysis_pb2.AnalyzeOptions(detect=True, skip_classification=True)
     else:
-        options = analysis_pb2.AnalyzeOptions(explain=explain and settings.explain)
+        options = analysis_pb2.AnalyzeOptions(explain=explain and settings.explain, detect=detect)
     convert = functools.partial(
         check_upload, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels
     )
@@ -124,11 +125,21 @@ def batch_cards(request: Request) -> Response:
 
 
 def _smears(request: Request, errors: list[str], status: int = 200) -> Response:
+    """The smear form, the smear shown (``?show=<id>``, else the newest analysed one) with its white
+    cells to classify, and every smear."""
     settings = console_of(request).settings
-    rows = console_of(request).store.search(Filters(kind="smear"), limit=200)
+    store = console_of(request).store
+    rows = store.search(Filters(kind="smear"), limit=200)
+    wanted = request.query_params.get("show", "")
+    if wanted and not wanted.isdigit():
+        raise HTTPException(400, "show must be a smear's number")
+    shown = store.get(int(wanted)) if wanted else next((r for r in rows if r["status"] == "done"), None)
+    if wanted and (shown is None or shown["kind"] != "smear"):
+        raise HTTPException(404, "no such smear")
     context = {
         "errors": errors,
         "rows": rows,
+        "shown": shown,
         "max_files": settings.max_files,
         "max_mb": settings.max_upload_bytes / 1e6,
     }

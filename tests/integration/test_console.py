@@ -112,8 +112,8 @@ def test_every_post_refuses_a_missing_or_wrong_csrf_token(
     console_stack: ConsoleStack, sqlite_url: str
 ) -> None:
     app = create_app(console_settings(console_stack, sqlite_url))
-    posts = [r.path.replace("{analysis_id:int}", "1") for r in app.routes if isinstance(r, Route)
-             and "POST" in (r.methods or ())]  # fmt: skip
+    posts = [r.path.replace("{analysis_id:int}", "1").replace("{index:int}", "0") for r in app.routes
+             if isinstance(r, Route) and "POST" in (r.methods or ())]  # fmt: skip
     assert {"/login", "/logout", "/analyse", "/analyses/1/review", "/analyses/1/delete"} <= set(posts)
     with TestClient(app, follow_redirects=False) as client:
         login(client, console_stack.keys["admin"])

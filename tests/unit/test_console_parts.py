@@ -14,14 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import console as console_package
 from console import sessions
 from console.analysis import BatchRunner, report_values
 from console.app import create_app
+from console.cells import NoSuchCell, crop_box, white_cell_box
 from console.images import RejectedUpload, check_upload, probe_upload, safe_name
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
 from console.store import ResultStore, make_engine
 from console.users import User, UserDirectory, add_user, hash_key, role_allows
+from console.web import make_templates
 from hemascope.client.stubs import analysis_pb2
 from hemascope.errors import ConfigurationError
 from tests.conftest import encode
@@ -209,3 +212,46 @@ def test_stopping_cancels_running_and_waiting_batches() -> None:
         assert started == ["first"]
 
     asyncio.run(scenario())
+
+
+def test_a_referred_white_cell_is_marked_as_such_and_a_decided_one_is_not(tmp_path: Path) -> None:
+    templates = make_templates(str(Path(console_package.__file__).parent / "templates"))
+    item = {"id": 7, "filename": "smear.jpg"}
+    report = {"refer_reasons": ["the models disagree"], "probabilities": {"monocyte": 0.5, "basophil": 0.5}}
+    base = {"label": "monocyte", "confidence": 0.5, "malignant": False, "malignant_probability": 0.1}
+    shown = {}
+    for refer in (True, False):
+        result = base | {"refer": refer, "report": report if refer else {"probabilities": {"monocyte": 0.9}}}
+        context = {"item": item, "index": 2, "result": result, "problem": ""}
+        shown[refer] = templates.get_template("_cell_result.html").render(context)
+    assert 'data-testid="cell-refer"' in shown[True] and "the models disagree" in shown[True]
+    assert 'class="cell-result referred"' in shown[True] and 'role="alert"' in shown[True]
+    assert 'data-testid="cell-refer"' not in shown[False] and "referred" not in shown[False]
+    assert "White cell 3 of the smear" in shown[False] and 'src="/analyses/7/cells/2.png"' in shown[False]
+
+
+def test_a_white_cell_is_named_by_its_stored_box_index_and_cut_with_a_margin() -> None:
+    pixels = np.zeros((100, 200, 3), dtype=np.uint8)
+    pixels[40:60, 100:140] = 255
+    report = {
+        "detection": {
+            "boxes": [
+                {"x1": 0, "y1": 0, "x2": 10, "y2": 10, "class_name": "RBC", "score": 0.9},
+                {"x1": 100, "y1": 40, "x2": 140, "y2": 60, "class_name": "WBC", "score": 0.8},
+                {"x1": 190, "y1": 90, "x2": 260, "y2": 130, "class_name": "WBC", "score": 0.7},
+            ]
+        }
+    }
+    box = white_cell_box(report, 1)
+    with Image.open(io.BytesIO(crop_box(encode(pixels, "PNG"), box))) as cut:
+        assert cut.size == (40 + 2 * 6, 20 + 2 * 3)  # 15% of the box on each side
+    with Image.open(io.BytesIO(crop_box(encode(pixels, "PNG"), white_cell_box(report, 2)))) as cut:
+        assert cut.size == (200 - 179, 100 - 84)  # clamped to the image
+    for index, message in ((0, "not a white cell"), (3, "no detected cell 3"), (-1, "no detected cell")):
+        with pytest.raises(NoSuchCell, match=message):
+            white_cell_box(report, index)
+    with pytest.raises(NoSuchCell):
+        white_cell_box({}, 0)
+    outside = {"x1": 300, "y1": 300, "x2": 310, "y2": 310, "class_name": "WBC", "score": 0.5}
+    with pytest.raises(ValueError, match="outside"):
+        crop_box(encode(pixels, "PNG"), outside)
