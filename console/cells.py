@@ -13,7 +13,7 @@ from PIL import Image
 WHITE_CELL_CLASSES = frozenset({"wbc", "white_cell", "leukocyte"})
 """Detector class names (lower case) of white blood cells: the BCCD detector calls them ``WBC``."""
 CROP_MARGIN = 0.15
-"""Context kept around a box on each side, as a share of its width and height (a classifier trained on
+"""Context kept around a box on each side, as a share of its longer side (a classifier trained on
 single-cell images sees the cell with a little of its surroundings)."""
 MAX_BOXES = 10_000
 
@@ -38,19 +38,28 @@ def white_cell_box(report: dict[str, Any], index: int) -> dict[str, Any]:
 
 
 def crop_box(image: bytes, box: dict[str, Any], margin: float = CROP_MARGIN) -> bytes:
-    """A PNG of ``box`` (original pixel coordinates) cut from the encoded ``image`` with ``margin`` of
-    context, clamped to the image; ValueError when the box is empty or outside it."""
+    """A square PNG around ``box`` (original pixel coordinates) cut from the encoded ``image``: centred on
+    the box, its longer side plus ``margin`` on each side, moved (and if need be shrunk) to stay inside the
+    image, since the classifier's input check expects a square crop around one white cell; ValueError when
+    the box is empty or outside the image."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(image)) as opened:
             opened.load()
             picture = opened.convert("RGB")
     x1, y1, x2, y2 = (float(box[k]) for k in ("x1", "y1", "x2", "y2"))
-    pad_x, pad_y = (x2 - x1) * margin, (y2 - y1) * margin
-    left, top = max(0, int(x1 - pad_x)), max(0, int(y1 - pad_y))
-    right, bottom = min(picture.width, round(x2 + pad_x)), min(picture.height, round(y2 + pad_y))
-    if right - left < 2 or bottom - top < 2:
+    inside = min(x2, picture.width) - max(x1, 0.0) >= 2 and min(y2, picture.height) - max(y1, 0.0) >= 2
+    if not inside:
         raise ValueError("the box is empty or outside the image")
+    side = min(round(max(x2 - x1, y2 - y1) * (1 + 2 * margin)), picture.width, picture.height)
+    left = min(max(0, round((x1 + x2 - side) / 2)), picture.width - side)
+    top = min(max(0, round((y1 + y2 - side) / 2)), picture.height - side)
     buffer = io.BytesIO()
-    picture.crop((left, top, right, bottom)).save(buffer, format="PNG", compress_level=1)
+    picture.crop((left, top, left + side, top + side)).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def white_ordinal(report: dict[str, Any], index: int) -> int:
+    """The 1-based place of box ``index`` among the white cells of a report (how the page names it)."""
+    boxes = (report.get("detection") or {}).get("boxes") or []
+    return sum(1 for box in boxes[: index + 1] if is_white_cell(box.get("class_name")))

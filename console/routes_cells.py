@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from console.analysis import report_values
-from console.cells import NoSuchCell, crop_box, white_cell_box
+from console.cells import NoSuchCell, crop_box, white_cell_box, white_ordinal
 from console.web import check_csrf, console_of, render, require
 from hemascope.client import HemascopeClientError
 from hemascope.client.stubs import analysis_pb2
@@ -72,7 +72,8 @@ async def classify_cell(request: Request) -> Response:
         problem = f"The gateway did not classify the cell ({exc.code.name}): {exc}"
     finally:
         await client.close()
-    context = {"item": row, "index": index, "box": box, "result": result, "problem": problem}
+    ordinal = white_ordinal(row["report"], index)
+    context = {"item": row, "index": index, "ordinal": ordinal, "result": result, "problem": problem}
     template = "_cell_result.html" if request.headers.get("hx-request") else "cell.html"
     return render(request, template, context)
 

@@ -220,8 +220,24 @@ def test_a_smear_is_counted_and_the_models_page_compares_the_models(
     expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
     boxes = page.get_by_test_id("boxes")
     expect(boxes).to_be_visible()
-    assert boxes.evaluate("img => img.complete && img.naturalWidth > 0")
+    picture = page.locator(".overlay-stack.wide img.base")
+    assert picture.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert boxes.evaluate("svg => svg.querySelectorAll('rect').length") > 0
+    assert boxes.bounding_box() == picture.bounding_box()  # the layer lies exactly over the picture
     expect(page.get_by_test_id("cell-count")).to_contain_text("cells")
+    page.get_by_test_id("boxes-toggle").uncheck()
+    expect(boxes).to_be_hidden()
+    page.get_by_test_id("boxes-toggle").check()
+    expect(boxes).to_be_visible()
+    page.goto(f"{console_url}/smears")
+    white = page.locator("svg.boxes rect.white").first
+    white.click()
+    result = page.get_by_test_id("cell-result")
+    expect(result).to_be_visible(timeout=120_000)
+    expect(result).to_contain_text("White cell 1 of the smear")
+    expect(page.get_by_test_id("cell-label")).not_to_be_empty()
+    assert result.locator("img.cell-crop").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "chosen" in (white.get_attribute("class") or "")
     screenshot(page, "console-smear.png", tmp_path)
     page.goto(f"{console_url}/models")
     expect(page.get_by_test_id("capabilities")).to_contain_text("logistic_regression")
@@ -261,6 +277,7 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
     console_url: str,
     console_stack: ConsoleStack,
     cells: dict[str, Path],
+    data_dir: Path,
 ) -> None:
     page = axe_context.new_page()
     checked: dict[str, list[dict[str, Any]]] = {}
@@ -290,6 +307,22 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
     check("detail with the review form")
     page.goto(f"{console_url}/smears")
     check("smears")
+    image_id = (data_dir / "bccd" / "ImageSets" / "Main" / "val.txt").read_text().split()[0]
+    smear = data_dir / "bccd" / "JPEGImages" / f"{image_id}.jpg"
+    page.set_input_files("#smear-images", [str(smear)])
+    page.click("#smear-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
+    page.goto(f"{console_url}/smears")
+    page.get_by_test_id("classify-cell").first.click()
+    expect(page.get_by_test_id("cell-result")).to_be_visible(timeout=120_000)
+    check("smears with a white cell classified")
+    page.goto(f"{console_url}/analyse")
+    page.set_input_files("#images", [str(smear)])
+    page.get_by_test_id("detect").check()
+    page.click("#upload-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
+    expect(page.get_by_test_id("boxes")).to_be_visible()
+    check("batch with detected boxes")
     page.goto(f"{console_url}/models")
     check("models")
 
@@ -301,6 +334,8 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
         "gallery",
         "detail with the review form",
         "smears",
+        "smears with a white cell classified",
+        "batch with detected boxes",
         "models",
     }
     # None at all, whatever their impact (critical, serious, moderate or minor): each is listed with its

@@ -18,7 +18,7 @@ import console as console_package
 from console import sessions
 from console.analysis import BatchRunner, report_values
 from console.app import create_app
-from console.cells import NoSuchCell, crop_box, white_cell_box
+from console.cells import NoSuchCell, crop_box, white_cell_box, white_ordinal
 from console.images import RejectedUpload, check_upload, probe_upload, safe_name
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
@@ -222,7 +222,7 @@ def test_a_referred_white_cell_is_marked_as_such_and_a_decided_one_is_not(tmp_pa
     shown = {}
     for refer in (True, False):
         result = base | {"refer": refer, "report": report if refer else {"probabilities": {"monocyte": 0.9}}}
-        context = {"item": item, "index": 2, "result": result, "problem": ""}
+        context = {"item": item, "index": 2, "ordinal": 3, "result": result, "problem": ""}
         shown[refer] = templates.get_template("_cell_result.html").render(context)
     assert 'data-testid="cell-refer"' in shown[True] and "the models disagree" in shown[True]
     assert 'class="cell-result referred"' in shown[True] and 'role="alert"' in shown[True]
@@ -244,9 +244,13 @@ def test_a_white_cell_is_named_by_its_stored_box_index_and_cut_with_a_margin() -
     }
     box = white_cell_box(report, 1)
     with Image.open(io.BytesIO(crop_box(encode(pixels, "PNG"), box))) as cut:
-        assert cut.size == (40 + 2 * 6, 20 + 2 * 3)  # 15% of the box on each side
+        assert cut.size == (52, 52)  # square: the longer side and 15% of it on each side
+        assert cut.getpixel((26, 26)) == (255, 255, 255) and cut.getpixel((0, 0)) == (0, 0, 0)  # centred
     with Image.open(io.BytesIO(crop_box(encode(pixels, "PNG"), white_cell_box(report, 2)))) as cut:
-        assert cut.size == (200 - 179, 100 - 84)  # clamped to the image
+        assert cut.size == (91, 91)  # moved inside the image
+    with Image.open(io.BytesIO(crop_box(encode(pixels, "PNG"), box | {"x1": 0, "x2": 190}))) as cut:
+        assert cut.size == (100, 100)  # shrunk to the image's shorter side
+    assert (white_ordinal(report, 1), white_ordinal(report, 2)) == (1, 2)
     for index, message in ((0, "not a white cell"), (3, "no detected cell 3"), (-1, "no detected cell")):
         with pytest.raises(NoSuchCell, match=message):
             white_cell_box(report, index)
