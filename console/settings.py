@@ -55,3 +55,13 @@ class ConsoleSettings(BaseSettings):
         "gateway allows each caller a few); later ones wait their turn.",
     )
     explain: bool = Field(True, description="Ask the gateway for a Grad-CAM overlay of every analysis.")
+    bundles_dir: Path = Field(
+        Path("models"),
+        description="Folder of classifier model bundles (one folder each, with manifest.json and "
+        "MODEL_CARD.md) that the Models page compares.",
+    )
+    reports_dir: Path = Field(
+        Path("reports"),
+        description="Folder of training reports (one folder each, with results.json) whose metrics the "
+        "comparison shows next to each bundle.",
+    )

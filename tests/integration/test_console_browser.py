@@ -12,13 +12,14 @@ import io
 import os
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from console.app import create_app
+from tests.bundle_fixtures import make_bundles
 from tests.console_fixtures import ConsoleStack, LiveServer, console_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,7 +68,11 @@ def browser(playwright: Playwright, browser_type_launch_args: dict[str, Any]) ->
 @pytest.fixture(scope="module")
 def console_url(console_stack: ConsoleStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     database = tmp_path_factory.mktemp("console-browser") / "console.db"
-    app = create_app(console_settings(console_stack, f"sqlite:///{database}"))
+    models, reports = make_bundles(tmp_path_factory.mktemp("bundles"))
+    settings = console_settings(
+        console_stack, f"sqlite:///{database}", bundles_dir=models, reports_dir=reports
+    )
+    app = create_app(settings)
     with LiveServer(app) as url:
         yield url
 
@@ -242,6 +247,9 @@ def test_a_smear_is_counted_and_the_models_page_compares_the_models(
     page.goto(f"{console_url}/models")
     expect(page.get_by_test_id("capabilities")).to_contain_text("logistic_regression")
     expect(page.get_by_test_id("services")).to_contain_text("detector: serving")
+    page.click("[data-testid=bundle-pick] button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/models/compare\?a=lab-a&b=lab-b$"))
+    expect(page.locator("[data-testid=overall] tr.changed").first).to_be_visible()
     assert csp_errors == []
 
 
@@ -270,6 +278,26 @@ def axe_context(browser: Browser) -> Iterator[BrowserContext]:
     context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 720})
     yield context
     context.close()
+
+
+def smear_and_boxes(page: Page, url: str, data_dir: Path, check: Callable[[str], None]) -> None:
+    """Checks the Smears page with a white cell classified and a batch with detected boxes."""
+    image_id = (data_dir / "bccd" / "ImageSets" / "Main" / "val.txt").read_text().split()[0]
+    smear = data_dir / "bccd" / "JPEGImages" / f"{image_id}.jpg"
+    page.set_input_files("#smear-images", [str(smear)])
+    page.click("#smear-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
+    page.goto(f"{url}/smears")
+    page.get_by_test_id("classify-cell").first.click()
+    expect(page.get_by_test_id("cell-result")).to_be_visible(timeout=120_000)
+    check("smears with a white cell classified")
+    page.goto(f"{url}/analyse")
+    page.set_input_files("#images", [str(smear)])
+    page.get_by_test_id("detect").check()
+    page.click("#upload-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
+    expect(page.get_by_test_id("boxes")).to_be_visible()
+    check("batch with detected boxes")
 
 
 def test_every_page_passes_the_axe_core_accessibility_checks(
@@ -307,24 +335,15 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
     check("detail with the review form")
     page.goto(f"{console_url}/smears")
     check("smears")
-    image_id = (data_dir / "bccd" / "ImageSets" / "Main" / "val.txt").read_text().split()[0]
-    smear = data_dir / "bccd" / "JPEGImages" / f"{image_id}.jpg"
-    page.set_input_files("#smear-images", [str(smear)])
-    page.click("#smear-form button[type=submit]")
-    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
-    page.goto(f"{console_url}/smears")
-    page.get_by_test_id("classify-cell").first.click()
-    expect(page.get_by_test_id("cell-result")).to_be_visible(timeout=120_000)
-    check("smears with a white cell classified")
-    page.goto(f"{console_url}/analyse")
-    page.set_input_files("#images", [str(smear)])
-    page.get_by_test_id("detect").check()
-    page.click("#upload-form button[type=submit]")
-    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
-    expect(page.get_by_test_id("boxes")).to_be_visible()
-    check("batch with detected boxes")
+    smear_and_boxes(page, console_url, data_dir, check)
     page.goto(f"{console_url}/models")
     check("models")
+    page.get_by_label("Second bundle").select_option("lab-b")
+    page.click("[data-testid=bundle-pick] button[type=submit]")
+    expect(page.get_by_test_id("overall")).to_be_visible()
+    for card in page.get_by_test_id("model-card").all():
+        card.locator("summary").click()
+    check("bundles compared")
 
     assert set(checked) == {
         "login",
@@ -337,6 +356,7 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
         "smears with a white cell classified",
         "batch with detected boxes",
         "models",
+        "bundles compared",
     }
     # None at all, whatever their impact (critical, serious, moderate or minor): each is listed with its
     # rule and elements when one appears.
