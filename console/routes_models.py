@@ -3,6 +3,7 @@ compare with the consensus and with the reviewers' classes over the stored resul
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,15 +109,22 @@ async def compare_bundles(request: Request) -> Response:
     folders = (settings.bundles_dir, settings.reports_dir)
     a = await anyio.to_thread.run_sync(load_bundle, *folders, a_name)
     b = await anyio.to_thread.run_sync(load_bundle, *folders, b_name)
+    only_changed = request.query_params.get("changed") == "1"
+
+    def rows(table: Callable[[dict[str, Any]], dict[tuple[str, ...], float]]) -> list[bundles.Row]:
+        compared = bundles.compare(table(a.results), table(b.results))
+        return [r for r in compared if r.state != "same"] if only_changed else compared
+
     context = {
         "a": a,
         "b": b,
         "bundles": names,
         "picked": (a_name, b_name),
+        "only_changed": only_changed,
         "facts": bundles.facts(a, b),
-        "overall": bundles.compare(bundles.overall(a.results), bundles.overall(b.results)),
-        "per_class": bundles.compare(bundles.per_class(a.results), bundles.per_class(b.results)),
-        "per_source": bundles.compare(bundles.per_source(a.results), bundles.per_source(b.results)),
+        "overall": rows(bundles.overall),
+        "per_class": rows(bundles.per_class),
+        "per_source": rows(bundles.per_source),
         "metric_names": dict(bundles.OVERALL + bundles.PER_CLASS + bundles.PER_SOURCE),
     }
     return render(request, "models_compare.html", context)

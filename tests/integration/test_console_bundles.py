@@ -59,5 +59,13 @@ def test_two_bundles_are_compared_side_by_side_with_their_differences_marked(
         assert "&#9650; +0.020" in per_source[0] and "higher in lab-b" in per_source[0]
         assert "<td>left out of training</td><td>munich</td>" in text
 
+        only = client.get("/models/compare?a=lab-a&b=lab-b&changed=1").text
+        assert 'name="changed" value="1" data-testid="only-changed" checked' in only
+        assert all('class="changed"' in r for r in rows_of(only, "per-class"))
+        assert len(rows_of(only, "per-class")) == 1 + sum("kmeans" in r for r in rows_of(text, "per-class"))
+        assert rows_of(only, "card-facts") == facts  # the card's facts are all shown
+        same = client.get("/models/compare?a=lab-a&b=lab-a&changed=1").text
+        assert 'data-testid="overall"' not in same and same.count("No difference here.") == 3
+
         for query in ("a=lab-a&b=detector-x", "a=..%2Fmodels&b=lab-a", "a=lab-a", ""):
             assert client.get(f"/models/compare?{query}").status_code == 404, query
