@@ -16,7 +16,7 @@ from PIL import Image
 
 import console as console_package
 from console import sessions
-from console.analysis import BatchRunner, report_values
+from console.analysis import BatchRunner, report_values, store_boxes_picture
 from console.app import create_app
 from console.cells import NoSuchCell, crop_box, white_cell_box, white_ordinal
 from console.images import RejectedUpload, check_upload, probe_upload, safe_name
@@ -259,3 +259,9 @@ def test_a_white_cell_is_named_by_its_stored_box_index_and_cut_with_a_margin() -
     outside = {"x1": 300, "y1": 300, "x2": 310, "y2": 310, "class_name": "WBC", "score": 0.5}
     with pytest.raises(ValueError, match="outside"):
         crop_box(encode(pixels, "PNG"), outside)
+
+
+def test_boxes_are_drawn_into_the_stored_overlay_of_a_smear_only() -> None:
+    smear = analysis_pb2.AnalyzeOptions(detect=True, skip_classification=True)
+    cell = analysis_pb2.AnalyzeOptions(detect=True, explain=True)
+    assert store_boxes_picture(smear) and not store_boxes_picture(cell)  # a cell keeps its Grad-CAM overlay
