@@ -141,6 +141,22 @@ def test_training_on_int8_embeddings_checks_leakage_against_the_source_backbone(
     assert _bundled_backbone(INT8) is None  # leave-one-source-out: its frozen embeddings, not the fp32 recipe
 
 
+def _train_int8_bundle(
+    backbones: Path, model_cache_dir: Path, spec: Path, out: Path
+) -> subprocess.CompletedProcess[str]:
+    """`hemascope train classifiers` on the int8 backbone (logistic regression, 2-fold CV, no folds)."""
+    env = {
+        **os.environ,
+        "HEMASCOPE_BACKBONE_DIR": str(backbones),
+        "HEMASCOPE_FEATURE_MODEL_CACHE_DIR": str(model_cache_dir),
+    }
+    command = [sys.executable, "-m", "hemascope", "train", "classifiers", "--sources", str(spec)]
+    options = ["--backbone", INT8, "--out", str(out), "--models", "logistic_regression", "--cv-folds", "2"]
+    return subprocess.run(
+        [*command, *options, "--no-loso"], check=False, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
 def test_a_bundle_trained_on_int8_embeddings_takes_only_int8_embeddings(
     backbones: Path, model_cache_dir: Path, three_labs: Path, tmp_path: Path
 ) -> None:
@@ -148,21 +164,7 @@ def test_a_bundle_trained_on_int8_embeddings_takes_only_int8_embeddings(
     from hemascope.errors import FailedPrecondition
     from services.classifier.inputs import EmbeddingInput, embedding_matrix
 
-    env = {
-        **os.environ,
-        "HEMASCOPE_BACKBONE_DIR": str(backbones),
-        "HEMASCOPE_FEATURE_MODEL_CACHE_DIR": str(model_cache_dir),
-    }
-    command = [sys.executable, "-m", "hemascope", "train", "classifiers", "--sources", str(three_labs)]
-    options = ["--backbone", INT8, "--out", str(tmp_path / "bundle"), "--models", "logistic_regression"]
-    done = subprocess.run(
-        [*command, *options, "--cv-folds", "2", "--no-loso"],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = _train_int8_bundle(backbones, model_cache_dir, three_labs, tmp_path / "bundle")
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = load_bundle(tmp_path / "bundle").manifest
     int8_hash = file_sha256(backbones / INT8 / "model.onnx")
@@ -188,16 +190,7 @@ def test_int8_training_is_refused_when_its_source_saw_the_test_images(
     seen = [file_sha256(p) for p in load_sourced(load_spec(three_labs)).paths]
     _source_backbone(leaky / FP32, trained_on=seen)
     (leaky / INT8).symlink_to(backbones / INT8)
-    env = {
-        **os.environ,
-        "HEMASCOPE_BACKBONE_DIR": str(leaky),
-        "HEMASCOPE_FEATURE_MODEL_CACHE_DIR": str(model_cache_dir),
-    }
-    command = [sys.executable, "-m", "hemascope", "train", "classifiers", "--sources", str(three_labs)]
-    options = ["--backbone", INT8, "--out", str(tmp_path / "bundle"), "--models", "logistic_regression"]
-    done = subprocess.run(
-        [*command, *options, "--no-loso"], check=False, env=env, capture_output=True, text=True, timeout=900
-    )
+    done = _train_int8_bundle(leaky, model_cache_dir, three_labs, tmp_path / "bundle")
     assert done.returncode == 2
     assert f"backbone {INT8} was fine-tuned on images of this run's calibration and test part" in done.stderr
     assert not (tmp_path / "bundle").exists()
