@@ -95,6 +95,7 @@ def _scores(y: NDArray[np.int64], pred: NDArray[np.int64]) -> dict[str, float]:
     blast = CLASSES.index(MALIGNANT_CLASSES[0])
     blasts = y == blast
     return {
+        "accuracy": float((pred == y).mean()),
         "macro_f1": float(
             f1_score(y, pred, labels=list(range(len(CLASSES))), average="macro", zero_division=0)
         ),

@@ -7,12 +7,13 @@ import contextlib
 import hashlib
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
 from PIL import Image, ImageDraw
 
+from console.pipeline import Convert, Converting
 from console.store import ResultStore
 from hemascope.client import AsyncHemascopeClient, HemascopeClientError
 from hemascope.client.stubs import analysis_pb2
@@ -123,22 +124,28 @@ async def run_batch(
     ids: list[int],
     options: analysis_pb2.AnalyzeOptions,
     timeout_s: float,
+    convert: Convert,
+    ahead: int = 2,
 ) -> None:
-    """Analyses the stored images ``ids`` over one gateway stream, storing each report as it finishes."""
+    """Analyses the stored images ``ids`` over one gateway stream, storing each report as it finishes.
 
-    async def images() -> AsyncIterator[bytes]:
-        for analysis_id in ids:
-            yield await anyio.to_thread.run_sync(store.image, analysis_id)
-
+    The uploads are pipelined with the gateway (``Converting``): each image is decoded, its pictures made
+    and stored, and sent at once while the next ones are converted, so the first answer does not wait for
+    the whole batch. An image that fails its complete check is recorded failed with the reason and never
+    sent; every image ends done or failed (unless the console stops: then it is marked interrupted at the
+    next start)."""
+    pipeline = Converting(store, ids, convert, ahead)
     done: set[int] = set()
     try:
-        async for result in client.analyze_many(images(), options=options, timeout=timeout_s * len(ids)):
-            if not 0 <= result.index < len(ids):
+        async for result in client.analyze_many(
+            pipeline.images(), options=options, timeout=timeout_s * len(ids)
+        ):
+            if not 0 <= result.index < len(pipeline.sent):
                 continue
-            analysis_id = ids[result.index]
+            analysis_id = pipeline.sent[result.index]
             if result.response is not None:
                 values = report_values(result.response)
-                if result.response.HasField("detection"):
+                if result.response.HasField("detection") and store_boxes_picture(options):
                     values["overlay_png"] = await anyio.to_thread.run_sync(
                         boxes_picture, store, analysis_id, result.response
                     )
@@ -146,15 +153,21 @@ async def run_batch(
                 values = {"status": "failed", "error": str(result.error)}
             await anyio.to_thread.run_sync(store.record_result, analysis_id, values)
             done.add(analysis_id)
+        error = "the gateway closed the stream without answering for this image"
     except HemascopeClientError as exc:
         log.warning("console.batch_failed", error=type(exc).__name__)
-        for analysis_id in ids:
-            if analysis_id not in done:
-                await anyio.to_thread.run_sync(
-                    store.record_result, analysis_id, {"status": "failed", "error": str(exc)}
-                )
+        error = str(exc)
     finally:
         await client.close()
+    failed = {"status": "failed", "error": error}
+    for analysis_id in set(ids) - done - set(pipeline.rejected):
+        await anyio.to_thread.run_sync(store.record_result, analysis_id, failed)
+
+
+def store_boxes_picture(options: analysis_pb2.AnalyzeOptions) -> bool:
+    """Whether the detected boxes are drawn into the stored overlay: for smears (detection only); a cell's
+    overlay is its Grad-CAM map, and its boxes are drawn over the picture by the page."""
+    return options.skip_classification
 
 
 class BatchRunner:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import anyio
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -10,8 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from console.analysis import run_batch
-from console.images import RejectedUpload, check_upload
-from console.store import Filters
+from console.images import RejectedUpload, check_upload, probe_upload
+from console.store import Filters, Upload
 from console.web import check_csrf, console_of, redirect, render, require
 from hemascope.client.stubs import analysis_pb2
 
@@ -37,7 +39,8 @@ async def analyse_smears(request: Request) -> Response:
 
 
 async def _accept(request: Request, kind: str) -> Response:
-    """Checks and stores an upload, starts its analysis, and sends the browser to the batch page."""
+    """Checks an upload's headers, stores it, starts its analysis (which decodes and converts each image
+    just before sending it to the gateway) and sends the browser to the batch page."""
     session = require(request, "reviewer")
     console = console_of(request)
     settings = console.settings
@@ -48,26 +51,15 @@ async def _accept(request: Request, kind: str) -> Response:
         raise HTTPException(
             413, f"the upload is larger than the {settings.max_batch_bytes // 2**20} MiB the console accepts"
         )
-    errors: list[str] = []
-    uploads = []
     async with request.form(max_files=settings.max_files, max_fields=8, max_part_size=4096) as form:
         check_csrf(request, session, form)
         files = [f for f in form.getlist("images") if isinstance(f, UploadFile)]
         explain = form.get("explain") == "on"
-        for item in files:
-            data = await item.read(settings.max_upload_bytes + 1)
-            try:
-                uploads.append(
-                    await anyio.to_thread.run_sync(
-                        check_upload,
-                        item.filename or "image",
-                        data,
-                        settings.max_upload_bytes,
-                        settings.max_pixels,
-                    )
-                )
-            except RejectedUpload as exc:
-                errors.append(str(exc))
+        detect = form.get("detect") == "on"
+        received = [(f.filename or "image", await f.read(settings.max_upload_bytes + 1)) for f in files]
+    uploads, errors = await anyio.to_thread.run_sync(
+        probe_all, received, settings.max_upload_bytes, settings.max_pixels
+    )
     if not files:
         errors.append("Choose at least one image.")
     if errors:
@@ -86,12 +78,30 @@ async def _accept(request: Request, kind: str) -> Response:
     if kind == "smear":
         options = analysis_pb2.AnalyzeOptions(detect=True, skip_classification=True)
     else:
-        options = analysis_pb2.AnalyzeOptions(explain=explain and settings.explain)
+        options = analysis_pb2.AnalyzeOptions(explain=explain and settings.explain, detect=detect)
+    convert = functools.partial(
+        check_upload, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels
+    )
     client = console.client_factory(session.api_key)
     console.runner.start(
-        run_batch(console.store, client, ids, options, settings.gateway_timeout_s), key=session.api_key
+        run_batch(console.store, client, ids, options, settings.gateway_timeout_s, convert),
+        key=session.api_key,
     )
     return redirect(f"/batches/{batch_id}")
+
+
+def probe_all(
+    received: list[tuple[str, bytes]], max_bytes: int, max_pixels: int
+) -> tuple[list[Upload], list[str]]:
+    """The uploads as their headers describe them and what is wrong with the others (nothing is decoded
+    here: the batch's pipeline decodes and converts each image just before sending it)."""
+    uploads, errors = [], []
+    for filename, data in received:
+        try:
+            uploads.append(probe_upload(filename, data, max_bytes, max_pixels))
+        except RejectedUpload as exc:
+            errors.append(str(exc))
+    return uploads, errors
 
 
 def _batch_context(request: Request, batch_id: int) -> dict[str, object]:
@@ -115,11 +125,21 @@ def batch_cards(request: Request) -> Response:
 
 
 def _smears(request: Request, errors: list[str], status: int = 200) -> Response:
+    """The smear form, the smear shown (``?show=<id>``, else the newest analysed one) with its white
+    cells to classify, and every smear."""
     settings = console_of(request).settings
-    rows = console_of(request).store.search(Filters(kind="smear"), limit=200)
+    store = console_of(request).store
+    rows = store.search(Filters(kind="smear"), limit=200)
+    wanted = request.query_params.get("show", "")
+    if wanted and not wanted.isdigit():
+        raise HTTPException(400, "show must be a smear's number")
+    shown = store.get(int(wanted)) if wanted else next((r for r in rows if r["status"] == "done"), None)
+    if wanted and (shown is None or shown["kind"] != "smear"):
+        raise HTTPException(404, "no such smear")
     context = {
         "errors": errors,
         "rows": rows,
+        "shown": shown,
         "max_files": settings.max_files,
         "max_mb": settings.max_upload_bytes / 1e6,
     }

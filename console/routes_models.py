@@ -3,14 +3,18 @@ compare with the consensus and with the reviewers' classes over the stored resul
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from console import bundles
+from console.bundles import list_bundles, load_bundle
 from console.web import console_of, render, require
 from hemascope.client import HemascopeClientError
 
@@ -72,8 +76,61 @@ async def models_page(request: Request) -> Response:
     finally:
         await client.close()
     reports = await anyio.to_thread.run_sync(console.store.recent_reports, RECENT)
-    context = {"caps": capabilities, "problem": problem, "records": compare(reports), "recent": RECENT}
+    bundles_dir = console.settings.bundles_dir
+    names = await anyio.to_thread.run_sync(list_bundles, bundles_dir)
+    context = {
+        "caps": capabilities,
+        "problem": problem,
+        "records": compare(reports),
+        "recent": RECENT,
+        "bundles": names,
+        "picked": _picked(names, request.query_params.get("a", ""), request.query_params.get("b", "")),
+    }
     return render(request, "models.html", context)
 
 
-routes = [Route("/models", models_page, methods=["GET"])]
+def _picked(names: list[str], a: str, b: str) -> tuple[str, str]:
+    """The two bundles the compare form starts with: those asked for, else the first two listed."""
+    first = a if a in names else (names[0] if names else "")
+    second = b if b in names else next((n for n in names if n != first), first)
+    return first, second
+
+
+async def compare_bundles(request: Request) -> Response:
+    """Two bundles side by side: their model cards and their training reports' metrics tables (overall,
+    per class, per source), every difference marked."""
+    require(request)
+    settings = console_of(request).settings
+    names = await anyio.to_thread.run_sync(list_bundles, settings.bundles_dir)
+    a_name, b_name = request.query_params.get("a", ""), request.query_params.get("b", "")
+    if a_name not in names or b_name not in names:
+        listed = ", ".join(names) or "none"
+        raise HTTPException(404, f"choose two of the bundles in the bundles folder: {listed}")
+    folders = (settings.bundles_dir, settings.reports_dir)
+    a = await anyio.to_thread.run_sync(load_bundle, *folders, a_name)
+    b = await anyio.to_thread.run_sync(load_bundle, *folders, b_name)
+    only_changed = request.query_params.get("changed") == "1"
+
+    def rows(table: Callable[[dict[str, Any]], dict[tuple[str, ...], float]]) -> list[bundles.Row]:
+        compared = bundles.compare(table(a.results), table(b.results))
+        return [r for r in compared if r.state != "same"] if only_changed else compared
+
+    context = {
+        "a": a,
+        "b": b,
+        "bundles": names,
+        "picked": (a_name, b_name),
+        "only_changed": only_changed,
+        "facts": bundles.facts(a, b),
+        "overall": rows(bundles.overall),
+        "per_class": rows(bundles.per_class),
+        "per_source": rows(bundles.per_source),
+        "metric_names": dict(bundles.OVERALL + bundles.PER_CLASS + bundles.PER_SOURCE),
+    }
+    return render(request, "models_compare.html", context)
+
+
+routes = [
+    Route("/models", models_page, methods=["GET"]),
+    Route("/models/compare", compare_bundles, methods=["GET"]),
+]

@@ -84,3 +84,13 @@ class ConsoleSettings(BaseSettings):
     job_cancel_grace_s: float = Field(
         10.0, gt=0, description="How long a cancelled job has after SIGTERM before it is killed (SIGKILL)."
     )
+    bundles_dir: Path = Field(
+        REPO_ROOT / "models",
+        description="Folder of classifier model bundles (one folder each, with manifest.json and "
+        "MODEL_CARD.md) that the Models page compares.",
+    )
+    reports_dir: Path = Field(
+        REPO_ROOT / "reports",
+        description="Folder of training reports (one folder each, with results.json) whose metrics the "
+        "comparison shows next to each bundle.",
+    )

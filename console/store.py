@@ -113,15 +113,16 @@ LIST_COLUMNS = [c for c in analyses.c if c.name not in ("image", "display_png", 
 
 @dataclass(frozen=True)
 class Upload:
-    """One accepted image, ready to be stored before its analysis."""
+    """One accepted image, ready to be stored before its analysis; its display and thumbnail PNGs are empty
+    until the batch's pipeline has converted it (``record_pictures``)."""
 
     filename: str
     image: bytes
     image_format: str
     width: int
     height: int
-    display_png: bytes
-    thumb_png: bytes
+    display_png: bytes = b""
+    thumb_png: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,19 @@ class ResultStore:
             value = conn.execute(sa.select(analyses.c.image).where(analyses.c.id == analysis_id)).scalar()
         return bytes(value) if value is not None else b""
 
+    def original(self, analysis_id: int) -> tuple[str, bytes]:
+        """The file name and the uploaded bytes of an analysis ("", b"" when there is none)."""
+        query = sa.select(analyses.c.filename, analyses.c.image).where(analyses.c.id == analysis_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return (str(row[0]), bytes(row[1])) if row is not None else ("", b"")
+
+    def record_pictures(self, analysis_id: int, display_png: bytes, thumb_png: bytes) -> None:
+        """Stores the display and thumbnail PNGs made from an analysis's upload."""
+        values = {"display_png": display_png, "thumb_png": thumb_png}
+        with self.engine.begin() as conn:
+            conn.execute(analyses.update().where(analyses.c.id == analysis_id).values(**values))
+
     def record_result(self, analysis_id: int, values: dict[str, Any]) -> None:
         """Stores an analysis's outcome (``status`` done or failed, and its columns)."""
         with self.engine.begin() as conn:
@@ -276,12 +290,13 @@ class ResultStore:
         return decode(row) if row is not None else None
 
     def blob(self, analysis_id: int, column: str) -> bytes | None:
-        """One stored picture: ``display_png``, ``thumb_png`` or ``overlay_png``."""
+        """One stored picture: ``display_png``, ``thumb_png`` or ``overlay_png``; None when there is none
+        (yet: the pictures of an image not yet converted are empty)."""
         if column not in ("display_png", "thumb_png", "overlay_png"):
             raise ValueError(column)
         with self.engine.connect() as conn:
             value = conn.execute(sa.select(analyses.c[column]).where(analyses.c.id == analysis_id)).scalar()
-        return bytes(value) if value is not None else None
+        return bytes(value) if value else None
 
     def review(self, analysis_id: int, reviewer: str, label: str, comment: str) -> str:
         """Records a review: ``confirmed`` when ``label`` is the consensus, else ``corrected``."""

@@ -18,6 +18,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.analysis import BatchRunner, ClientFactory
+from console.cells import is_white_cell
 from console.jobs import JobQueue
 from console.sessions import COOKIE_NAME, Session, SessionStore
 from console.settings import ConsoleSettings
@@ -57,6 +58,7 @@ def make_templates(directory: str) -> Jinja2Templates:
     )
     env.filters["pct"] = lambda value: max(0, min(100, round(float(value or 0) * 100)))
     env.filters["tojson_attr"] = json.dumps
+    env.tests["white_cell"] = is_white_cell
     return Jinja2Templates(env=env)
 
 

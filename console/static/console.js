@@ -1,6 +1,6 @@
-// Hemascope console: overlay opacity sliders and drag-and-drop uploads. No inline scripts (the
-// Content-Security-Policy forbids them); everything is wired here by event delegation, so it also works on
-// result cards that htmx swaps in.
+// Hemascope console: overlay opacity sliders, detected-box switches, white-cell clicks and drag-and-drop
+// uploads. No inline scripts (the Content-Security-Policy forbids them); everything is wired here by event
+// delegation, so it also works on result cards that htmx swaps in.
 (function () {
   "use strict";
 
@@ -9,6 +9,28 @@
     if (!slider.classList || !slider.classList.contains("opacity")) return;
     var overlay = document.getElementById(slider.getAttribute("data-target"));
     if (overlay) overlay.style.opacity = String(Number(slider.value) / 100);
+  });
+
+  // detected boxes: the switch under a picture shows or hides its SVG layer
+  document.addEventListener("change", function (event) {
+    var toggle = event.target;
+    if (!toggle.classList || !toggle.classList.contains("boxes-toggle")) return;
+    var layer = document.getElementById(toggle.getAttribute("data-target"));
+    if (layer) layer.classList.toggle("off", !toggle.checked);
+  });
+
+  // a click on a white cell's box presses its classify button (the buttons are the keyboard's way in)
+  document.addEventListener("click", function (event) {
+    var box = event.target;
+    if (!box.classList || !box.classList.contains("white")) return;
+    var button = document.getElementById(box.getAttribute("data-button"));
+    if (!button) return;
+    var layer = box.ownerSVGElement;
+    if (layer) {
+      layer.querySelectorAll("rect.chosen").forEach(function (other) { other.classList.remove("chosen"); });
+    }
+    box.classList.add("chosen");
+    button.click();
   });
 
   function describe(input, note) {

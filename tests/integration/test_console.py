@@ -112,8 +112,10 @@ def test_every_post_refuses_a_missing_or_wrong_csrf_token(
     console_stack: ConsoleStack, sqlite_url: str
 ) -> None:
     app = create_app(console_settings(console_stack, sqlite_url))
-    posts = [r.path.replace("{analysis_id:int}", "1").replace("{job_id:int}", "1") for r in app.routes
-             if isinstance(r, Route) and "POST" in (r.methods or ())]  # fmt: skip
+    ids = {"{analysis_id:int}": "1", "{job_id:int}": "1", "{index:int}": "0"}
+    posts = [r.path for r in app.routes if isinstance(r, Route) and "POST" in (r.methods or ())]
+    for placeholder, value in ids.items():
+        posts = [path.replace(placeholder, value) for path in posts]
     assert {"/login", "/logout", "/analyse", "/analyses/1/review", "/analyses/1/delete"} <= set(posts)
     assert {"/jobs", "/jobs/1/cancel"} <= set(posts)
     with TestClient(app, follow_redirects=False) as client:
@@ -152,7 +154,6 @@ def test_uploads_are_checked_on_their_content(
         jpeg = cell_files[0].read_bytes()
         cases = {
             "script.jpg": (b"<script>alert(1)</script>", "not a readable image"),
-            "truncated.jpg": (jpeg[: len(jpeg) // 3], "not a readable image"),
             "big.png": (big, "over the limit"),
             "huge.gif": (encode(np.zeros((8, 8, 3), np.uint8), "GIF"), "GIF is not accepted"),
             "wide.jpg": (encode(np.zeros((20, 60000, 3), np.uint8), "JPEG"), "pixels is over the limit"),
@@ -162,6 +163,13 @@ def test_uploads_are_checked_on_their_content(
             assert response.status_code == 400, name
             assert message in response.text, name
         assert client.get("/results").text.count('data-testid="result-row"') == 0
+        # a truncated file has a sound header: it is only found out when its pipeline decodes it, and
+        # becomes a failed card saying why, while the rest of its batch is analysed
+        response = upload(client, [("truncated.jpg", jpeg[: len(jpeg) // 3]), ("whole.jpg", jpeg)])
+        assert response.status_code == 303
+        page = wait_batch(client, response.headers["location"], 2)
+        assert "truncated.jpg: not a readable image (or truncated)" in page
+        assert page.count("status-failed") == 1 and page.count("status-done") == 1
     with client_for(console_stack, sqlite_url, max_batch_bytes=len(big)) as client:
         login(client, console_stack.keys["reviewer"])
         response = upload(client, [("a.png", big), ("b.png", big)])

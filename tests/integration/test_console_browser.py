@@ -15,13 +15,14 @@ import re
 import shutil
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from console.app import create_app
+from tests.bundle_fixtures import make_bundles
 from tests.console_fixtures import (
     BUNDLE,
     BatchResultFolder,
@@ -85,11 +86,14 @@ def console_url(
     (id 1) whose bundle may be promoted (a copy of the served bundle: the page is only looked at)."""
     folder = tmp_path_factory.mktemp("console-browser")
     small_dataset(data_dir, folder / "data" / "lab")
+    models, reports = make_bundles(tmp_path_factory.mktemp("bundles"))
     settings = console_settings(
         console_stack,
         f"sqlite:///{folder / 'console.db'}",
         data_root=folder / "data",
         jobs_dir=folder / "jobs",
+        bundles_dir=models,
+        reports_dir=reports,
         batch_results_root=batch_result.root,
     )
     app = create_app(settings)
@@ -249,12 +253,31 @@ def test_a_smear_is_counted_and_the_models_page_compares_the_models(
     expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
     boxes = page.get_by_test_id("boxes")
     expect(boxes).to_be_visible()
-    assert boxes.evaluate("img => img.complete && img.naturalWidth > 0")
+    picture = page.locator(".overlay-stack.wide img.base")
+    assert picture.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert boxes.evaluate("svg => svg.querySelectorAll('rect').length") > 0
+    assert boxes.bounding_box() == picture.bounding_box()  # the layer lies exactly over the picture
     expect(page.get_by_test_id("cell-count")).to_contain_text("cells")
+    page.get_by_test_id("boxes-toggle").uncheck()
+    expect(boxes).to_be_hidden()
+    page.get_by_test_id("boxes-toggle").check()
+    expect(boxes).to_be_visible()
+    page.goto(f"{console_url}/smears")
+    white = page.locator("svg.boxes rect.white").first
+    white.click()
+    result = page.get_by_test_id("cell-result")
+    expect(result).to_be_visible(timeout=120_000)
+    expect(result).to_contain_text("White cell 1 of the smear")
+    expect(page.get_by_test_id("cell-label")).not_to_be_empty()
+    assert result.locator("img.cell-crop").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "chosen" in (white.get_attribute("class") or "")
     screenshot(page, "console-smear.png", tmp_path)
     page.goto(f"{console_url}/models")
     expect(page.get_by_test_id("capabilities")).to_contain_text("logistic_regression")
     expect(page.get_by_test_id("services")).to_contain_text("detector: serving")
+    page.click("[data-testid=bundle-pick] button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/models/compare\?a=lab-a&b=lab-b$"))
+    expect(page.locator("[data-testid=overall] tr.changed").first).to_be_visible()
     assert csp_errors == []
 
 
@@ -321,11 +344,46 @@ def axe_context(browser: Browser) -> Iterator[BrowserContext]:
     context.close()
 
 
+def smear_and_boxes(page: Page, url: str, data_dir: Path, check: Callable[[str], None]) -> None:
+    """Checks the Smears page with a white cell classified and a batch with detected boxes."""
+    image_id = (data_dir / "bccd" / "ImageSets" / "Main" / "val.txt").read_text().split()[0]
+    smear = data_dir / "bccd" / "JPEGImages" / f"{image_id}.jpg"
+    page.set_input_files("#smear-images", [str(smear)])
+    page.click("#smear-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
+    page.goto(f"{url}/smears")
+    page.get_by_test_id("classify-cell").first.click()
+    expect(page.get_by_test_id("cell-result")).to_be_visible(timeout=120_000)
+    check("smears with a white cell classified")
+    page.goto(f"{url}/analyse")
+    page.set_input_files("#images", [str(smear)])
+    page.get_by_test_id("detect").check()
+    page.click("#upload-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("1 of 1 analysed", timeout=300_000)
+    expect(page.get_by_test_id("boxes")).to_be_visible()
+    check("batch with detected boxes")
+
+
+def visit_site_and_batch_results(page: Page, url: str, check: Callable[[str], None]) -> None:
+    """The Site page, a batch result opened from the list, and the list (each checked as loaded)."""
+    page.goto(f"{url}/site")
+    expect(page.get_by_test_id("site-status")).to_be_visible()
+    check("site")
+    page.goto(f"{url}/batch-results")
+    page.get_by_role("link", name="lab-run").click()
+    expect(page.get_by_test_id("batch-row").first).to_be_visible()
+    expect(page.get_by_test_id("batch-error")).to_have_count(1)
+    check("batch result")
+    page.goto(f"{url}/batch-results")
+    check("batch results")
+
+
 def test_every_page_passes_the_axe_core_accessibility_checks(
     axe_context: BrowserContext,
     console_url: str,
     console_stack: ConsoleStack,
     cells: dict[str, Path],
+    data_dir: Path,
 ) -> None:
     page = axe_context.new_page()
     checked: dict[str, list[dict[str, Any]]] = {}
@@ -355,18 +413,16 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
     check("detail with the review form")
     page.goto(f"{console_url}/smears")
     check("smears")
+    smear_and_boxes(page, console_url, data_dir, check)
     page.goto(f"{console_url}/models")
     check("models")
-    page.goto(f"{console_url}/site")
-    expect(page.get_by_test_id("site-status")).to_be_visible()
-    check("site")
-    page.goto(f"{console_url}/batch-results")
-    page.get_by_role("link", name="lab-run").click()
-    expect(page.get_by_test_id("batch-row").first).to_be_visible()
-    expect(page.get_by_test_id("batch-error")).to_have_count(1)
-    check("batch result")
-    page.goto(f"{console_url}/batch-results")
-    check("batch results")
+    page.get_by_label("Second bundle").select_option("lab-b")
+    page.click("[data-testid=bundle-pick] button[type=submit]")
+    expect(page.get_by_test_id("overall")).to_be_visible()
+    for card in page.get_by_test_id("model-card").all():
+        card.locator("summary").click()
+    check("bundles compared")
+    visit_site_and_batch_results(page, console_url, check)
     page.click("form.logout button")
     log_in(page, console_url, console_stack.keys["admin"])
     page.goto(f"{console_url}/jobs")
@@ -385,6 +441,8 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
         "gallery",
         "detail with the review form",
         "smears",
+        "smears with a white cell classified",
+        "batch with detected boxes",
         "models",
         "site",
         "batch results",
@@ -392,6 +450,7 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
         "jobs",
         "promotion confirmation",
         "job with its report",
+        "bundles compared",
     }
     # None at all, whatever their impact (critical, serious, moderate or minor): each is listed with its
     # rule and elements when one appears.

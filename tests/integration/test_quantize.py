@@ -4,6 +4,9 @@ its own (its own weights hash, so caches and bundles never mix it with the fp32 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,13 +31,25 @@ FP32, INT8 = "efficientnet_lite0_blood", "efficientnet_lite0_blood_int8"
 pytestmark = pytest.mark.slow
 
 
+def _source_backbone(folder: Path, trained_on: list[str]) -> None:
+    """The shipped fp32 backbone's weights, with ``trained_on`` as the images it was fine-tuned on."""
+    shipped = REPO / "models" / "backbones" / FP32
+    folder.mkdir(parents=True)
+    (folder / "weights.pth").symlink_to(shipped / "weights.pth")
+    meta = json.loads((shipped / "backbone.json").read_text())
+    (folder / "backbone.json").write_text(json.dumps({**meta, "trained_on": trained_on}))
+
+
 @pytest.fixture(scope="module")
 def backbones(
     tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path, three_labs: Path
 ) -> Iterator[Path]:
-    """A backbone folder with the shipped fp32 backbone and an int8 one quantized from it on 20 images."""
+    """A backbone folder with the shipped fp32 backbone and an int8 one quantized from it on 20 images.
+
+    The fp32 backbone's ``backbone.json`` lists no fine-tuning images here: the shipped one was fine-tuned on
+    images that this small spec's split would test on, which training refuses (tested below)."""
     folder = tmp_path_factory.mktemp("backbones")
-    (folder / FP32).symlink_to(REPO / "models" / "backbones" / FP32)
+    _source_backbone(folder / FP32, trained_on=[])
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HEMASCOPE_BACKBONE_DIR", str(folder))
         env.setenv("HEMASCOPE_FEATURE_MODEL_CACHE_DIR", str(model_cache_dir))
@@ -124,3 +139,58 @@ def test_training_on_int8_embeddings_checks_leakage_against_the_source_backbone(
 
     assert _images_seen_by(INT8) == _bundled_backbone(FP32)
     assert _bundled_backbone(INT8) is None  # leave-one-source-out: its frozen embeddings, not the fp32 recipe
+
+
+def _train_int8_bundle(
+    backbones: Path, model_cache_dir: Path, spec: Path, out: Path
+) -> subprocess.CompletedProcess[str]:
+    """`hemascope train classifiers` on the int8 backbone (logistic regression, 2-fold CV, no folds)."""
+    env = {
+        **os.environ,
+        "HEMASCOPE_BACKBONE_DIR": str(backbones),
+        "HEMASCOPE_FEATURE_MODEL_CACHE_DIR": str(model_cache_dir),
+    }
+    command = [sys.executable, "-m", "hemascope", "train", "classifiers", "--sources", str(spec)]
+    options = ["--backbone", INT8, "--out", str(out), "--models", "logistic_regression", "--cv-folds", "2"]
+    return subprocess.run(
+        [*command, *options, "--no-loso"], check=False, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+def test_a_bundle_trained_on_int8_embeddings_takes_only_int8_embeddings(
+    backbones: Path, model_cache_dir: Path, three_labs: Path, tmp_path: Path
+) -> None:
+    from hemascope.bundle import load_bundle
+    from hemascope.errors import FailedPrecondition
+    from services.classifier.inputs import EmbeddingInput, embedding_matrix
+
+    done = _train_int8_bundle(backbones, model_cache_dir, three_labs, tmp_path / "bundle")
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = load_bundle(tmp_path / "bundle").manifest
+    int8_hash = file_sha256(backbones / INT8 / "model.onnx")
+    assert (manifest.backbone, manifest.weights_hash) == (INT8, int8_hash)
+    values = np.zeros(1280, np.float32)
+    preprocessing = manifest.preprocessing
+    accepted = EmbeddingInput(values, 1280, INT8, int8_hash, preprocessing)
+    assert embedding_matrix(manifest, [accepted], max_items=8, require_provenance=True).shape == (1, 1280)
+    fp32_hash = file_sha256(backbones / FP32 / "weights.pth")
+    for item, reason in (
+        (EmbeddingInput(values, 1280, FP32, fp32_hash, preprocessing), "WRONG_BACKBONE"),
+        (EmbeddingInput(values, 1280, INT8, fp32_hash, preprocessing), "WRONG_WEIGHTS"),
+    ):
+        with pytest.raises(FailedPrecondition) as refused:
+            embedding_matrix(manifest, [item], max_items=8, require_provenance=True)
+        assert refused.value.reason == reason
+
+
+def test_int8_training_is_refused_when_its_source_saw_the_test_images(
+    backbones: Path, model_cache_dir: Path, three_labs: Path, tmp_path: Path
+) -> None:
+    leaky = tmp_path / "backbones"
+    seen = [file_sha256(p) for p in load_sourced(load_spec(three_labs)).paths]
+    _source_backbone(leaky / FP32, trained_on=seen)
+    (leaky / INT8).symlink_to(backbones / INT8)
+    done = _train_int8_bundle(leaky, model_cache_dir, three_labs, tmp_path / "bundle")
+    assert done.returncode == 2
+    assert f"backbone {INT8} was fine-tuned on images of this run's calibration and test part" in done.stderr
+    assert not (tmp_path / "bundle").exists()

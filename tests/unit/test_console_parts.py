@@ -14,14 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import console as console_package
 from console import sessions
-from console.analysis import BatchRunner, report_values
+from console.analysis import BatchRunner, report_values, store_boxes_picture
 from console.app import create_app
-from console.images import check_upload, safe_name
+from console.cells import NoSuchCell, crop_box, white_cell_box, white_ordinal
+from console.images import RejectedUpload, check_upload, probe_upload, safe_name
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
 from console.store import ResultStore, make_engine
 from console.users import User, UserDirectory, add_user, hash_key, role_allows
+from console.web import make_templates
 from hemascope.client.stubs import analysis_pb2
 from hemascope.errors import ConfigurationError
 from tests.conftest import encode
@@ -99,6 +102,27 @@ def test_an_accepted_upload_is_shown_as_a_png_made_here() -> None:
     assert upload.filename == "cell.tif" and upload.image_format == "TIFF"
     assert (upload.width, upload.height) == (30, 40)
     assert upload.display_png.startswith(b"\x89PNG") and upload.thumb_png.startswith(b"\x89PNG")
+
+
+def test_the_request_probes_headers_only_and_the_pipeline_decodes_completely() -> None:
+    pixels = np.random.default_rng(3).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    jpeg = encode(pixels, "JPEG")
+    probed = probe_upload("a/cell.jpg", jpeg, 10**6, 10**6)
+    assert (probed.filename, probed.image_format, probed.width, probed.height) == ("cell.jpg", "JPEG", 48, 64)
+    assert probed.image == jpeg and probed.display_png == b"" and probed.thumb_png == b""
+    truncated = jpeg[: len(jpeg) // 3]
+    assert probe_upload("cut.jpg", truncated, 10**6, 10**6).width == 48  # its header is sound
+    with pytest.raises(RejectedUpload, match=r"cut\.jpg: not a readable image"):
+        check_upload("cut.jpg", truncated, 10**6, 10**6)
+    refused = {
+        "empty.jpg": (b"", "is empty"),
+        "text.jpg": (b"not an image", "not a readable image"),
+        "anim.gif": (encode(pixels, "GIF"), "GIF is not accepted"),
+        "many.jpg": (jpeg, "48x64 pixels is over the limit"),
+    }
+    for name, (data, message) in refused.items():
+        with pytest.raises(RejectedUpload, match=message):
+            probe_upload(name, data, 10**6, 48 * 64 - 1 if name == "many.jpg" else 10**6)
 
 
 def _zlib_level(png: bytes) -> int:
@@ -188,3 +212,56 @@ def test_stopping_cancels_running_and_waiting_batches() -> None:
         assert started == ["first"]
 
     asyncio.run(scenario())
+
+
+def test_a_referred_white_cell_is_marked_as_such_and_a_decided_one_is_not(tmp_path: Path) -> None:
+    templates = make_templates(str(Path(console_package.__file__).parent / "templates"))
+    item = {"id": 7, "filename": "smear.jpg"}
+    report = {"refer_reasons": ["the models disagree"], "probabilities": {"monocyte": 0.5, "basophil": 0.5}}
+    base = {"label": "monocyte", "confidence": 0.5, "malignant": False, "malignant_probability": 0.1}
+    shown = {}
+    for refer in (True, False):
+        result = base | {"refer": refer, "report": report if refer else {"probabilities": {"monocyte": 0.9}}}
+        context = {"item": item, "index": 2, "ordinal": 3, "result": result, "problem": ""}
+        shown[refer] = templates.get_template("_cell_result.html").render(context)
+    assert 'data-testid="cell-refer"' in shown[True] and "the models disagree" in shown[True]
+    assert 'class="cell-result referred"' in shown[True] and 'role="alert"' in shown[True]
+    assert 'data-testid="cell-refer"' not in shown[False] and "referred" not in shown[False]
+    assert "White cell 3 of the smear" in shown[False] and 'src="/analyses/7/cells/2.png"' in shown[False]
+
+
+def test_a_white_cell_is_named_by_its_stored_box_index_and_cut_with_a_margin() -> None:
+    pixels = np.zeros((100, 200, 3), dtype=np.uint8)
+    pixels[40:60, 100:140] = 255
+    report = {
+        "detection": {
+            "boxes": [
+                {"x1": 0, "y1": 0, "x2": 10, "y2": 10, "class_name": "RBC", "score": 0.9},
+                {"x1": 100, "y1": 40, "x2": 140, "y2": 60, "class_name": "WBC", "score": 0.8},
+                {"x1": 190, "y1": 90, "x2": 260, "y2": 130, "class_name": "WBC", "score": 0.7},
+            ]
+        }
+    }
+    box = white_cell_box(report, 1)
+    with Image.open(io.BytesIO(crop_box(encode(pixels, "PNG"), box))) as cut:
+        assert cut.size == (52, 52)  # square: the longer side and 15% of it on each side
+        assert cut.getpixel((26, 26)) == (255, 255, 255) and cut.getpixel((0, 0)) == (0, 0, 0)  # centred
+    with Image.open(io.BytesIO(crop_box(encode(pixels, "PNG"), white_cell_box(report, 2)))) as cut:
+        assert cut.size == (91, 91)  # moved inside the image
+    with Image.open(io.BytesIO(crop_box(encode(pixels, "PNG"), box | {"x1": 0, "x2": 190}))) as cut:
+        assert cut.size == (100, 100)  # shrunk to the image's shorter side
+    assert (white_ordinal(report, 1), white_ordinal(report, 2)) == (1, 2)
+    for index, message in ((0, "not a white cell"), (3, "no detected cell 3"), (-1, "no detected cell")):
+        with pytest.raises(NoSuchCell, match=message):
+            white_cell_box(report, index)
+    with pytest.raises(NoSuchCell):
+        white_cell_box({}, 0)
+    outside = {"x1": 300, "y1": 300, "x2": 310, "y2": 310, "class_name": "WBC", "score": 0.5}
+    with pytest.raises(ValueError, match="outside"):
+        crop_box(encode(pixels, "PNG"), outside)
+
+
+def test_boxes_are_drawn_into_the_stored_overlay_of_a_smear_only() -> None:
+    smear = analysis_pb2.AnalyzeOptions(detect=True, skip_classification=True)
+    cell = analysis_pb2.AnalyzeOptions(detect=True, explain=True)
+    assert store_boxes_picture(smear) and not store_boxes_picture(cell)  # a cell keeps its Grad-CAM overlay
