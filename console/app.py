@@ -19,11 +19,13 @@ from console import (
     exports,
     routes_analyse,
     routes_auth,
+    routes_batch_results,
     routes_cells,
     routes_jobs,
     routes_models,
     routes_promote,
     routes_results,
+    routes_site,
 )
 from console.analysis import BatchRunner, ClientFactory
 from console.job_store import JobStore
@@ -119,6 +121,8 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
             *routes_results.routes,
             *routes_cells.routes,
             *routes_models.routes,
+            *routes_site.routes,
+            *routes_batch_results.routes,
             *routes_jobs.routes,
             *routes_promote.routes,
             *exports.routes,

@@ -70,6 +70,12 @@ class ConsoleSettings(BaseSettings):
         description="Folder of model bundles the Jobs page may evaluate or validate (besides the bundles its "
         "own training jobs wrote).",
     )
+    batch_results_root: Path | None = Field(
+        None,
+        description="The only folder the Batch results page reads: one `hemascope batch analyze` result "
+        "(--out) per subfolder; nothing outside it is opened, symlinks included. None: the page lists "
+        "nothing.",
+    )
     jobs_dir: Path = Field(
         Path("console-jobs"),
         description="Where each job's log, report and bundle are written (one folder per job).",

@@ -48,6 +48,8 @@ class ConsoleStack:
     """A key the gateway accepts but the console's users file does not name."""
     console_only_key: str
     """A key in the console's users file that the gateway does not know."""
+    services: dict[str, str]
+    """The services' addresses by name (feature, classifier, detector, explain), for another gateway."""
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +85,8 @@ def console_stack(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactor
         )
     )
     gateway.wait_ready(WAIT)
-    yield ConsoleStack(f"127.0.0.1:{port}", users, keys, stranger, console_only)
+    services = {name: f"127.0.0.1:{started[1]}" for name, started in starting.items()}
+    yield ConsoleStack(f"127.0.0.1:{port}", users, keys, stranger, console_only, services)
     gateway.stop(1)
     for server, _ in starting.values():
         server.stop(1)
@@ -157,3 +160,39 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+
+
+@dataclass
+class BatchResultFolder:
+    """A real ``hemascope batch analyze`` result in ``root / name``, and the summary the command printed."""
+
+    root: Path
+    name: str
+    summary: dict[str, object]
+
+
+@pytest.fixture(scope="session")
+def batch_result(
+    data_dir: Path, model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> BatchResultFolder:
+    """Two cells of every class and one file that is no image, analysed by the real ``hemascope batch
+    analyze`` (a subprocess with its own local Ray, one worker) into a folder of a batch results root."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("batch-results")
+    archive = small_dataset(data_dir, folder / "archive")
+    (archive / "not-an-image.jpg").write_bytes(b"this is not an image")
+    root = folder / "root"
+    root.mkdir()
+    env = os.environ | {"HEMASCOPE_FEATURE_MODEL_CACHE_DIR": str(model_cache_dir)}
+    command = [
+        sys.executable, "-m", "hemascope", "batch", "analyze", str(archive), "--out", str(root / "lab-run"),
+        "--bundle", str(BUNDLE), "--workers", "1", "--batch-size", "8", "--no-progress", "--json",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return BatchResultFolder(root, "lab-run", summary)

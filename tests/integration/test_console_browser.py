@@ -12,6 +12,8 @@ import base64
 import io
 import os
 import re
+import shutil
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,14 @@ import pytest
 
 from console.app import create_app
 from tests.bundle_fixtures import make_bundles
-from tests.console_fixtures import ConsoleStack, LiveServer, console_settings, small_dataset
+from tests.console_fixtures import (
+    BUNDLE,
+    BatchResultFolder,
+    ConsoleStack,
+    LiveServer,
+    console_settings,
+    small_dataset,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).resolve().parents[1] / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
@@ -68,8 +77,13 @@ def browser(playwright: Playwright, browser_type_launch_args: dict[str, Any]) ->
 
 @pytest.fixture(scope="module")
 def console_url(
-    console_stack: ConsoleStack, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+    console_stack: ConsoleStack,
+    tmp_path_factory: pytest.TempPathFactory,
+    data_dir: Path,
+    batch_result: BatchResultFolder,
 ) -> Iterator[str]:
+    """The console with a batch results root holding a real batch result, and one succeeded training job
+    (id 1) whose bundle may be promoted (a copy of the served bundle: the page is only looked at)."""
     folder = tmp_path_factory.mktemp("console-browser")
     small_dataset(data_dir, folder / "data" / "lab")
     models, reports = make_bundles(tmp_path_factory.mktemp("bundles"))
@@ -80,8 +94,13 @@ def console_url(
         jobs_dir=folder / "jobs",
         bundles_dir=models,
         reports_dir=reports,
+        batch_results_root=batch_result.root,
     )
     app = create_app(settings)
+    store = app.state.console.jobs.store
+    job_id = store.create("train", "admin", {"dataset": "lab"}, [sys.executable, "-c", "pass"])
+    assert store.claim_next().id == job_id and store.finish(job_id, "succeeded", 0)
+    shutil.copytree(BUNDLE, settings.jobs_dir / str(job_id) / "bundle")
     with LiveServer(app) as url:
         yield url
 
@@ -345,6 +364,20 @@ def smear_and_boxes(page: Page, url: str, data_dir: Path, check: Callable[[str],
     check("batch with detected boxes")
 
 
+def visit_site_and_batch_results(page: Page, url: str, check: Callable[[str], None]) -> None:
+    """The Site page, a batch result opened from the list, and the list (each checked as loaded)."""
+    page.goto(f"{url}/site")
+    expect(page.get_by_test_id("site-status")).to_be_visible()
+    check("site")
+    page.goto(f"{url}/batch-results")
+    page.get_by_role("link", name="lab-run").click()
+    expect(page.get_by_test_id("batch-row").first).to_be_visible()
+    expect(page.get_by_test_id("batch-error")).to_have_count(1)
+    check("batch result")
+    page.goto(f"{url}/batch-results")
+    check("batch results")
+
+
 def test_every_page_passes_the_axe_core_accessibility_checks(
     axe_context: BrowserContext,
     console_url: str,
@@ -389,10 +422,14 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
     for card in page.get_by_test_id("model-card").all():
         card.locator("summary").click()
     check("bundles compared")
+    visit_site_and_batch_results(page, console_url, check)
     page.click("form.logout button")
     log_in(page, console_url, console_stack.keys["admin"])
     page.goto(f"{console_url}/jobs")
     check("jobs")
+    page.goto(f"{console_url}/jobs/1/promote")
+    expect(page.get_by_test_id("promote-form")).to_be_visible()
+    check("promotion confirmation")
     run_evaluation(page, console_url)
     check("job with its report")
 
@@ -407,7 +444,11 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
         "smears with a white cell classified",
         "batch with detected boxes",
         "models",
+        "site",
+        "batch results",
+        "batch result",
         "jobs",
+        "promotion confirmation",
         "job with its report",
         "bundles compared",
     }
