@@ -65,6 +65,9 @@ class JobQueue:
         self._wake: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._stopping = False
+        # Lifespans that started the queue and have not stopped it: one dispatcher serves them all, on the
+        # loop of the first, and the last to stop (the first, when they nest) stops it.
+        self._starts = 0
         self.unreadable = 0
         """How many times the queue could not read the store."""
 
@@ -72,6 +75,10 @@ class JobQueue:
         return self.jobs_dir / str(job_id)
 
     async def start(self) -> None:
+        self._starts += 1
+        if self._starts > 1:
+            return
+        self._stopping = False
         self._wake = asyncio.Event()
         self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
 
@@ -185,6 +192,9 @@ class JobQueue:
 
     async def stop(self) -> None:
         """Stops the dispatcher and the running jobs (they are recorded as interrupted)."""
+        self._starts = max(0, self._starts - 1)
+        if self._starts:
+            return
         self._stopping = True
         if self._dispatcher is not None:
             self._dispatcher.cancel()

@@ -199,3 +199,19 @@ def test_the_queue_carries_on_once_the_store_can_be_read_again(store: JobStore, 
 
     asyncio.run(scenario())
     assert [j.state for j in store.recent()] == ["succeeded"]
+
+
+def test_nested_lifespans_share_one_dispatcher_stopped_by_the_last(store: JobStore, tmp_path: Path) -> None:
+    queue = JobQueue(store, tmp_path / "jobs", concurrency=1, grace_s=5)
+
+    async def scenario() -> None:
+        await queue.start()
+        first = queue._dispatcher
+        await queue.start()  # a second lifespan of the same app
+        assert queue._dispatcher is first
+        await queue.stop()
+        assert first is not None and not first.done()  # the first lifespan still serves
+        await queue.stop()
+        assert first.done()
+
+    asyncio.run(scenario())
