@@ -47,9 +47,6 @@ import numpy as np
 META_FILE = "meta.json"
 REFERENCE_FILE = "reference.npz"
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-#: Vendor datasheet dense rates of the H100/H200 SXM (TFLOP/s), for context beside the measured ceilings.
-DATASHEET_TFLOPS = {"H100": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}}
-DATASHEET_TFLOPS["H200"] = DATASHEET_TFLOPS["H100"]
 
 
 # --------------------------------------------------------------------------------------------- prepare (here)
