@@ -250,9 +250,7 @@ def measure_input(pixels: NDArray[np.uint8], thresholds: Thresholds = THRESHOLDS
     height, width = pixels.shape[:2]
     small, _ = working_image(pixels)
     rgb = small.astype(np.float32)
-    spread = float(
-        np.max(np.percentile(rgb.reshape(-1, 3), 99, axis=0) - np.percentile(rgb.reshape(-1, 3), 1, axis=0))
-    )
+    spread = _spread(rgb)
     foreign, colourful = _colour_stats(rgb)
     base = InputMeasurements(
         width, height, spread, foreign, colourful, _speckle(rgb.mean(axis=2)), _flat(small)
@@ -286,6 +284,23 @@ def measure_input(pixels: NDArray[np.uint8], thresholds: Thresholds = THRESHOLDS
         edge_contact=nuclei.edge_contact,
         centre_gap=gap,
     )
+
+
+def _spread(rgb: NDArray[np.float32]) -> float:
+    """The widest colour channel's 1st-to-99th percentile range on the working image, in grey levels."""
+    flat = rgb.reshape(-1, 3)
+    return float(np.max(np.percentile(flat, 99, axis=0) - np.percentile(flat, 1, axis=0)))
+
+
+def blank_reason(pixels: NDArray[np.uint8], thresholds: Thresholds = THRESHOLDS) -> str | None:
+    """The BLANK verdict's reason when :func:`check_input` would call the image blank, else None: the same
+    first rule at a fraction of the check's cost, for callers that want only that refusal."""
+    small, _ = working_image(pixels)
+    spread = _spread(small.astype(np.float32))
+    if spread >= thresholds.blank_spread:
+        return None
+    measured = InputMeasurements(pixels.shape[1], pixels.shape[0], spread, 0.0, 0.0, 0.0, 0.0)
+    return classify_measurements(measured, thresholds)[1]
 
 
 def classify_measurements(m: InputMeasurements, t: Thresholds = THRESHOLDS) -> tuple[InputKind, str]:

@@ -49,7 +49,10 @@ def _local(
         bar = tqdm(total=len(paths), desc="embedding", unit="img", disable=not progress)
         for start in range(0, len(paths), CHUNK):
             chunk = paths[start : start + CHUNK]
-            outcomes = core.embed_many([ImageInput(p.read_bytes()) for p in chunk])
+            # Vectors only: the input check's verdicts and the acquisition fingerprints are not used here
+            # (training fingerprints the images itself, cached), so they are skipped; a blank image is
+            # still refused.
+            outcomes = core.embed_many([ImageInput(p.read_bytes()) for p in chunk], inspect=False)
             for path, outcome in zip(chunk, outcomes, strict=True):
                 if isinstance(outcome, EmbedResult):
                     vectors.append(outcome.vector)

@@ -28,7 +28,7 @@ from hemascope.files import file_sha256
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.fingerprint import fingerprint
 from hemascope.imaging.hashing import content_hash
-from hemascope.imaging.inputcheck import InputCheck, InputKind, check_input
+from hemascope.imaging.inputcheck import InputCheck, InputKind, blank_reason, check_input
 from hemascope.imaging.inputs import ImageInput, check_batch
 from hemascope.imaging.memo import DecodeMemo, SeenImage
 from hemascope.imaging.preprocess import Preprocessing, get_preprocessing
@@ -92,7 +92,7 @@ class _Prepared:
     height: int
     key: CacheKey
     cached: NDArray[np.float32] | None
-    inspection: Inspection
+    inspection: Inspection | None  # None: embedded without inspecting (see FeatureCore.embed_many)
     pixels: NDArray[np.uint8] | None = None
     future: Future[NDArray[np.float32]] | None = field(default=None, repr=False)
 
@@ -216,15 +216,24 @@ class FeatureCore:
             return result
 
     def embed_many(
-        self, images: Sequence[ImageInput], *, skip_cache: bool = False, timeout: float | None = None
+        self,
+        images: Sequence[ImageInput],
+        *,
+        skip_cache: bool = False,
+        timeout: float | None = None,
+        inspect: bool = True,
     ) -> list[EmbedResult | HemascopeError]:
-        """Embeds a batch; each item gets a result or its own error, in order."""
+        """Embeds a batch; each item gets a result or its own error, in order.
+
+        ``inspect=False`` is for callers that want the vectors only (embedding a training set): the input
+        check and the acquisition fingerprint are skipped (results carry neither), and only a blank image is
+        still refused (BLANK_IMAGE, the check's first rule). The vectors are the same either way."""
         with step(self._tracer, "feature.embed_batch", backbone=self.spec.name, items=len(images)) as span:
             self.check_batch(images)
             deadline = None if timeout is None else time.monotonic() + timeout
             self._batcher_or_raise()
             # Every image is started before any is awaited: with the pool they are prepared in parallel.
-            started = [self._start(image, skip_cache, deadline) for image in images]
+            started = [self._start(image, skip_cache, deadline, inspect) for image in images]
             outcomes = [self._wait_prepared(item, deadline) for item in started]
             results = [self._finish(outcome, deadline) for outcome in outcomes]
             hits = sum(1 for r in results if isinstance(r, EmbedResult) and r.cache_hit)
@@ -262,17 +271,17 @@ class FeatureCore:
         return self._batcher
 
     def _start(
-        self, image: ImageInput, skip_cache: bool, deadline: float | None
+        self, image: ImageInput, skip_cache: bool, deadline: float | None, inspect: bool = True
     ) -> Future[_Prepared] | _Prepared | HemascopeError:
         """Decodes, checks, looks up and preprocesses ``image`` and queues a miss for the model: on the
         preprocessing pool when there is one (a future), else here."""
         if self._prep_pool is None:
             try:
-                return self._prepare_and_queue(image, skip_cache, deadline)
+                return self._prepare_and_queue(image, skip_cache, deadline, inspect)
             except HemascopeError as exc:
                 return exc
         try:
-            return self._prep_pool.submit(self._prepare_and_queue, image, skip_cache, deadline)
+            return self._prep_pool.submit(self._prepare_and_queue, image, skip_cache, deadline, inspect)
         except RuntimeError:  # the pool was shut down: the service is stopping
             return Unavailable("the feature service is shutting down; retry shortly")
 
@@ -289,13 +298,15 @@ class FeatureCore:
         except HemascopeError as exc:
             return exc
 
-    def _prepare_and_queue(self, image: ImageInput, skip_cache: bool, deadline: float | None) -> _Prepared:
-        prepared = self._prepare(image, skip_cache)
+    def _prepare_and_queue(
+        self, image: ImageInput, skip_cache: bool, deadline: float | None, inspect: bool = True
+    ) -> _Prepared:
+        prepared = self._prepare(image, skip_cache, inspect)
         if prepared.pixels is not None:
             prepared.future = self._batcher_or_raise().enqueue(prepared.pixels, _remaining(deadline))
         return prepared
 
-    def _prepare(self, image: ImageInput, skip_cache: bool) -> _Prepared:
+    def _prepare(self, image: ImageInput, skip_cache: bool, inspect: bool = True) -> _Prepared:
         info = self.info
         memo_key = DecodeMemo.key(image.data, image.media_type) if self.decodes.entries else b""
         known, missed = (None, False) if skip_cache else self._known(image, memo_key)
@@ -304,7 +315,11 @@ class FeatureCore:
         decoded = decode_image(image.data, self.limits, image.media_type)
         pixel_hash = content_hash(decoded.pixels)
         self.decodes.put(memo_key, SeenImage(pixel_hash, decoded.width, decoded.height))
-        inspection = self._inspect(decoded, pixel_hash)
+        inspection = None
+        if inspect:
+            inspection = self._inspect(decoded, pixel_hash)
+        else:
+            self._refuse_blank(decoded)
         key = self._cache_key(pixel_hash)
         cached = None if skip_cache or missed else self._cached(key)  # missed: just asked, not there
         prepared = _Prepared(image, decoded.width, decoded.height, key, cached, inspection)
@@ -358,6 +373,12 @@ class FeatureCore:
         self._judge(inspection)
         return inspection
 
+    def _refuse_blank(self, decoded: DecodedImage) -> None:
+        """Without an inspection, a blank image is still refused when the input check is on, as it would."""
+        reason = blank_reason(decoded.pixels) if self.settings.input_check else None
+        if reason is not None:
+            raise InvalidArgument(reason, reason="BLANK_IMAGE", field="image.data")
+
     @staticmethod
     def _judge(inspection: Inspection) -> None:
         """Counts the input check's verdict; a blank image is refused."""
@@ -399,8 +420,8 @@ class FeatureCore:
             width=prepared.width,
             height=prepared.height,
             image_id=prepared.image.image_id,
-            input_check=prepared.inspection.check,
-            acquisition=prepared.inspection.acquisition,
+            input_check=None if prepared.inspection is None else prepared.inspection.check,
+            acquisition=None if prepared.inspection is None else prepared.inspection.acquisition,
         )
 
 
