@@ -8,12 +8,15 @@ scripts/lint.sh) installs it before running them.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import click
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 from prometheus_client import REGISTRY
 from pydantic_settings import BaseSettings
@@ -589,7 +593,7 @@ def test_runtime_targets(target: str) -> None:
 
 def test_runtime_stages_carry_no_build_tools() -> None:
     """pip, compilers and caches stay in build stages: runtime stages only COPY, set ENV and register libs."""
-    for target in [*RUNTIME_TARGETS, "runtime", "exporter", "batch"]:
+    for target in [*RUNTIME_TARGETS, "runtime", "exporter", "batch", "console"]:
         for args in _instructions(target, "RUN"):
             assert "pip" not in args and "apt-get" not in args, (target, args)
     assert "--without-pip" in " ".join(_instructions("build-deps", "RUN"))
@@ -618,6 +622,59 @@ def test_model_artefacts_baked_at_their_configured_paths() -> None:
     )
 
 
+def _installed_closure(requirements: list[str]) -> set[str]:
+    """The distributions (normalised names) ``requirements`` install, their dependencies included, as the
+    installed metadata says (extras a requirement names are followed; markers evaluated here)."""
+    found: set[str] = set()
+    todo = [(Requirement(text), "") for text in requirements]
+    while todo:
+        requirement, extra = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        extras = sorted(requirement.extras) or [""]
+        key = [f"{name}[{e}]" for e in extras]
+        if all(k in found for k in key):
+            continue
+        found.update([name, *key])
+        for wanted in metadata.requires(name) or []:
+            todo.extend((Requirement(wanted), e) for e in extras)
+    return {name for name in found if "[" not in name}
+
+
+def _third_party_imports(package: Path) -> set[str]:
+    """Top-level modules a package imports anywhere (function-level imports included), not its own."""
+    modules: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.partition(".")[0])
+    project = {"hemascope", "services", "gateway", "batch", "console", "__future__"}
+    return {m for m in modules if m not in project and m not in sys.stdlib_module_names}
+
+
+def test_the_console_image_installs_every_module_the_console_imports() -> None:
+    """The console target's venv is core plus the [console] extra, which together install every module the
+    console imports (pyarrow for the Batch results page among them)."""
+    [venv] = [c for c in _instructions("console", "COPY") if c.endswith(" /opt/venv /opt/venv")]
+    match = re.fullmatch(r"--from=(\S+) /opt/venv /opt/venv", venv)
+    assert match, venv
+    stage = match.group(1)
+    assert _dockerfile_stages()[stage][0] == ("FROM", "build-core")
+    runs = " ".join(_instructions(stage, "RUN"))
+    assert '["optional-dependencies"]["console"]' in runs and "--requirement /tmp/deps/console.txt" in runs
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    installed = _installed_closure([*project["dependencies"], *project["optional-dependencies"]["console"]])
+    distributions = metadata.packages_distributions()
+    imported = _third_party_imports(REPO_ROOT / "console")
+    assert "pyarrow" in imported
+    for module in sorted(imported):
+        names = {canonicalize_name(d) for d in distributions.get(module, [])}
+        assert names & installed, f"the console imports {module}, which its image does not install"
+
+
 # --- pins ---------------------------------------------------------------------------------------------------
 
 
@@ -629,7 +686,7 @@ def test_constraints_pin_every_dependency_within_pyproject() -> None:
             pins[name.lower().replace("_", "-")] = Version(version)
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    for text in [*project["dependencies"], *extras["torch"], *extras["batch"]]:
+    for text in [*project["dependencies"], *extras["torch"], *extras["batch"], *extras["console"]]:
         requirement = Requirement(text)
         name = requirement.name.lower().replace("_", "-")
         assert name in pins, f"{name} is not pinned in {CONSTRAINTS.name}"
