@@ -23,6 +23,13 @@ class ConsoleSettings(BaseSettings):
     gateway_ca_file: Path | None = Field(
         None, description="PEM CA that signed the gateway's certificate; set when the gateway speaks TLS."
     )
+    gateway_cert_file: Path | None = Field(
+        None,
+        description="PEM client certificate the console presents when the gateway requires mutual TLS (its "
+        "TLS_CLIENT_CA_FILE), with gateway_key_file. It admits the console's connections only: every call, "
+        "bundle promotion included, is still authorised by the API key its user logged in with.",
+    )
+    gateway_key_file: Path | None = Field(None, description="PEM private key of gateway_cert_file.")
     gateway_timeout_s: float = Field(120.0, gt=0, description="Deadline of one analysis at the gateway.")
     promote_timeout_s: float = Field(
         180.0, gt=0, description="Deadline of a bundle promotion (the classifier loads and verifies it)."
