@@ -31,12 +31,13 @@ from console.analysis import BatchRunner, ClientFactory
 from console.job_store import JobStore
 from console.jobs import JobQueue
 from console.sessions import SessionStore
-from console.settings import ConsoleSettings
+from console.settings import ENV_PREFIX, ConsoleSettings
 from console.store import ResultStore, make_engine
 from console.users import UserDirectory
 from console.web import Console, LoginRequired, SecurityHeaders, make_templates, redirect, render
 from hemascope.client import AsyncHemascopeClient, TlsConfig
 from hemascope.errors import ConfigurationError
+from hemascope.tls import pem_pair
 
 HERE = Path(__file__).parent
 MIN_SECRET_BYTES = 32
@@ -55,8 +56,19 @@ def read_secret(path: Path | None) -> bytes:
     return secret
 
 
+def gateway_tls(settings: ConsoleSettings) -> TlsConfig | None:
+    """How the console reaches the gateway: plaintext (no CA and no client certificate), TLS, or mutual TLS
+    with its client certificate; ConfigurationError when only one of the certificate and its key is set, or
+    either cannot be read."""
+    cert, key = settings.gateway_cert_file, settings.gateway_key_file
+    pem_pair(cert, key, f"{ENV_PREFIX}GATEWAY_CERT_FILE", f"{ENV_PREFIX}GATEWAY_KEY_FILE")  # both, readable
+    if settings.gateway_ca_file is None and cert is None:
+        return None
+    return TlsConfig(ca=settings.gateway_ca_file, cert=cert, key=key)
+
+
 def gateway_client_factory(settings: ConsoleSettings) -> ClientFactory:
-    tls = TlsConfig(ca=settings.gateway_ca_file) if settings.gateway_ca_file is not None else None
+    tls = gateway_tls(settings)
 
     def make(api_key: str) -> AsyncHemascopeClient:
         return AsyncHemascopeClient(
@@ -85,7 +97,9 @@ def healthz(request: Request) -> Response:
 
 def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None = None) -> Starlette:
     """The console for ``settings``; ConfigurationError when its users file or secret cannot be read (a
-    missing users file lets nobody in until it is made)."""
+    missing users file lets nobody in until it is made), or its gateway client certificate is half set or
+    unreadable."""
+    client_factory = client_factory or gateway_client_factory(settings)
     try:
         users = UserDirectory(settings.users_file)
     except (OSError, UnicodeDecodeError) as exc:
@@ -101,7 +115,7 @@ def create_app(settings: ConsoleSettings, client_factory: ClientFactory | None =
         users=users,
         sessions=SessionStore(read_secret(settings.secret_key_file), settings.session_max_age_s),
         runner=BatchRunner(settings.streams_per_key),
-        client_factory=client_factory or gateway_client_factory(settings),
+        client_factory=client_factory,
         templates=make_templates(str(HERE / "templates")),
         jobs=JobQueue(job_store, settings.jobs_dir, settings.job_concurrency, settings.job_cancel_grace_s),
     )

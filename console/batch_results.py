@@ -33,7 +33,7 @@ REFERRALS = ("", "referred", "not_referred")
 
 MISSING_READER = (
     "Reading batch results needs pyarrow, which this installation lacks: install the console with the "
-    "batch extra (pip install 'hemascope[batch]')."
+    "console extra (pip install 'hemascope[console]')."
 )
 
 

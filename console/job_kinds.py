@@ -1,5 +1,5 @@
 """What the Jobs page may run: ``hemascope train classifiers``, ``hemascope evaluate`` and ``hemascope site
-validate``, on datasets found under the allow-listed data root and bundles found under the bundles root (or
+validate``, on datasets found under the allow-listed data root and bundles found in the bundles folder (or
 written by the console's own training jobs). A form names a dataset or bundle by its entry in those lists,
 never by a free path: every name is resolved (symlinks followed) and refused unless it lands inside its
 root, and then unless it is one of the listed entries."""
@@ -68,7 +68,7 @@ class Catalogue:
     """The datasets and bundles a job may name."""
 
     data_root: Path | None
-    bundles_root: Path
+    bundles_dir: Path
     jobs_dir: Path
 
     def _entries(self, root: Path | None) -> list[tuple[str, Path]]:
@@ -100,11 +100,11 @@ class Catalogue:
         ]
 
     def bundles(self, trained: list[int]) -> dict[str, Path]:
-        """Bundles by choice value: ``models/NAME`` under the bundles root, ``job-N`` for the bundle that
+        """Bundles by choice value: ``models/NAME`` in the bundles folder, ``job-N`` for the bundle that
         training job N wrote (``trained``: the ids of succeeded training jobs)."""
         found = {
             f"models/{name}": path
-            for name, path in self._entries(self.bundles_root)
+            for name, path in self._entries(self.bundles_dir)
             if (path / BUNDLE_MANIFEST).is_file()
         }
         for job_id in trained:

@@ -30,7 +30,7 @@ MAX_REPORT_BYTES = 2 * 1024 * 1024
 
 def catalogue_of(request: Request) -> Catalogue:
     settings = console_of(request).settings
-    return Catalogue(settings.data_root, settings.bundles_root, settings.jobs_dir)
+    return Catalogue(settings.data_root, settings.bundles_dir, settings.jobs_dir)
 
 
 def trained_ids(request: Request) -> list[int]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hemascope.data import REPO_ROOT
+
+ENV_PREFIX = "HEMASCOPE_CONSOLE_"
 
 
 class ConsoleSettings(BaseSettings):
     """Where the console listens, which gateway it talks to, who may log in, where results are kept."""
 
-    model_config = SettingsConfigDict(env_prefix="HEMASCOPE_CONSOLE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     host: str = Field("127.0.0.1", description="Interface to bind the HTTP server to.")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
@@ -21,6 +23,13 @@ class ConsoleSettings(BaseSettings):
     gateway_ca_file: Path | None = Field(
         None, description="PEM CA that signed the gateway's certificate; set when the gateway speaks TLS."
     )
+    gateway_cert_file: Path | None = Field(
+        None,
+        description="PEM client certificate the console presents when the gateway requires mutual TLS (its "
+        "TLS_CLIENT_CA_FILE), with gateway_key_file. It admits the console's connections only: every call, "
+        "bundle promotion included, is still authorised by the API key its user logged in with.",
+    )
+    gateway_key_file: Path | None = Field(None, description="PEM private key of gateway_cert_file.")
     gateway_timeout_s: float = Field(120.0, gt=0, description="Deadline of one analysis at the gateway.")
     promote_timeout_s: float = Field(
         180.0, gt=0, description="Deadline of a bundle promotion (the classifier loads and verifies it)."
@@ -65,11 +74,6 @@ class ConsoleSettings(BaseSettings):
         description="The only folder the Jobs page takes datasets from: its folder-per-class datasets and "
         "YAML dataset specs (whose roots must lie inside it too). None: no job can be started.",
     )
-    bundles_root: Path = Field(
-        REPO_ROOT / "models",
-        description="Folder of model bundles the Jobs page may evaluate or validate (besides the bundles its "
-        "own training jobs wrote).",
-    )
     batch_results_root: Path | None = Field(
         None,
         description="The only folder the Batch results page reads: one `hemascope batch analyze` result "
@@ -86,8 +90,11 @@ class ConsoleSettings(BaseSettings):
     )
     bundles_dir: Path = Field(
         REPO_ROOT / "models",
+        validation_alias=AliasChoices("bundles_dir", f"{ENV_PREFIX}BUNDLES_DIR", f"{ENV_PREFIX}BUNDLES_ROOT"),
         description="Folder of classifier model bundles (one folder each, with manifest.json and "
-        "MODEL_CARD.md) that the Models page compares.",
+        "MODEL_CARD.md): the ones the Models page compares and the Jobs page may evaluate or validate "
+        "(besides the bundles its own training jobs wrote). The environment also accepts its former name "
+        "BUNDLES_ROOT.",
     )
     reports_dir: Path = Field(
         REPO_ROOT / "reports",

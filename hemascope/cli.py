@@ -9,6 +9,7 @@ import click
 from hemascope.commands.addresses import address_callback
 from hemascope.commands.audit_verify import audit_group, gateway_group
 from hemascope.commands.batch_cli import batch_group
+from hemascope.commands.bundle_cli import bundle_group
 from hemascope.commands.console_cli import console_group, serve_console_command
 from hemascope.commands.explain_cli import explain_command, serve_explain_command
 from hemascope.commands.explain_eval import explain_eval_command
@@ -490,6 +491,7 @@ main.add_command(analyze_command)
 # `hemascope audit verify` (gateway audit trail) and `hemascope gateway add-key` (API keys).
 main.add_command(audit_group)
 main.add_command(gateway_group)
+main.add_command(bundle_group)
 # `hemascope health ADDRESS`: one grpc.health.v1 check, exit 0/1 (container HEALTHCHECK, exec probes).
 main.add_command(health_command)
 main.add_command(tls_group)

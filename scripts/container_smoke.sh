@@ -82,6 +82,10 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 export HEMASCOPE_GATEWAY_PUBLISH=127.0.0.1:$port
 console_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export HEMASCOPE_CONSOLE_PUBLISH=127.0.0.1:$console_port
+# The folders the console reads (relative defaults would resolve in the project directory, $work).
+mkdir -p "$work/batch-results"
+export HEMASCOPE_BUNDLES_DIR=$repo/models HEMASCOPE_REPORTS_DIR=$repo/reports \
+  HEMASCOPE_BATCH_RESULTS_DIR=$work/batch-results
 
 # --- up, and wait for every health check -------------------------------------------------------------------
 echo "smoke: ${compose[*]} up (project $project, images $HEMASCOPE_IMAGES/*:$HEMASCOPE_TAG)"

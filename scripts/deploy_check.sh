@@ -3,7 +3,8 @@
 # so the files are kept honest by:
 #   1. hadolint on every Dockerfile;
 #   2. kubectl kustomize (kustomize built into kubectl) of the base and every overlay, plus the gpu overlay
-#      with the resnet50 component, and of the batch job (deploy/k8s/batch, a KubeRay RayJob);
+#      with the resnet50 component and the base with the research console's, and of the batch job
+#      (deploy/k8s/batch, a KubeRay RayJob);
 #   3. kubernetes-validate --strict of every rendering against the Kubernetes schemas of the oldest and
 #      newest versions we target (CRDs: KEDA ScaledObject, ServiceMonitor and KubeRay's RayJob have no
 #      bundled schema; the property test checks their fields);
@@ -56,6 +57,13 @@ components: [$(realpath --relative-to="$OUT/gpu-resnet50" deploy/k8s/components/
 YAML
 kubectl kustomize "$OUT/gpu-resnet50" --load-restrictor LoadRestrictionsNone > "$OUT/gpu-resnet50.yaml"
 rm -r "$OUT/gpu-resnet50"
+mkdir "$OUT/base-console"
+cat > "$OUT/base-console/kustomization.yaml" <<YAML
+resources: [$(realpath --relative-to="$OUT/base-console" deploy/k8s/base)]
+components: [$(realpath --relative-to="$OUT/base-console" deploy/k8s/components/console)]
+YAML
+kubectl kustomize "$OUT/base-console" --load-restrictor LoadRestrictionsNone > "$OUT/base-console.yaml"
+rm -r "$OUT/base-console"
 kubectl kustomize deploy/k8s/batch > "$OUT/batch.yaml"
 
 echo "deploy-check: schema validation (Kubernetes ${KUBE_VERSIONS[*]})"

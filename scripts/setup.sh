@@ -23,7 +23,7 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 # torch==2.14.1 / torchvision==0.29.1 install from local disk here (see pyproject.toml).
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[torch,train,dev,batch]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[torch,train,dev,batch,console]'
 .venv/bin/hemascope --help >/dev/null
 scripts/setup_ts_client.sh
 scripts/setup_a11y.sh

@@ -51,8 +51,9 @@ def start_classifier(bundle: Path, pki: dict[str, Any], **overrides: Any) -> tup
 
 
 def start_gateway(
-    classifier_port: int, pki: dict[str, Any], folder: Path, *, admin_identity: bool = True
+    classifier_port: int, pki: dict[str, Any], folder: Path, *, admin_identity: bool = True, **front: Any
 ) -> tuple[ManagedServer, int, dict[str, Any]]:
+    """The gateway in front of the classifier; ``front``: more of its settings (e.g. its own TLS)."""
     keys, audit = folder / "keys.jsonl", folder / "audit.jsonl"
     secrets = {"admin": add_key(keys, "model-ops", ADMIN_ROLE), "caller": add_key(keys, "lis-north")}
     gateway: Issued = pki["gateway"]
@@ -67,6 +68,7 @@ def start_gateway(
         audit_log=audit,
         capabilities_ttl_s=60.0,
         **extra,
+        **front,
     )
     return server, port, secrets | {"audit": audit}
 

@@ -144,12 +144,12 @@ def test_without_pyarrow_the_page_says_what_to_install(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "pyarrow", None)  # an installation without the batch extra
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # an installation without the console extra
     with viewer(console_stack, tmp_path, batch_result.root) as client:
         listing = client.get("/batch-results")
         opened = client.get("/batch-results/lab-run")
         exported = client.get("/batch-results/lab-run/export.csv")
-    assert listing.status_code == 200 and "hemascope[batch]" in listing.text
+    assert listing.status_code == 200 and "hemascope[console]" in listing.text
     assert 'data-testid="batch-result-row"' not in listing.text
     assert opened.status_code == exported.status_code == 503
     assert "needs pyarrow" in opened.text

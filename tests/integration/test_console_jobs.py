@@ -6,6 +6,7 @@ session store (the login through the gateway is tested in test_console.py)."""
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,6 +180,25 @@ def test_only_the_listed_datasets_and_bundles_can_be_named(
         assert response.status_code == 400, options
         assert "Internal" not in response.text
     assert job_ids(client) == []
+
+
+def test_the_jobs_page_and_the_bundle_comparison_read_one_bundles_folder(
+    tmp_path: Path, data_root: Path, bundles: dict[str, Path]
+) -> None:
+    """BUNDLES_DIR is the one folder both pages take bundles from: the Jobs page offers its bundles and
+    the comparison opens them, and neither offers the repository's models/ any more."""
+    folder = tmp_path / "bundles"
+    for name, source in bundles.items():
+        shutil.copytree(source, folder / f"lab-{name}")
+    app = create_app(settings_for(tmp_path, data_root, bundles_dir=folder))
+    with TestClient(app, follow_redirects=False) as client:
+        token = as_role(client, app, "admin")
+        offered = set(re.findall(r'<option value="([^"]+)"', client.get("/jobs").text))
+        assert {"models/lab-v1", "models/lab-v2"} <= offered and BUNDLE not in offered
+        form = {"csrf_token": token, "kind": "evaluate", "dataset": "lab", "bundle": BUNDLE}
+        assert client.post("/jobs", data=form).status_code == 400
+        assert client.get("/models/compare?a=lab-v1&b=lab-v2").status_code == 200
+        assert client.get("/models/compare?a=bloodcells-5class&b=lab-v2").status_code == 404
 
 
 def test_an_evaluation_runs_in_the_background_and_its_metrics_are_shown(

@@ -22,7 +22,9 @@ from console.app import create_app
 from console.sessions import COOKIE_NAME
 from console.settings import ConsoleSettings
 from console.users import User
+from hemascope.errors import ConfigurationError
 from tests.promotion_helpers import make_pki, serving, start_classifier, start_gateway
+from tests.tls_helpers import make_ca
 
 
 @pytest.fixture(scope="module")
@@ -35,23 +37,31 @@ def stack(bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     classifier.stop(0)
 
 
+def trained_console(address: str, bundle: Path, folder: Path, **settings: Any) -> Starlette:
+    """The console in ``folder`` with one succeeded training job (id 1) whose bundle folder holds a copy
+    of ``bundle``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = ConsoleSettings(
+        gateway_address=address,
+        users_file=folder / "users.jsonl",
+        database_url=f"sqlite:///{folder / 'console.db'}",
+        jobs_dir=folder / "jobs",
+        **settings,
+    )
+    application = create_app(config)
+    store = application.state.console.jobs.store
+    job_id = store.create("train", "ann", {"dataset": "lab"}, [sys.executable, "-c", "pass"])
+    assert store.claim_next().id == job_id and store.finish(job_id, "succeeded", 0)
+    shutil.copytree(bundle, config.jobs_dir / str(job_id) / "bundle")
+    return application
+
+
 @pytest.fixture
 def app(stack: dict[str, Any], bundles: dict[str, Path], tmp_path: Path) -> Starlette:
     """The console with one succeeded training job (id 1) whose bundle folder holds the bundle that the
     classifier does not serve now."""
-    settings = ConsoleSettings(
-        gateway_address=stack["address"],
-        users_file=tmp_path / "users.jsonl",
-        database_url=f"sqlite:///{tmp_path / 'console.db'}",
-        jobs_dir=tmp_path / "jobs",
-    )  # type: ignore[call-arg]
-    application = create_app(settings)
-    store = application.state.console.jobs.store
-    job_id = store.create("train", "ann", {"dataset": "lab"}, [sys.executable, "-c", "pass"])
-    assert store.claim_next().id == job_id and store.finish(job_id, "succeeded", 0)
     other = "v2" if serving(stack["classifier_port"], stack["pki"]) == "v1" else "v1"
-    shutil.copytree(bundles[other], settings.jobs_dir / str(job_id) / "bundle")
-    return application
+    return trained_console(stack["address"], bundles[other], tmp_path)
 
 
 def log_in(client: TestClient, app: Starlette, name: str, role: str, key: str) -> str:
@@ -162,3 +172,44 @@ def test_a_bundle_the_classifier_cannot_load_is_shown_refused_and_audited(
     [row] = audit_rows(app)
     assert (row.actor, row.action) == ("ann", "bundle_promotion_refused")
     assert "FAILED_PRECONDITION (BAD_BUNDLE)" in row.detail
+
+
+def test_through_a_gateway_that_requires_client_certificates_the_console_presents_its_own(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """A gateway with mutual TLS admits the console's connections by its client certificate
+    (GATEWAY_CERT_FILE, GATEWAY_KEY_FILE); the promotion is still authorised by the admin's key. Without
+    the certificate the gateway cannot be reached, and the page says so."""
+    pki = make_pki(tmp_path / "services")
+    front = make_ca(tmp_path, "front-ca")
+    gateway_cert = front.issue(tmp_path, "gateway", server=True)
+    console_cert = front.issue(tmp_path, "console", server=False)
+    classifier, classifier_port = start_classifier(bundles["v1"], pki)
+    gateway, port, secrets = start_gateway(
+        classifier_port,
+        pki,
+        tmp_path / "gateway",
+        tls_cert_file=gateway_cert.cert,
+        tls_key_file=gateway_cert.key,
+        tls_client_ca_file=front.cert,
+    )
+    tls = {"gateway_ca_file": front.cert}
+    mutual = tls | {"gateway_cert_file": console_cert.cert, "gateway_key_file": console_cert.key}
+    try:
+        without = trained_console(f"127.0.0.1:{port}", bundles["v2"], tmp_path / "plain", **tls)
+        with TestClient(without, follow_redirects=False) as client:
+            csrf = log_in(client, without, "ann", "admin", secrets["admin"])
+            sent = client.post("/jobs/1/promote", data={"csrf_token": csrf, "confirm_name": "job-1"})
+        assert sent.status_code == 503 and "UNAVAILABLE" in sent.text
+        assert serving(classifier_port, pki) == "v1"
+        app = trained_console(f"127.0.0.1:{port}", bundles["v2"], tmp_path / "mutual", **mutual)
+        with TestClient(app, follow_redirects=False) as client:
+            csrf = log_in(client, app, "ann", "admin", secrets["admin"])
+            done = client.post("/jobs/1/promote", data={"csrf_token": csrf, "confirm_name": "job-1"})
+        assert done.status_code == 200, done.text
+        assert serving(classifier_port, pki) == "v2"
+    finally:
+        gateway.stop(0)
+        classifier.stop(0)
+    with pytest.raises(ConfigurationError, match="GATEWAY_KEY_FILE"):
+        trained_console("127.0.0.1:1", bundles["v2"], tmp_path / "half", gateway_cert_file=console_cert.cert)

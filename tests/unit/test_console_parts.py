@@ -61,6 +61,22 @@ def test_the_users_file_holds_hashes_is_reread_and_fails_closed(tmp_path: Path) 
             UserDirectory(path)
 
 
+def test_one_bundles_folder_for_the_models_and_jobs_pages(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The Models page's comparison and the Jobs page's bundles come from one setting, BUNDLES_DIR; the
+    environment's former name BUNDLES_ROOT still sets it, and BUNDLES_DIR wins when both are given."""
+    fields = ConsoleSettings.model_fields
+    assert "bundles_dir" in fields and "bundles_root" not in fields
+    for name in ("BUNDLES_DIR", "BUNDLES_ROOT"):
+        monkeypatch.delenv(f"HEMASCOPE_CONSOLE_{name}", raising=False)
+    monkeypatch.setenv("HEMASCOPE_CONSOLE_BUNDLES_ROOT", str(tmp_path / "old"))
+    assert ConsoleSettings().bundles_dir == tmp_path / "old"
+    monkeypatch.setenv("HEMASCOPE_CONSOLE_BUNDLES_DIR", str(tmp_path / "new"))
+    assert ConsoleSettings().bundles_dir == tmp_path / "new"
+    assert ConsoleSettings(bundles_dir=tmp_path / "given").bundles_dir == tmp_path / "given"
+
+
 def test_sessions_are_signed_ids_that_end(tmp_path: Path) -> None:
     now = [1000.0]
     store = SessionStore(b"s" * 32, max_age_s=60, clock=lambda: now[0])

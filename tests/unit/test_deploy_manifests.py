@@ -8,12 +8,15 @@ scripts/lint.sh) installs it before running them.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import click
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 from prometheus_client import REGISTRY
 from pydantic_settings import BaseSettings
@@ -36,6 +40,8 @@ NAMESPACE = "hemascope"
 SERVICES = ("gateway", "feature", "classifier", "detector", "explain")
 GPU_SERVICES = ("detector", "feature")
 USER_ID = 10001
+#: The namespaces whose pods (the ingress controller's) may reach the research console.
+CONSOLE_INGRESS = {"matchLabels": {"hemascope.io/console-ingress": "true"}}
 
 Doc = dict[str, Any]
 
@@ -57,6 +63,10 @@ def _settings(service: str) -> type[BaseSettings]:
         from services.explain.settings import ExplainSettings
 
         return ExplainSettings
+    if service == "console":
+        from console.settings import ConsoleSettings
+
+        return ConsoleSettings
     from gateway.settings import GatewaySettings
 
     return GatewaySettings
@@ -119,6 +129,18 @@ def resnet50_overlay(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(where)
 
 
+@pytest.fixture(scope="module")
+def console_overlay(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The base plus the research console component, as an operator would combine them."""
+    where = tmp_path_factory.mktemp("console-overlay")
+    (where / "kustomization.yaml").write_text(
+        "resources: [{}]\ncomponents: [{}]\n".format(
+            os.path.relpath(K8S / "base", where), os.path.relpath(K8S / "components/console", where)
+        )
+    )
+    return str(where)
+
+
 def kinds(docs: tuple[Doc, ...], kind: str) -> dict[str, Doc]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
@@ -134,9 +156,15 @@ def all_targets() -> list[str]:
     return ["base", *(f"overlays/{o}" for o in OVERLAYS)]
 
 
-@pytest.fixture(params=["base", "overlays/dev", "overlays/gpu", "resnet50"])
-def rendered(request: pytest.FixtureRequest, resnet50_overlay: str) -> tuple[Doc, ...]:
-    return render(resnet50_overlay if request.param == "resnet50" else request.param)
+@pytest.fixture(params=["base", "overlays/dev", "overlays/gpu", "resnet50", "console"])
+def rendered(request: pytest.FixtureRequest, resnet50_overlay: str, console_overlay: str) -> tuple[Doc, ...]:
+    combined = {"resnet50": resnet50_overlay, "console": console_overlay}
+    return render(combined.get(request.param, request.param))
+
+
+def _with_console(rendered: tuple[Doc, ...]) -> set[str]:
+    """{"console"} when the rendering holds the research console, else nothing."""
+    return {"console"} & set(kinds(rendered, "Deployment"))
 
 
 # --- every rendering --------------------------------------------------------------------------------------
@@ -149,7 +177,7 @@ def test_everything_in_the_namespace(rendered: tuple[Doc, ...]) -> None:
 
 
 def test_every_service_and_redis_is_deployed(rendered: tuple[Doc, ...]) -> None:
-    assert set(kinds(rendered, "Deployment")) == {*SERVICES, "redis"}
+    assert set(kinds(rendered, "Deployment")) == {*SERVICES, "redis", *_with_console(rendered)}
 
 
 def test_probes_on_every_container(rendered: tuple[Doc, ...]) -> None:
@@ -232,11 +260,11 @@ def test_settings_in_config_maps_and_env_exist(rendered: tuple[Doc, ...]) -> Non
         name.removeprefix("hemascope-").rsplit("-", 1)[0]: doc
         for name, doc in kinds(rendered, "ConfigMap").items()
     }
-    assert set(maps) == set(SERVICES)
+    assert set(maps) == {*SERVICES, *_with_console(rendered)}
     for service, config in maps.items():
         unknown = set(config["data"]) - _env_names(service)
         assert not unknown, (service, unknown)
-    for service in SERVICES:
+    for service in (*SERVICES, *_with_console(rendered)):
         deployment = kinds(rendered, "Deployment")[service]
         for container in pod_containers(deployment):
             names = {e["name"] for e in container.get("env", []) if e["name"].startswith("HEMASCOPE_")}
@@ -308,7 +336,14 @@ def test_default_deny_and_only_the_gateway_open_to_everyone(rendered: tuple[Doc,
                 assert [p["port"] for p in rule["ports"]] == [_default("gateway", "port")]
             for peer in rule.get("from", []):
                 assert "ipBlock" not in peer, name
-                if "namespaceSelector" in peer:  # another namespace: only Prometheus, only metrics ports
+                if (
+                    peer.get("namespaceSelector") == CONSOLE_INGRESS
+                ):  # the ingress controller's, to the console
+                    assert policy["spec"]["podSelector"] == {
+                        "matchLabels": {"app.kubernetes.io/name": "console"}
+                    }
+                    assert [p["port"] for p in rule["ports"]] == [_default("console", "port")]
+                elif "namespaceSelector" in peer:  # another namespace: only Prometheus, only metrics ports
                     assert peer["namespaceSelector"] == {
                         "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
                     }
@@ -326,6 +361,87 @@ def test_only_the_services_that_need_redis_reach_it(rendered: tuple[Doc, ...]) -
         uses_redis = any(n.endswith("_REDIS_URL") for n in env)
         assert (template["metadata"]["labels"].get("hemascope.io/redis-client") == "true") == uses_redis, name
     assert {n for n in SERVICES if "redis_url" in _settings(n).model_fields} == {"feature", "explain"}
+
+
+# --- the research console (components/console) ----------------------------------------------------------
+
+
+def _console(console_overlay: str) -> tuple[Doc, dict[str, str], dict[str, Doc], dict[str, Doc]]:
+    """The console's pod spec, its settings, its mounts and its volumes, by name (mounts by path)."""
+    docs = render(console_overlay)
+    pod = kinds(docs, "Deployment")["console"]["spec"]["template"]["spec"]
+    config = next(d for n, d in kinds(docs, "ConfigMap").items() if n.startswith("hemascope-console-"))
+    [container] = pod["containers"]
+    assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    return pod, config["data"], mounts, volumes
+
+
+def test_the_console_reads_bundles_reports_and_batch_results_from_read_only_volumes(
+    console_overlay: str,
+) -> None:
+    """Each folder the console's pages only read is a read-only mount its setting names: the bundles and
+    reports from the models volume, the batch job's results from its own volume; the database and the jobs'
+    folders are on the console's writable volume (the root file system is read-only)."""
+    _, env, mounts, volumes = _console(console_overlay)
+    wanted = {
+        "BUNDLES_DIR": ("hemascope-models", "bundles"),
+        "REPORTS_DIR": ("hemascope-models", "reports"),
+        "BATCH_RESULTS_ROOT": ("hemascope-batch-data", "results"),
+    }
+    for setting, (claim, sub_path) in wanted.items():
+        mount = mounts[env[f"HEMASCOPE_CONSOLE_{setting}"]]
+        assert mount["readOnly"] is True and mount["subPath"] == sub_path, setting
+        volume = volumes[mount["name"]]["persistentVolumeClaim"]
+        assert volume == {"claimName": claim, "readOnly": True}, setting
+    batch = render("batch")
+    [job] = [d for d in batch if d["kind"] == "RayJob"]
+    assert "--out /data/results" in job["spec"]["entrypoint"]  # the results/ the console mounts
+    data = mounts["/var/lib/hemascope/console"]
+    assert "readOnly" not in data
+    assert volumes[data["name"]]["persistentVolumeClaim"] == {"claimName": "hemascope-console-data"}
+    assert "hemascope-console-data" in kinds(render(console_overlay), "PersistentVolumeClaim")
+    assert Path(env["HEMASCOPE_CONSOLE_JOBS_DIR"]).is_relative_to(data["mountPath"])
+    database = env["HEMASCOPE_CONSOLE_DATABASE_URL"].removeprefix("sqlite:///")
+    assert Path(database).is_relative_to(data["mountPath"])
+
+
+def test_the_console_gets_its_files_from_secrets_and_holds_no_gateway_key(console_overlay: str) -> None:
+    """The users file and the cookie secret are Secrets mounted as folders (updates reach the pod); of the
+    gateway's TLS Secret only the CA is mounted. PromoteBundle, like every call, is authorised by the key a
+    person logs in with: no API key or client certificate is configured."""
+    _, env, mounts, volumes = _console(console_overlay)
+    files = {
+        "GATEWAY_CA_FILE": "hemascope-gateway-tls",
+        "USERS_FILE": "hemascope-console-users",
+        "SECRET_KEY_FILE": "hemascope-console-secret",
+    }
+    for setting, secret in files.items():
+        path = Path(env[f"HEMASCOPE_CONSOLE_{setting}"])
+        mount = mounts[str(path.parent)]
+        assert mount["readOnly"] is True and "subPath" not in mount, setting
+        assert volumes[mount["name"]]["secret"]["secretName"] == secret, setting
+    ca = volumes[mounts[str(Path(env["HEMASCOPE_CONSOLE_GATEWAY_CA_FILE"]).parent)]["name"]]["secret"]
+    assert ca["items"] == [{"key": "ca.crt", "path": "ca.crt"}]  # never the gateway's private key
+    assert (
+        env["HEMASCOPE_CONSOLE_GATEWAY_ADDRESS"] == f"gateway.{NAMESPACE}.svc:{_default('gateway', 'port')}"
+    )
+    assert env["HEMASCOPE_CONSOLE_COOKIE_SECURE"] == "true"
+    credentials = ("API_KEY", "CERT_FILE", "KEY_FILE")
+    assert [k for k in env if k.endswith(credentials) and k != "HEMASCOPE_CONSOLE_SECRET_KEY_FILE"] == []
+
+
+def test_the_console_reaches_only_the_gateway(console_overlay: str) -> None:
+    policies = kinds(render(console_overlay), "NetworkPolicy")
+    [rule] = policies["console-egress"]["spec"]["egress"]
+    assert rule["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
+    assert [p["port"] for p in rule["ports"]] == [_default("gateway", "port")]
+    [inbound] = policies["console-ingress"]["spec"]["ingress"]
+    assert inbound["from"] == [{"namespaceSelector": CONSOLE_INGRESS}]
+    pod, env, _, _ = _console(console_overlay)
+    assert int(env["HEMASCOPE_CONSOLE_PORT"]) == pod["containers"][0]["ports"][0]["containerPort"]
+    assert kinds(render(console_overlay), "Deployment")["console"]["spec"]["strategy"] == {"type": "Recreate"}
 
 
 # --- overlay-specific properties -------------------------------------------------------------------------
@@ -589,7 +705,7 @@ def test_runtime_targets(target: str) -> None:
 
 def test_runtime_stages_carry_no_build_tools() -> None:
     """pip, compilers and caches stay in build stages: runtime stages only COPY, set ENV and register libs."""
-    for target in [*RUNTIME_TARGETS, "runtime", "exporter", "batch"]:
+    for target in [*RUNTIME_TARGETS, "runtime", "exporter", "batch", "console"]:
         for args in _instructions(target, "RUN"):
             assert "pip" not in args and "apt-get" not in args, (target, args)
     assert "--without-pip" in " ".join(_instructions("build-deps", "RUN"))
@@ -618,6 +734,59 @@ def test_model_artefacts_baked_at_their_configured_paths() -> None:
     )
 
 
+def _installed_closure(requirements: list[str]) -> set[str]:
+    """The distributions (normalised names) ``requirements`` install, their dependencies included, as the
+    installed metadata says (extras a requirement names are followed; markers evaluated here)."""
+    found: set[str] = set()
+    todo = [(Requirement(text), "") for text in requirements]
+    while todo:
+        requirement, extra = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        extras = sorted(requirement.extras) or [""]
+        key = [f"{name}[{e}]" for e in extras]
+        if all(k in found for k in key):
+            continue
+        found.update([name, *key])
+        for wanted in metadata.requires(name) or []:
+            todo.extend((Requirement(wanted), e) for e in extras)
+    return {name for name in found if "[" not in name}
+
+
+def _third_party_imports(package: Path) -> set[str]:
+    """Top-level modules a package imports anywhere (function-level imports included), not its own."""
+    modules: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.partition(".")[0])
+    project = {"hemascope", "services", "gateway", "batch", "console", "__future__"}
+    return {m for m in modules if m not in project and m not in sys.stdlib_module_names}
+
+
+def test_the_console_image_installs_every_module_the_console_imports() -> None:
+    """The console target's venv is core plus the [console] extra, which together install every module the
+    console imports (pyarrow for the Batch results page among them)."""
+    [venv] = [c for c in _instructions("console", "COPY") if c.endswith(" /opt/venv /opt/venv")]
+    match = re.fullmatch(r"--from=(\S+) /opt/venv /opt/venv", venv)
+    assert match, venv
+    stage = match.group(1)
+    assert _dockerfile_stages()[stage][0] == ("FROM", "build-core")
+    runs = " ".join(_instructions(stage, "RUN"))
+    assert '["optional-dependencies"]["console"]' in runs and "--requirement /tmp/deps/console.txt" in runs
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    installed = _installed_closure([*project["dependencies"], *project["optional-dependencies"]["console"]])
+    distributions = metadata.packages_distributions()
+    imported = _third_party_imports(REPO_ROOT / "console")
+    assert "pyarrow" in imported
+    for module in sorted(imported):
+        names = {canonicalize_name(d) for d in distributions.get(module, [])}
+        assert names & installed, f"the console imports {module}, which its image does not install"
+
+
 # --- pins ---------------------------------------------------------------------------------------------------
 
 
@@ -629,7 +798,7 @@ def test_constraints_pin_every_dependency_within_pyproject() -> None:
             pins[name.lower().replace("_", "-")] = Version(version)
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    for text in [*project["dependencies"], *extras["torch"], *extras["batch"]]:
+    for text in [*project["dependencies"], *extras["torch"], *extras["batch"], *extras["console"]]:
         requirement = Requirement(text)
         name = requirement.name.lower().replace("_", "-")
         assert name in pins, f"{name} is not pinned in {CONSTRAINTS.name}"
