@@ -4,6 +4,8 @@ promotion is tested on (the other services are not started)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +84,19 @@ def serving(port: int, pki: dict[str, Any]) -> str:
     with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
         stub = classifier_pb2_grpc.ClassifierServiceStub(channel)
         return str(stub.ListModels(classifier_pb2.ListModelsRequest(), timeout=WAIT).bundle_version)
+
+
+@contextmanager
+def promotion_stack(bundle: Path, folder: Path) -> Iterator[dict[str, Any]]:
+    """A classifier serving ``bundle`` and a gateway in front of it, both with a PKI made under ``folder``:
+    the PKI, the classifier's port, the gateway's address and its keys (start_gateway's secrets)."""
+    for part in ("pki", "gateway"):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+    pki = make_pki(folder / "pki")
+    classifier, classifier_port = start_classifier(bundle, pki)
+    gateway, port, secrets = start_gateway(classifier_port, pki, folder / "gateway")
+    try:
+        yield {"pki": pki, "classifier_port": classifier_port, "address": f"127.0.0.1:{port}"} | secrets
+    finally:
+        gateway.stop(0)
+        classifier.stop(0)

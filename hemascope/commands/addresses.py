@@ -51,3 +51,15 @@ def address_callback(default_port: int) -> AddressCheck:
             raise click.BadParameter(exc.message, param=param) from None
 
     return check
+
+
+def gateway_address_option() -> Callable[[click.decorators.FC], click.decorators.FC]:
+    """``--address`` of the gateway, for the commands that call it (``analyze``, ``bundle promote``)."""
+    return click.option(
+        "--address",
+        envvar="HEMASCOPE_GATEWAY_ADDRESS",
+        default=f"127.0.0.1:{GATEWAY_PORT}",
+        show_default=True,
+        callback=address_callback(GATEWAY_PORT),
+        help=f"host:port of the gateway (port {GATEWAY_PORT} when left out) [env HEMASCOPE_GATEWAY_ADDRESS].",
+    )

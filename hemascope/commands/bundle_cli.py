@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hemascope.commands.addresses import GATEWAY_PORT, address_callback
+from hemascope.commands.addresses import gateway_address_option
 from hemascope.commands.failures import EXIT_FAILURE, EXIT_USAGE, fail
 
 if TYPE_CHECKING:
@@ -98,14 +98,7 @@ def serving_version(client: HemascopeClient, address: str, tls: bool) -> str:
 
 @bundle_group.command("promote")
 @click.argument("bundle")
-@click.option(
-    "--address",
-    envvar="HEMASCOPE_GATEWAY_ADDRESS",
-    default="127.0.0.1:50050",
-    show_default=True,
-    callback=address_callback(GATEWAY_PORT),
-    help="host:port of the gateway (port 50050 when left out) [env HEMASCOPE_GATEWAY_ADDRESS].",
-)
+@gateway_address_option()
 @click.option(
     "--api-key",
     envvar="HEMASCOPE_API_KEY",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from hemascope.commands.addresses import GATEWAY_PORT, address_callback
+from hemascope.commands.addresses import GATEWAY_PORT, address_callback, gateway_address_option
 
 
 @click.command("up")
@@ -284,14 +284,7 @@ def up_command(
 @click.argument(
     "images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option(
-    "--address",
-    envvar="HEMASCOPE_GATEWAY_ADDRESS",
-    default="127.0.0.1:50050",
-    show_default=True,
-    callback=address_callback(GATEWAY_PORT),
-    help="host:port of the gateway (port 50050 when left out) [env HEMASCOPE_GATEWAY_ADDRESS].",
-)
+@gateway_address_option()
 @click.option("--gateway", "old_address", default=None, hidden=True, callback=address_callback(GATEWAY_PORT))
 @click.option("--explain", is_flag=True, help="Explain the classification with a heat map.")
 @click.option("--detect", is_flag=True, help="Find the cells on the image (smears).")

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hemascope.cli import main
-from tests.promotion_helpers import make_pki, serving, start_classifier, start_gateway
+from tests.promotion_helpers import promotion_stack, serving
 
 #: The environment the command could also read its address and key from: unset, so only options count.
 CLEAN_ENV: dict[str, str | None] = {"HEMASCOPE_API_KEY": None, "HEMASCOPE_GATEWAY_ADDRESS": None}
@@ -24,12 +24,8 @@ CLEAN_ENV: dict[str, str | None] = {"HEMASCOPE_API_KEY": None, "HEMASCOPE_GATEWA
 
 @pytest.fixture(scope="module")
 def stack(bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    pki = make_pki(tmp_path_factory.mktemp("pki"))
-    classifier, classifier_port = start_classifier(bundles["v1"], pki)
-    gateway, port, secrets = start_gateway(classifier_port, pki, tmp_path_factory.mktemp("gateway"))
-    yield {"pki": pki, "classifier_port": classifier_port, "address": f"127.0.0.1:{port}"} | secrets
-    gateway.stop(0)
-    classifier.stop(0)
+    with promotion_stack(bundles["v1"], tmp_path_factory.mktemp("promotion")) as made:
+        yield made
 
 
 def promote(stack: dict[str, Any], *args: str, key: str | None = None, answer: str | None = None) -> Result:

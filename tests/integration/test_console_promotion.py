@@ -23,18 +23,14 @@ from console.sessions import COOKIE_NAME
 from console.settings import ConsoleSettings
 from console.users import User
 from hemascope.errors import ConfigurationError
-from tests.promotion_helpers import make_pki, serving, start_classifier, start_gateway
+from tests.promotion_helpers import make_pki, promotion_stack, serving, start_classifier, start_gateway
 from tests.tls_helpers import make_ca
 
 
 @pytest.fixture(scope="module")
 def stack(bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    pki = make_pki(tmp_path_factory.mktemp("pki"))
-    classifier, classifier_port = start_classifier(bundles["v1"], pki)
-    gateway, port, secrets = start_gateway(classifier_port, pki, tmp_path_factory.mktemp("gateway"))
-    yield {"pki": pki, "classifier_port": classifier_port, "address": f"127.0.0.1:{port}"} | secrets
-    gateway.stop(0)
-    classifier.stop(0)
+    with promotion_stack(bundles["v1"], tmp_path_factory.mktemp("promotion")) as made:
+        yield made
 
 
 def trained_console(address: str, bundle: Path, folder: Path, **settings: Any) -> Starlette:
