@@ -26,7 +26,7 @@ from hemascope.imaging import content_hash, decode_image
 from hemascope.imaging.inputs import ImageInput
 from hemascope.imaging.memo import DecodeMemo, SeenImage
 from services.feature.core import FeatureCore
-from services.feature.settings import FeatureSettings
+from tests.feature_helpers import feature_core
 from tests.gateway_helpers import closed_port
 
 
@@ -81,20 +81,6 @@ def test_a_memo_of_no_entries_remembers_nothing() -> None:
 
 
 # ---------------------------------------------------------------- the feature service
-
-
-def feature_core(model_cache_dir: Path, **overrides: Any) -> FeatureCore:
-    settings = FeatureSettings(
-        port=0,
-        metrics_port=None,
-        log_json=False,
-        model_cache_dir=model_cache_dir,
-        intra_op_threads=1,
-        **overrides,
-    )
-    core = FeatureCore(settings)
-    core.load()
-    return core
 
 
 @pytest.fixture(scope="module")

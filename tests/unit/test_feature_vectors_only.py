@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from hemascope.imaging.inputcheck import InputKind, blank_reason, check_input
 from hemascope.imaging.inputs import ImageInput
 from hemascope.training.embed import EmbeddingFailed, embed_paths
 from services.feature.core import EmbedResult, FeatureCore
-from services.feature.settings import FeatureSettings
+from tests.feature_helpers import feature_core
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -32,24 +31,12 @@ def _blank() -> np.ndarray:
     return np.clip(240 + rng.integers(-3, 4, (96, 96, 3)), 0, 255).astype(np.uint8)
 
 
-def _core(model_cache_dir: Path, **overrides: Any) -> FeatureCore:
-    settings = FeatureSettings(
-        port=0,
-        metrics_port=None,
-        log_json=False,
-        model_cache_dir=model_cache_dir,
-        intra_op_threads=1,
-        memory_cache_entries=0,
-        **overrides,
-    )
-    core = FeatureCore(settings)
-    core.load()
-    return core
-
-
 @pytest.fixture(scope="module")
 def cores(model_cache_dir: Path) -> Iterator[dict[str, FeatureCore]]:
-    made = {"on": _core(model_cache_dir), "check off": _core(model_cache_dir, input_check=False)}
+    made = {
+        "on": feature_core(model_cache_dir, memory_cache_entries=0),
+        "check off": feature_core(model_cache_dir, memory_cache_entries=0, input_check=False),
+    }
     yield made
     for core in made.values():
         core.close()
