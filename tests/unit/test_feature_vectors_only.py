@@ -4,7 +4,7 @@ vectors as a served embedding, no input check nor fingerprint computed, a blank 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +53,18 @@ def test_vectors_only_are_the_served_vectors_without_the_inspection(
     images = [ImageInput(path.read_bytes()) for path in real_images[:4]]
     served = _results(list(cores["on"].embed_many(images)))
     calls: list[str] = []
-    for name in ("check_input", "fingerprint"):
+
+    def counted(name: str) -> Callable[..., object]:
         original = getattr(services.feature.core, name)
-        monkeypatch.setattr(
-            services.feature.core, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k)
-        )
+
+        def call(*args: object, **kwargs: object) -> object:
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        return call
+
+    for name in ("check_input", "fingerprint"):
+        monkeypatch.setattr(services.feature.core, name, counted(name))
     bare = _results(list(cores["on"].embed_many(images, inspect=False)))
     assert calls == []  # neither the check nor the fingerprint ran
     for a, b in zip(served, bare, strict=True):
