@@ -61,9 +61,11 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "SUPPORTED_MEDIA_TYPES",
     "DecodedImage",
+    "ImageHeader",
     "ImageLimits",
     "RgbArray",
     "decode_image",
+    "probe_image",
 ]
 
 SUPPORTED_MEDIA_TYPES: Mapping[str, str] = MappingProxyType(
@@ -109,8 +111,20 @@ class DecodedImage:
         return int(self.pixels.shape[0])
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, before any pixel data is read."""
+
+    format: str
+    """Detected container format, as in :attr:`DecodedImage.format`."""
+    width: int
+    """Width as stored, before EXIF orientation."""
+    height: int
+    """Height as stored, before EXIF orientation."""
+
+
 # ----------------------------------------------------------------------
-# Public entry point
+# Public entry points
 # ----------------------------------------------------------------------
 
 
@@ -126,6 +140,27 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), media_type: s
     sniffed = sniff_format(data)
     with quiet_decoder_logs(), mapped_errors(sniffed):
         return _decode(data, limits, declared, sniffed)
+
+
+def probe_image(data: bytes, limits: ImageLimits = ImageLimits(), media_type: str = "") -> ImageHeader | None:
+    """The checks :func:`decode_image` makes before it reads any pixel data: the encoded size, the media
+    type, the format and header, and the pixel count the header declares; raises :class:`InvalidImage` as
+    :func:`decode_image` would for each. Costs a header parse, not a decode, so data whose header is sound but
+    whose pixel data is not (a truncated JPEG, a PNG chunk with a bad CRC) passes: only a decode finds that.
+    ``None``: a TIFF that only tifffile reads, whose header this does not parse.
+    """
+    _check_encoded_size(data, limits)
+    declared = _declared_format(media_type)
+    sniffed = sniff_format(data)
+    with quiet_decoder_logs(), mapped_errors(sniffed):
+        image = open_with_pillow(data, sniffed)
+        if image is None:
+            return None
+        with image:
+            format_name = FORMAT_ALIASES.get(image.format or "", image.format or "")
+            _check_media_type(declared, format_name)
+            _check_pixel_count(image.width, image.height, limits)
+            return ImageHeader(format_name, image.width, image.height)
 
 
 def _decode(data: bytes, limits: ImageLimits, declared: str | None, sniffed: str | None) -> DecodedImage:

@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
+import gateway.core
 from gateway.audit import verify
 from gateway.server import create_server
 from gateway.settings import GatewaySettings
@@ -207,6 +209,39 @@ def test_a_cell_with_explanation_and_detection(stub: Stub, cells: list[Path]) ->
         "explanation",
         "total",
     }
+
+
+class Decodes:
+    """Counts the gateway's calls of the real decode_image (each still decodes)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return decode_image(*args, **kwargs)
+
+        monkeypatch.setattr(gateway.core, "decode_image", counted)
+
+
+def test_a_classified_image_is_named_by_the_feature_services_decode_not_decoded_again(
+    stub: Stub, cells: list[Path], smear: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decodes = Decodes(monkeypatch)
+    data = cells[5].read_bytes()
+    response = analyze(stub, data, detect=True)
+    assert all(p.code == OK for p in response.parts)
+    assert decodes.count == 0  # the header read, the pixels decoded once, by the feature service
+    assert response.content_hash == content_hash(decode_image(data).pixels)
+    assert (response.width, response.height) == (360, 363)
+    assert analyze(stub, data).content_hash == response.content_hash and decodes.count == 0
+    # nothing classified: the gateway decodes and names the image itself
+    analyze(stub, smear.read_bytes(), skip_classification=True, detect=True)
+    assert decodes.count == 1
+    # a body the feature service refuses is decoded, and refused, by the gateway too
+    error = rpc_error(lambda: analyze(stub, cells[6].read_bytes()[:5000]))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT and error_reason(error) == "CORRUPT_IMAGE"
+    assert decodes.count == 2
 
 
 def test_a_smear_with_detection_only(stub: Stub, smear: Path) -> None:
