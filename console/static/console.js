@@ -33,9 +33,20 @@
     button.click();
   });
 
+  function plural(count, one, many) {
+    return count + " " + (count === 1 ? one : many);
+  }
+
   function describe(input, note) {
-    var count = input.files ? input.files.length : 0;
-    if (note) note.textContent = count === 1 ? "1 image chosen" : count + " images chosen";
+    var files = input.files ? Array.prototype.slice.call(input.files) : [];
+    var zips = files.filter(function (file) {
+      return /\.zip$/i.test(file.name) || /zip/.test(file.type);
+    }).length;
+    var images = files.length - zips;
+    var parts = [];
+    if (images || !zips) parts.push(plural(images, "image", "images"));
+    if (zips) parts.push(plural(zips, "zip", "zips"));
+    if (note) note.textContent = parts.join(" and ") + " chosen";
   }
 
   document.addEventListener("DOMContentLoaded", function () {

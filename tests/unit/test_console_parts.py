@@ -8,6 +8,7 @@ import io
 import json
 import os
 import stat
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,9 @@ import console as console_package
 from console import sessions
 from console.analysis import BatchRunner, report_values, store_boxes_picture
 from console.app import create_app
+from console.archives import BadArchive, TooManyMembers, is_zip, read_zip, skipped
 from console.cells import NoSuchCell, crop_box, white_cell_box, white_ordinal
-from console.images import RejectedUpload, check_upload, probe_upload, safe_name
+from console.images import RejectedUpload, check_upload, probe_upload, safe_name, safe_path
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
 from console.store import ResultStore, make_engine
@@ -110,6 +112,45 @@ def test_names_are_reduced_to_safe_characters() -> None:
     assert safe_name("...hidden") == "hidden"
     assert safe_name("") == "image"
     assert safe_name("<img src=x>.png") == "_img_src_x_.png"
+
+
+def test_paths_in_a_zip_are_display_names_only() -> None:
+    assert safe_path("../../etc/passwd.jpg") == "etc/passwd.jpg"
+    assert safe_path("/abs/./cells\\a b.jpg") == "abs/cells/a_b.jpg"
+    assert safe_path("../..") == "image"
+    assert safe_path("d/" + "x" * 300 + ".jpg").endswith(".jpg") and len(safe_path("x" * 300)) == 255
+    assert [n for n in ("a/", "__MACOSX/._a.jpg", "c/.DS_Store", ".git/x.jpg") if not skipped(n)] == []
+    assert not skipped("../x.jpg") and not skipped("./cells/a.jpg")
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_zip_is_read_on_its_content_within_its_limits() -> None:
+    data = _zip({"a.jpg": b"a" * 10, "b/c.png": b"c" * 20, ".DS_Store": b"x"})
+    assert is_zip(data) and not is_zip(b"\xff\xd8\xff\xe0") and is_zip(_zip({}))
+    members, errors = read_zip(data, max_members=2, max_member_bytes=20, max_total_bytes=30)
+    assert [(m.name, m.data) for m in members] == [("a.jpg", b"a" * 10), ("b/c.png", b"c" * 20)]
+    assert errors == []
+    _, errors = read_zip(data, max_members=2, max_member_bytes=19, max_total_bytes=30)
+    assert errors == ["b/c.png: over the limit of 19 bytes once decompressed"]
+    with pytest.raises(BadArchive, match="over the limit of 29 bytes"):
+        read_zip(data, max_members=2, max_member_bytes=20, max_total_bytes=29)
+    with pytest.raises(TooManyMembers) as refused:
+        read_zip(data, max_members=1, max_member_bytes=20, max_total_bytes=30)
+    assert refused.value.count == 2
+    # a directory of many tiny entries is refused from the end record, before it is parsed
+    many = _zip({f"{i}.jpg": b"" for i in range(300)})
+    with pytest.raises(TooManyMembers) as refused:
+        read_zip(many, max_members=10, max_member_bytes=20, max_total_bytes=30)
+    assert refused.value.count == 300
+    with pytest.raises(BadArchive, match="not a readable zip archive"):
+        read_zip(data[:-30], max_members=2, max_member_bytes=20, max_total_bytes=30)
 
 
 def test_an_accepted_upload_is_shown_as_a_png_made_here() -> None:
