@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import anyio
 from starlette.datastructures import UploadFile
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from console.analysis import run_batch
 from console.archives import BadArchive, TooManyMembers, is_zip, read_zip
+from console.explain import CHOICE_FIELDS, BadChoice, ExplainChoices, card_choices, explain_choices
 from console.images import RejectedUpload, check_upload, probe_upload, safe_name
 from console.settings import ConsoleSettings
 from console.store import Filters, Upload
@@ -22,18 +24,27 @@ from hemascope.client.stubs import analysis_pb2
 FORM_OVERHEAD = 64 * 1024
 
 
-def _form_context(settings: ConsoleSettings, errors: list[str]) -> dict[str, object]:
+def _form_context(
+    settings: ConsoleSettings,
+    errors: list[str],
+    choices: ExplainChoices | None,
+    picked: dict[str, str] | None = None,
+) -> dict[str, object]:
     return {
         "errors": errors,
         "max_files": settings.max_files,
         "max_mb": settings.max_upload_bytes / 1e6,
         "max_batch_mb": settings.max_batch_bytes / 2**20,
+        "choices": choices,
+        "picked": picked or {},
     }
 
 
 async def analyse_form(request: Request) -> Response:
-    require(request, "reviewer")
-    return render(request, "analyse.html", _form_context(console_of(request).settings, []))
+    session = require(request, "reviewer")
+    console = console_of(request)
+    choices = await explain_choices(console, session)
+    return render(request, "analyse.html", _form_context(console.settings, [], choices))
 
 
 async def _read(upload: UploadFile, settings: ConsoleSettings) -> tuple[str, bytes]:
@@ -71,6 +82,7 @@ async def _accept(request: Request, kind: str) -> Response:
         files = [f for f in form.getlist("images") if isinstance(f, UploadFile)]
         explain = form.get("explain") == "on"
         detect = form.get("detect") == "on"
+        wanted = {name: str(form.get(name) or "") for name in CHOICE_FIELDS}
         received = [await _read(f, settings) for f in files]
     if kind == "smear":  # smears are detected only: images, one file each
         received = [(name, data[: settings.max_upload_bytes + 1]) for name, data in received]
@@ -81,10 +93,19 @@ async def _accept(request: Request, kind: str) -> Response:
         uploads, errors = await anyio.to_thread.run_sync(probe_all, received, settings)
     if not files:
         errors.append("Choose at least one image.")
+    choices, choice, status = None, None, 400
+    if kind == "cell":
+        choices = await explain_choices(console, session)
+        try:
+            choice = choices.check(**wanted)
+        except BadChoice as exc:
+            errors.append(str(exc))
+            status = exc.status
     if errors:
         if kind == "smear":
             return _smears(request, errors, 400)
-        return render(request, "analyse.html", _form_context(settings, errors), 400)
+        context = _form_context(settings, errors, choices, wanted)
+        return render(request, "analyse.html", context, status)
     assert session.user is not None and session.api_key is not None
     batch_id, ids = await anyio.to_thread.run_sync(
         console.store.create_batch, session.user.name, uploads, kind
@@ -93,6 +114,8 @@ async def _accept(request: Request, kind: str) -> Response:
         options = analysis_pb2.AnalyzeOptions(detect=True, skip_classification=True)
     else:
         options = analysis_pb2.AnalyzeOptions(explain=explain and settings.explain, detect=detect)
+        if options.explain and choice is not None:
+            choice.apply(options)
     convert = functools.partial(
         check_upload, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels
     )
@@ -157,7 +180,7 @@ def probe_all(
     return uploads, errors
 
 
-def _batch_context(request: Request, batch_id: int) -> dict[str, object]:
+def _batch_context(request: Request, batch_id: int) -> dict[str, Any]:
     store = console_of(request).store
     batch = store.batch(batch_id)
     if batch is None:
@@ -167,14 +190,19 @@ def _batch_context(request: Request, batch_id: int) -> dict[str, object]:
     return {"batch": batch, "items": items, "finished": finished, "total": len(items)}
 
 
-def batch_page(request: Request) -> Response:
-    require(request)
-    return render(request, "batch.html", _batch_context(request, request.path_params["batch_id"]))
+async def _cards(request: Request, template: str) -> Response:
+    session = require(request)
+    context = await anyio.to_thread.run_sync(_batch_context, request, request.path_params["batch_id"])
+    choices = await card_choices(console_of(request), session, context["items"])
+    return render(request, template, context | {"choices": choices})
 
 
-def batch_cards(request: Request) -> Response:
-    require(request)
-    return render(request, "_batch_cards.html", _batch_context(request, request.path_params["batch_id"]))
+async def batch_page(request: Request) -> Response:
+    return await _cards(request, "batch.html")
+
+
+async def batch_cards(request: Request) -> Response:
+    return await _cards(request, "_batch_cards.html")
 
 
 def _smears(request: Request, errors: list[str], status: int = 200) -> Response:

@@ -10,6 +10,7 @@ import os
 import stat
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from console.analysis import BatchRunner, report_values, store_boxes_picture
 from console.app import create_app
 from console.archives import BadArchive, TooManyMembers, is_zip, read_zip, skipped
 from console.cells import NoSuchCell, crop_box, white_cell_box, white_ordinal
+from console.explain import BadChoice, CapabilitiesCache, ExplainChoice, ExplainChoices
 from console.images import RejectedUpload, check_upload, probe_upload, safe_name, safe_path
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
@@ -322,3 +324,66 @@ def test_boxes_are_drawn_into_the_stored_overlay_of_a_smear_only() -> None:
     smear = analysis_pb2.AnalyzeOptions(detect=True, skip_classification=True)
     cell = analysis_pb2.AnalyzeOptions(detect=True, explain=True)
     assert store_boxes_picture(smear) and not store_boxes_picture(cell)  # a cell keeps its Grad-CAM overlay
+
+
+def test_an_explain_choice_is_checked_against_what_the_gateway_offers() -> None:
+    caps = analysis_pb2.GetCapabilitiesResponse(
+        classes=["basophil", "myeloblast"],
+        models=[
+            analysis_pb2.ClassifierModel(name="svm", explain_methods=["ablationcam"]),
+            analysis_pb2.ClassifierModel(name="lr", explain_methods=["gradcam", "gradcam++", "ablationcam"]),
+        ],
+    )
+    choices = ExplainChoices.from_capabilities(caps)
+    assert choices.methods == ("ablationcam", "gradcam", "gradcam++")
+    assert choices.supporting("gradcam") == ("lr",) and choices.supporting("ablationcam") == ("svm", "lr")
+    assert choices.check() == ExplainChoice()
+    assert choices.check("lr", "basophil", "gradcam++") == ExplainChoice("lr", "basophil", "gradcam++")
+    assert choices.check("", "", "gradcam") == ExplainChoice(method="gradcam")  # the gateway's default model
+    for wanted, message in (
+        (("resnet", "", ""), "one of the models svm, lr"),
+        (("", "platelet", ""), "one of the classes basophil, myeloblast"),
+        (("svm", "", "gradcam"), "The methods svm accepts are ablationcam"),
+        (("", "", "scorecam"), "The methods the models accept are ablationcam, gradcam, gradcam\\+\\+"),
+    ):
+        with pytest.raises(BadChoice, match=message) as refused:
+            choices.check(*wanted)
+        assert refused.value.status == 400
+    away = ExplainChoices(problem="the gateway did not list its models (UNAVAILABLE)")
+    assert away.check() == ExplainChoice()
+    with pytest.raises(BadChoice, match="cannot be chosen now") as refused:
+        away.check("lr")
+    assert refused.value.status == 503
+    options = ExplainChoice("lr", "basophil", "gradcam").apply(analysis_pb2.AnalyzeOptions(explain=True))
+    assert (options.explain_model, options.explain_class, options.explain_method) == (
+        "lr",
+        "basophil",
+        "gradcam",
+    )
+
+
+def test_the_explain_choices_are_asked_for_once_a_minute_per_key() -> None:
+    now = [0.0]
+    cache = CapabilitiesCache(ttl_s=60, failed_ttl_s=10, clock=lambda: now[0])
+    asked: list[str] = []
+
+    def fetcher(answer: ExplainChoices) -> Any:
+        async def fetch() -> ExplainChoices:
+            asked.append(answer.problem or "ok")
+            return answer
+
+        return fetch
+
+    ok, down = ExplainChoices((("lr", ("gradcam",)),), ("a",)), ExplainChoices(problem="down")
+
+    async def run() -> None:
+        assert await cache.get("k1", fetcher(ok)) is ok
+        assert await cache.get("k1", fetcher(down)) is ok  # cached
+        assert await cache.get("k2", fetcher(down)) is down  # another key
+        now[0] = 11.0
+        assert await cache.get("k2", fetcher(ok)) is ok  # a failure is kept 10 s only
+        now[0] = 61.0
+        assert await cache.get("k1", fetcher(down)) is down
+
+    asyncio.run(run())
+    assert asked == ["ok", "down", "ok", "down"]
