@@ -87,15 +87,26 @@ def report_values(response: analysis_pb2.AnalyzeResponse) -> dict[str, Any]:
             "model_version": response.detection.model_version,
         }
     if response.HasField("explanation"):
-        exp = response.explanation
-        report["explanation"] = {"model": exp.model, "method": exp.method, "class_name": exp.class_name}
-        values["overlay_png"] = bytes(exp.overlay_png)
+        report["explanation"] = explanation_record(response.explanation)
+        values["overlay_png"] = bytes(response.explanation.overlay_png)
     failed = [p for p in parts if p["code"] != 0]
     if failed and "label" not in values:
         values["status"] = "failed"
         values["error"] = "; ".join(f"{p['part']}: {p['message'] or p['reason']}" for p in failed)
     values["report"] = json.dumps(report)
     return values
+
+
+def explanation_record(exp: analysis_pb2.CellExplanation) -> dict[str, Any]:
+    """What is stored of an explanation besides its overlay: the model (and version), method and class
+    explained, and the model's probability of that class."""
+    return {
+        "model": exp.model,
+        "method": exp.method,
+        "class_name": exp.class_name,
+        "class_probability": exp.class_probability,
+        "model_version": exp.model_version,
+    }
 
 
 BOX_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import anyio
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from console.explain import card_choices
 from console.store import Filters
-from console.web import check_csrf, console_of, redirect, render, require, role_check
+from console.web import Console, check_csrf, console_of, redirect, render, require, role_check
 
 PAGE_SIZE = 100
 MAX_COMMENT = 2000
@@ -89,12 +91,23 @@ def _analysis(request: Request) -> dict[str, Any]:
     return row
 
 
-def detail_page(request: Request) -> Response:
-    require(request)
-    row = _analysis(request)
-    history = console_of(request).store.reviews_of(row["id"])
+def detail_context(console: Console, analysis_id: int) -> dict[str, Any]:
+    """The detail page's analysis, its review history and the classes a review may choose; 404 when
+    there is no such analysis."""
+    row = console.store.get(analysis_id)
+    if row is None:
+        raise HTTPException(404, "no such analysis")
+    history = console.store.reviews_of(row["id"])
     classes = list(row["report"].get("probabilities", {}))
-    return render(request, "detail.html", {"item": row, "history": history, "classes": classes})
+    return {"item": row, "history": history, "classes": classes}
+
+
+async def detail_page(request: Request) -> Response:
+    session = require(request)
+    console = console_of(request)
+    context = await anyio.to_thread.run_sync(detail_context, console, request.path_params["analysis_id"])
+    choices = await card_choices(console, session, [context["item"]])
+    return render(request, "detail.html", context | {"choices": choices})
 
 
 def _picture(column: str) -> Any:

@@ -246,6 +246,24 @@ class ResultStore:
         with self.engine.begin() as conn:
             conn.execute(analyses.update().where(analyses.c.id == analysis_id).values(**values))
 
+    def record_explanation(self, analysis_id: int, explanation: dict[str, Any], overlay_png: bytes) -> int:
+        """Makes ``explanation`` (with its overlay) the analysis's shown one, leaving its classification as it
+        is; returns its revision (1 for the first one asked for after the analysis, and so on)."""
+        with self.engine.begin() as conn:
+            query = sa.select(analyses.c.report).where(analyses.c.id == analysis_id).with_for_update()
+            current = conn.execute(query).scalar()
+            if current is None:
+                raise KeyError(analysis_id)
+            report = json.loads(current or "{}")
+            revision = int(report.get("explanation", {}).get("revision", 0)) + 1
+            report["explanation"] = explanation | {"revision": revision}
+            conn.execute(
+                analyses.update()
+                .where(analyses.c.id == analysis_id)
+                .values(report=json.dumps(report), overlay_png=overlay_png)
+            )
+        return revision
+
     def fail_interrupted(self) -> int:
         """Marks analyses left pending by an earlier run of the console (which analyses in process) as
         failed; returns how many."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.analysis import BatchRunner, ClientFactory
 from console.cells import is_white_cell
+from console.explain import CapabilitiesCache
 from console.jobs import JobQueue
 from console.sessions import COOKIE_NAME, Session, SessionStore
 from console.settings import ConsoleSettings
@@ -45,6 +46,8 @@ class Console:
     client_factory: ClientFactory
     templates: Jinja2Templates
     jobs: JobQueue
+    capabilities: CapabilitiesCache = field(default_factory=CapabilitiesCache)
+    """The explain choices the gateway offers each key, kept a short while."""
 
 
 def console_of(request: Request) -> Console:

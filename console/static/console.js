@@ -1,5 +1,5 @@
-// Hemascope console: overlay opacity sliders, detected-box switches, white-cell clicks and drag-and-drop
-// uploads. No inline scripts (the Content-Security-Policy forbids them); everything is wired here by event
+// Hemascope console: overlay opacity sliders, detected-box switches, white-cell clicks, the explain choices
+// and drag-and-drop uploads. No inline scripts (the Content-Security-Policy forbids them); everything is wired here by event
 // delegation, so it also works on result cards that htmx swaps in.
 (function () {
   "use strict";
@@ -33,12 +33,50 @@
     button.click();
   });
 
+  // the methods a chosen model does not accept are disabled (the console checks the choice again)
+  function syncMethods(form) {
+    var model = form.querySelector("select.explain-model");
+    var method = form.querySelector("select.explain-method");
+    if (!model || !method) return;
+    Array.prototype.forEach.call(method.options, function (option) {
+      var models = option.getAttribute("data-models");
+      if (models === null) return;
+      option.disabled = model.value !== "" && models.split(" ").indexOf(model.value) < 0;
+      if (option.disabled && option.selected) method.value = "";
+    });
+  }
+
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (select.classList && select.classList.contains("explain-model") && select.form) syncMethods(select.form);
+  });
+
+  function syncAll(root) {
+    root.querySelectorAll("select.explain-model").forEach(function (select) {
+      if (select.form) syncMethods(select.form);
+    });
+  }
+
+  document.addEventListener("htmx:load", function (event) { syncAll(event.target); });
+
+  function plural(count, one, many) {
+    return count + " " + (count === 1 ? one : many);
+  }
+
   function describe(input, note) {
-    var count = input.files ? input.files.length : 0;
-    if (note) note.textContent = count === 1 ? "1 image chosen" : count + " images chosen";
+    var files = input.files ? Array.prototype.slice.call(input.files) : [];
+    var zips = files.filter(function (file) {
+      return /\.zip$/i.test(file.name) || /zip/.test(file.type);
+    }).length;
+    var images = files.length - zips;
+    var parts = [];
+    if (images || !zips) parts.push(plural(images, "image", "images"));
+    if (zips) parts.push(plural(zips, "zip", "zips"));
+    if (note) note.textContent = parts.join(" and ") + " chosen";
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    syncAll(document);
     var zone = document.getElementById("dropzone");
     var input = document.getElementById("images");
     var note = document.getElementById("chosen");

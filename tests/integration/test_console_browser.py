@@ -1,10 +1,11 @@
 """The console in a real browser (Debian's Chromium, headless, driven by Playwright) in front of a real
 gateway and services: log in, upload and watch the cards fill in (htmx under the strict CSP), the Grad-CAM
-overlay and its slider, the gallery's filters, a correction and the retraining export, a viewer refused,
-logging out, an admin's evaluation job on the Jobs page with its report, and an accessibility check
-(axe-core) of every page. Skipped only when Chromium is not
-installed (the accessibility test also when axe-core is not: scripts/setup_a11y.sh). With
-HEMASCOPE_SCREENSHOT_DIR set (e.g. docs), the screenshots of docs/console.md are written there."""
+overlay and its slider, a zip of cells and a cell explained again with another model and method, the
+gallery's filters, a correction and the retraining export, a viewer refused, logging out, an admin's
+evaluation job on the Jobs page with its report, and an accessibility check (axe-core) of every page.
+Skipped only when Chromium is not installed (the accessibility test also when axe-core is not:
+scripts/setup_a11y.sh). With HEMASCOPE_SCREENSHOT_DIR set (e.g. docs), the screenshots of docs/console.md
+are written there."""
 
 from __future__ import annotations
 
@@ -194,6 +195,80 @@ def test_a_reviewer_analyses_filters_corrects_exports_and_logs_out(
     expect(page).to_have_url(re.compile(r"/login$"))
     page.goto(f"{console_url}/results")
     expect(page).to_have_url(re.compile(r"/login$"))
+    assert csp_errors == []
+
+
+PIXELS = """img => {
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    canvas.getContext("2d").drawImage(img, 0, 0);
+    return canvas.toDataURL();
+}"""
+
+
+def zip_of(cells: dict[str, Path], folder: Path) -> Path:
+    """The cells in a zip, in a folder of it, with the clutter an archiver adds."""
+    path = folder / "cells.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, cell in cells.items():
+            archive.write(cell, f"cells/{name}.jpg")
+        archive.writestr("__MACOSX/cells/._myeloblast.jpg", b"resource fork")
+    return path
+
+
+def explain_again(card: Any, model: str, method: str, class_name: str = "") -> None:
+    form = card.get_by_test_id("explain-form")
+    form.get_by_label("Model", exact=True).select_option(model)
+    form.get_by_label("Method", exact=True).select_option(method)
+    form.get_by_label("Class", exact=True).select_option(class_name)
+    form.get_by_role("button", name="Explain").click()
+
+
+def test_a_reviewer_analyses_a_zip_and_explains_a_cell_again(
+    page: Page,
+    console_url: str,
+    console_stack: ConsoleStack,
+    cells: dict[str, Path],
+    csp_errors: list[str],
+    tmp_path: Path,
+) -> None:
+    log_in(page, console_url, console_stack.keys["reviewer"])
+    page.goto(f"{console_url}/analyse")
+    page.set_input_files("#images", [str(zip_of(cells, tmp_path))])
+    expect(page.locator("#chosen")).to_have_text("1 zip chosen")
+    page.click("#upload-form button[type=submit]")
+    expect(page.get_by_test_id("batch-count")).to_have_text("2 of 2 analysed", timeout=300_000)
+    cards = page.get_by_test_id("result-card")
+    expect(cards).to_have_count(2)
+    expect(cards.locator("header a")).to_have_text(["cells/myeloblast.jpg", "cells/seg_neutrophil.jpg"])
+
+    card = cards.first
+    caption = card.get_by_test_id("explanation")
+    expect(caption).to_have_text("Grad-CAM: logistic_regression, gradcam, class myeloblast")
+    overlay = card.get_by_test_id("overlay")
+    before = overlay.evaluate(PIXELS)
+    form = card.get_by_test_id("explain-form")
+    form.get_by_label("Model", exact=True).select_option(
+        "svm"
+    )  # the SVM takes no gradients: those methods are off
+    expect(form.locator("option[value=gradcam]")).to_be_disabled()
+    expect(form.locator("option[value=ablationcam]")).to_be_enabled()
+    explain_again(card, "logistic_regression", "gradcam++", "seg_neutrophil")
+    expect(caption).to_have_text(
+        "Grad-CAM: logistic_regression, gradcam++, class seg_neutrophil (asked for by reviewer)"
+    )
+    overlay = card.get_by_test_id("overlay")
+    expect(overlay).to_have_attribute("src", re.compile(r"/overlay\.png\?revision=1$"))
+    overlay.evaluate("img => img.decode()")
+    assert overlay.evaluate(PIXELS) != before
+    expect(card.get_by_test_id("consensus")).to_have_text("myeloblast")  # the classification stays
+    card.locator("input.opacity").fill("30")
+    assert overlay.evaluate("img => getComputedStyle(img).opacity") == "0.3"
+    screenshot(page, "console-explain.png", tmp_path)
+
+    page.reload()  # what was asked for is what the analysis shows now
+    expect(cards.first.get_by_test_id("explanation")).to_contain_text("gradcam++, class seg_neutrophil")
     assert csp_errors == []
 
 
@@ -403,6 +478,9 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
     assert re.search(r"/batches/\d+$", page.url)
     check("batch with its cards")
     detail = page.get_by_test_id("result-card").first.locator("header a").get_attribute("href")
+    explain_again(page.get_by_test_id("result-card").first, "xgboost", "ablationcam")
+    expect(page.get_by_test_id("explanation")).to_contain_text("xgboost, ablationcam", timeout=120_000)
+    check("card explained again")
     page.goto(f"{console_url}/results")
     expect(page.get_by_test_id("result-row").first).to_be_visible()
     check("results table")
@@ -438,6 +516,7 @@ def test_every_page_passes_the_axe_core_accessibility_checks(
         "login",
         "analyse",
         "batch with its cards",
+        "card explained again",
         "results table",
         "gallery",
         "detail with the review form",

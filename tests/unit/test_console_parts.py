@@ -8,7 +8,9 @@ import io
 import json
 import os
 import stat
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,8 +20,10 @@ import console as console_package
 from console import sessions
 from console.analysis import BatchRunner, report_values, store_boxes_picture
 from console.app import create_app
+from console.archives import BadArchive, TooManyMembers, is_zip, read_zip, skipped
 from console.cells import NoSuchCell, crop_box, white_cell_box, white_ordinal
-from console.images import RejectedUpload, check_upload, probe_upload, safe_name
+from console.explain import BadChoice, CapabilitiesCache, ExplainChoice, ExplainChoices
+from console.images import RejectedUpload, check_upload, probe_upload, safe_name, safe_path
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
 from console.store import ResultStore, make_engine
@@ -110,6 +114,45 @@ def test_names_are_reduced_to_safe_characters() -> None:
     assert safe_name("...hidden") == "hidden"
     assert safe_name("") == "image"
     assert safe_name("<img src=x>.png") == "_img_src_x_.png"
+
+
+def test_paths_in_a_zip_are_display_names_only() -> None:
+    assert safe_path("../../etc/passwd.jpg") == "etc/passwd.jpg"
+    assert safe_path("/abs/./cells\\a b.jpg") == "abs/cells/a_b.jpg"
+    assert safe_path("../..") == "image"
+    assert safe_path("d/" + "x" * 300 + ".jpg").endswith(".jpg") and len(safe_path("x" * 300)) == 255
+    assert [n for n in ("a/", "__MACOSX/._a.jpg", "c/.DS_Store", ".git/x.jpg") if not skipped(n)] == []
+    assert not skipped("../x.jpg") and not skipped("./cells/a.jpg")
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_zip_is_read_on_its_content_within_its_limits() -> None:
+    data = _zip({"a.jpg": b"a" * 10, "b/c.png": b"c" * 20, ".DS_Store": b"x"})
+    assert is_zip(data) and not is_zip(b"\xff\xd8\xff\xe0") and is_zip(_zip({}))
+    members, errors = read_zip(data, max_members=2, max_member_bytes=20, max_total_bytes=30)
+    assert [(m.name, m.data) for m in members] == [("a.jpg", b"a" * 10), ("b/c.png", b"c" * 20)]
+    assert errors == []
+    _, errors = read_zip(data, max_members=2, max_member_bytes=19, max_total_bytes=30)
+    assert errors == ["b/c.png: over the limit of 19 bytes once decompressed"]
+    with pytest.raises(BadArchive, match="over the limit of 29 bytes"):
+        read_zip(data, max_members=2, max_member_bytes=20, max_total_bytes=29)
+    with pytest.raises(TooManyMembers) as refused:
+        read_zip(data, max_members=1, max_member_bytes=20, max_total_bytes=30)
+    assert refused.value.count == 2
+    # a directory of many tiny entries is refused from the end record, before it is parsed
+    many = _zip({f"{i}.jpg": b"" for i in range(300)})
+    with pytest.raises(TooManyMembers) as refused:
+        read_zip(many, max_members=10, max_member_bytes=20, max_total_bytes=30)
+    assert refused.value.count == 300
+    with pytest.raises(BadArchive, match="not a readable zip archive"):
+        read_zip(data[:-30], max_members=2, max_member_bytes=20, max_total_bytes=30)
 
 
 def test_an_accepted_upload_is_shown_as_a_png_made_here() -> None:
@@ -281,3 +324,66 @@ def test_boxes_are_drawn_into_the_stored_overlay_of_a_smear_only() -> None:
     smear = analysis_pb2.AnalyzeOptions(detect=True, skip_classification=True)
     cell = analysis_pb2.AnalyzeOptions(detect=True, explain=True)
     assert store_boxes_picture(smear) and not store_boxes_picture(cell)  # a cell keeps its Grad-CAM overlay
+
+
+def test_an_explain_choice_is_checked_against_what_the_gateway_offers() -> None:
+    caps = analysis_pb2.GetCapabilitiesResponse(
+        classes=["basophil", "myeloblast"],
+        models=[
+            analysis_pb2.ClassifierModel(name="svm", explain_methods=["ablationcam"]),
+            analysis_pb2.ClassifierModel(name="lr", explain_methods=["gradcam", "gradcam++", "ablationcam"]),
+        ],
+    )
+    choices = ExplainChoices.from_capabilities(caps)
+    assert choices.methods == ("ablationcam", "gradcam", "gradcam++")
+    assert choices.supporting("gradcam") == ("lr",) and choices.supporting("ablationcam") == ("svm", "lr")
+    assert choices.check() == ExplainChoice()
+    assert choices.check("lr", "basophil", "gradcam++") == ExplainChoice("lr", "basophil", "gradcam++")
+    assert choices.check("", "", "gradcam") == ExplainChoice(method="gradcam")  # the gateway's default model
+    for wanted, message in (
+        (("resnet", "", ""), "one of the models svm, lr"),
+        (("", "platelet", ""), "one of the classes basophil, myeloblast"),
+        (("svm", "", "gradcam"), "The methods svm accepts are ablationcam"),
+        (("", "", "scorecam"), "The methods the models accept are ablationcam, gradcam, gradcam\\+\\+"),
+    ):
+        with pytest.raises(BadChoice, match=message) as refused:
+            choices.check(*wanted)
+        assert refused.value.status == 400
+    away = ExplainChoices(problem="the gateway did not list its models (UNAVAILABLE)")
+    assert away.check() == ExplainChoice()
+    with pytest.raises(BadChoice, match="cannot be chosen now") as refused:
+        away.check("lr")
+    assert refused.value.status == 503
+    options = ExplainChoice("lr", "basophil", "gradcam").apply(analysis_pb2.AnalyzeOptions(explain=True))
+    assert (options.explain_model, options.explain_class, options.explain_method) == (
+        "lr",
+        "basophil",
+        "gradcam",
+    )
+
+
+def test_the_explain_choices_are_asked_for_once_a_minute_per_key() -> None:
+    now = [0.0]
+    cache = CapabilitiesCache(ttl_s=60, failed_ttl_s=10, clock=lambda: now[0])
+    asked: list[str] = []
+
+    def fetcher(answer: ExplainChoices) -> Any:
+        async def fetch() -> ExplainChoices:
+            asked.append(answer.problem or "ok")
+            return answer
+
+        return fetch
+
+    ok, down = ExplainChoices((("lr", ("gradcam",)),), ("a",)), ExplainChoices(problem="down")
+
+    async def run() -> None:
+        assert await cache.get("k1", fetcher(ok)) is ok
+        assert await cache.get("k1", fetcher(down)) is ok  # cached
+        assert await cache.get("k2", fetcher(down)) is down  # another key
+        now[0] = 11.0
+        assert await cache.get("k2", fetcher(ok)) is ok  # a failure is kept 10 s only
+        now[0] = 61.0
+        assert await cache.get("k1", fetcher(down)) is down
+
+    asyncio.run(run())
+    assert asked == ["ok", "down", "ok", "down"]
