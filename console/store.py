@@ -255,7 +255,7 @@ class ResultStore:
             if current is None:
                 raise KeyError(analysis_id)
             report = json.loads(current or "{}")
-            revision = int(report.get("explanation", {}).get("revision", 0)) + 1
+            revision = int((report.get("explanation") or {}).get("revision", 0)) + 1
             report["explanation"] = explanation | {"revision": revision}
             conn.execute(
                 analyses.update()
