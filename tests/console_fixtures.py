@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -196,3 +197,33 @@ def batch_result(
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     return BatchResultFolder(root, "lab-run", summary)
+
+
+@contextlib.contextmanager
+def extra_gateway(
+    stack: ConsoleStack, folder: Path, caller: str, user: str, role: str, **overrides: Any
+) -> Iterator[tuple[str, str, Path]]:
+    """A second gateway over ``stack``'s services with ``overrides`` of its settings, a key for ``caller``
+    and a console users file naming it as ``user`` with ``role``: (address, key, users file)."""
+    keys, users = folder / "gateway-keys.jsonl", folder / "console-users.jsonl"
+    key = add_key(keys, caller)
+    add_user(users, user, role, key)
+    s = stack.services
+    gateway, port = create_server(
+        GatewaySettings(  # type: ignore[call-arg]
+            port=0,
+            metrics_port=None,
+            log_json=False,
+            feature_address=s["feature"],
+            classifier_address=s["classifier"],
+            detector_address=s["detector"],
+            explain_address=s["explain"],
+            api_keys_file=keys,
+            **overrides,
+        )
+    )
+    gateway.wait_ready(WAIT)
+    try:
+        yield f"127.0.0.1:{port}", key, users
+    finally:
+        gateway.stop(1)

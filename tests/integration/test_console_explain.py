@@ -16,12 +16,8 @@ from starlette.testclient import TestClient
 from console.app import create_app
 from console.settings import ConsoleSettings
 from console.store import ResultStore
-from console.users import add_user
-from gateway.auth import add_key
-from gateway.server import create_server
-from gateway.settings import GatewaySettings
 from hemascope.client import HemascopeClient
-from tests.console_fixtures import WAIT, ConsoleStack
+from tests.console_fixtures import ConsoleStack, extra_gateway
 from tests.integration.test_console import client_for, csrf_of, login, wait_batch
 
 CLASSIFICATION = ("label", "confidence", "agreement", "malignant_probability", "malignant", "refer")
@@ -209,26 +205,10 @@ def check_refusals(
 def svm_gateway(console_stack: ConsoleStack, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """A second gateway over the same services whose default explain model is the SVM (which gradient
     methods cannot explain), with a caller key and a console users file naming it as a reviewer."""
-    keys, users = tmp_path / "gateway-keys.jsonl", tmp_path / "console-users.jsonl"
-    key = add_key(keys, "svm-lab")
-    add_user(users, "svm-reviewer", "reviewer", key)
-    s = console_stack.services
-    gateway, port = create_server(
-        GatewaySettings(  # type: ignore[call-arg]
-            port=0,
-            metrics_port=None,
-            log_json=False,
-            feature_address=s["feature"],
-            classifier_address=s["classifier"],
-            detector_address=s["detector"],
-            explain_address=s["explain"],
-            api_keys_file=keys,
-            explain_default_model="svm",
-        )
-    )
-    gateway.wait_ready(WAIT)
-    yield f"127.0.0.1:{port}", key, users
-    gateway.stop(1)
+    with extra_gateway(
+        console_stack, tmp_path, "svm-lab", "svm-reviewer", "reviewer", explain_default_model="svm"
+    ) as made:
+        yield made
 
 
 def test_an_explanation_the_gateway_refuses_is_said_and_nothing_changes(

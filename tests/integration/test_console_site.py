@@ -19,12 +19,9 @@ from console.app import create_app
 from console.routes_site import MEANINGS
 from console.sessions import COOKIE_NAME
 from console.settings import ConsoleSettings
-from console.users import User, add_user
-from gateway.auth import add_key
-from gateway.server import create_server
-from gateway.settings import GatewaySettings
+from console.users import User
 from hemascope.client import HemascopeClient
-from tests.console_fixtures import WAIT, ConsoleStack
+from tests.console_fixtures import ConsoleStack, extra_gateway
 from tests.integration.test_console import client_for, login
 
 
@@ -99,29 +96,18 @@ def strict_gateway(console_stack: ConsoleStack, tmp_path: Path) -> Iterator[tupl
     """A second gateway over the same services whose drift monitor judges each caller on its latest image
     alone (window 1), so that one atypical image flags the caller and one typical image clears it; with a
     caller key and a console users file naming it."""
-    keys, users = tmp_path / "gateway-keys.jsonl", tmp_path / "console-users.jsonl"
-    key = add_key(keys, "far-site")
-    add_user(users, "far", "viewer", key)
-    s = console_stack.services
-    gateway, port = create_server(
-        GatewaySettings(  # type: ignore[call-arg]
-            port=0,
-            metrics_port=None,
-            log_json=False,
-            feature_address=s["feature"],
-            classifier_address=s["classifier"],
-            detector_address=s["detector"],
-            explain_address=s["explain"],
-            api_keys_file=keys,
-            site_window=1,
-            site_min_images=1,
-            site_flag_share=0.5,
-            site_clear_share=0.25,
-        )
-    )
-    gateway.wait_ready(WAIT)
-    yield f"127.0.0.1:{port}", key, users
-    gateway.stop(1)
+    with extra_gateway(
+        console_stack,
+        tmp_path,
+        "far-site",
+        "far",
+        "viewer",
+        site_window=1,
+        site_min_images=1,
+        site_flag_share=0.5,
+        site_clear_share=0.25,
+    ) as made:
+        yield made
 
 
 def test_a_flagged_site_is_shown_flagged_with_what_it_means_and_then_cleared(
