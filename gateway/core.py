@@ -23,6 +23,7 @@ part failed and one failed because of the request (the services' INVALID_ARGUMEN
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -59,6 +60,7 @@ from hemascope.v1 import classifier_pb2, common_pb2, detector_pb2, explain_pb2, 
 log = get_logger(__name__)
 T = TypeVar("T")
 _REFER_PREFIX = "REFER_REASON_"
+_HEX64 = re.compile(r"[0-9a-f]{64}")  # a content hash as the feature service sends it (else: decode here)
 _RESULT_SLACK_S = 1.0  # beyond the deadline, how long to wait for a part's thread before giving up on it
 
 
@@ -168,7 +170,8 @@ class GatewayCore:
             named = time.perf_counter()
             seen = (
                 self._named_by(embedded_image, key)
-                if isinstance(embedded_image, feature_pb2.EmbedResponse) and embedded_image.content_hash
+                if isinstance(embedded_image, feature_pb2.EmbedResponse)
+                and _HEX64.fullmatch(embedded_image.content_hash)
                 else self._decoded(image, key)
             )
             decode_ms += (time.perf_counter() - named) * 1000

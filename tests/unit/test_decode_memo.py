@@ -25,6 +25,7 @@ from hemascope.errors import InvalidArgument, InvalidImage
 from hemascope.imaging import content_hash, decode_image
 from hemascope.imaging.inputs import ImageInput
 from hemascope.imaging.memo import DecodeMemo, SeenImage
+from hemascope.v1 import feature_pb2
 from services.feature.core import FeatureCore
 from tests.feature_helpers import feature_core
 from tests.gateway_helpers import closed_port
@@ -244,3 +245,31 @@ def test_gateway_without_the_memo_decodes_every_call(
     data = real_images[2].read_bytes()
     first, second = (gateways["off"].analyze(ImageInput(data), DETECT_ONLY, 5.0) for _ in range(2))
     assert gateway_decodes.count == 2 and first.content_hash == second.content_hash
+
+
+@pytest.mark.parametrize(("answered", "decoded"), [("a" * 64, 0), ("not a content hash", 1), ("", 1)])
+def test_gateway_names_a_classified_image_by_the_embedding_answer_only_when_it_carries_a_content_hash(
+    real_images: list[Path],
+    gateway_decodes: Decodes,
+    monkeypatch: pytest.MonkeyPatch,
+    answered: str,
+    decoded: int,
+) -> None:
+    core = gateway_core(decode_memo_entries=0)
+    answer = feature_pb2.EmbedResponse(content_hash=answered, width=7, height=9)
+    monkeypatch.setattr(GatewayCore, "_embed", staticmethod(lambda *_: answer))
+    data = real_images[4].read_bytes()
+    try:
+        report = core.analyze(ImageInput(data), AnalyzeOptions(), 5.0)
+    finally:
+        core.close()
+    assert gateway_decodes.count == decoded
+    if decoded:
+        pixels = decode_image(data).pixels
+        assert (report.content_hash, report.width, report.height) == (
+            content_hash(pixels),
+            pixels.shape[1],
+            pixels.shape[0],
+        )
+    else:
+        assert (report.content_hash, report.width, report.height) == (answered, 7, 9)
