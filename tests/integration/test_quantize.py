@@ -194,3 +194,25 @@ def test_int8_training_is_refused_when_its_source_saw_the_test_images(
     assert done.returncode == 2
     assert f"backbone {INT8} was fine-tuned on images of this run's calibration and test part" in done.stderr
     assert not (tmp_path / "bundle").exists()
+
+
+def test_op_types_kept_fp32_leave_the_embedding_unrounded(
+    backbones: Path, model_cache_dir: Path, real_images: list[Path], tmp_path: Path
+) -> None:
+    """The shipped recipe rounds the embedding to uint8 levels; keeping the pool and flatten fp32 does not."""
+    from hemascope.training.quantize import quantize_graph, served_inputs
+    from services.feature.backbones import get_spec
+    from services.feature.onnx_export import ensure_onnx
+
+    weights = backbones / FP32 / "weights.pth"
+    fp32 = ensure_onnx(get_spec(FP32), weights, file_sha256(weights), model_cache_dir)
+    pixels = served_inputs(real_images[:4], "cellcrop-hematoxylin")
+    made_by: dict[str, dict[str, str]] = {}
+    for name, kept in (("shipped", ()), ("tail", ("GlobalAveragePool", "Flatten"))):
+        target = tmp_path / f"{name}.onnx"
+        quantize_graph(fp32, target, pixels, method="minmax", batch=4, metadata={}, keep_fp32=kept)
+        made_by[name] = {out: n.op_type for n in onnx.load(str(target)).graph.node for out in n.output}
+    assert made_by["shipped"]["embedding"] == "DequantizeLinear"
+    assert made_by["tail"]["embedding"] == "Flatten"
+    assert made_by["tail"]["/GlobalAveragePool_output_0"] == "GlobalAveragePool"
+    assert "QuantizeLinear" in made_by["tail"].values()  # the rest is still quantised
