@@ -25,7 +25,7 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,13 @@ from numpy.typing import NDArray
 
 from hemascope.files import file_sha256
 from hemascope.training.multisource import load_sourced
-from hemascope.training.quantize import METHODS, calibration_rows, quantize_graph, served_inputs
+from hemascope.training.quantize import (
+    METHODS,
+    CalibrationBatches,
+    calibration_rows,
+    quantize_graph,
+    served_inputs,
+)
 from hemascope.training.sources import load_spec
 
 SOURCE = "efficientnet_lite0_blood"
@@ -66,21 +72,6 @@ def fidelity(reference: NDArray[np.float64], other: NDArray[np.float64]) -> dict
     }
 
 
-class _Reader:
-    """A calibration data reader over ``pixels`` (what ``qdq_loss_debug`` iterates)."""
-
-    def __init__(self, name: str, pixels: NDArray[np.uint8], batch: int = 16) -> None:
-        self._it: Iterator[dict[str, NDArray[np.uint8]]] = iter(
-            [{name: pixels[i : i + batch]} for i in range(0, len(pixels), batch)]
-        )
-
-    def get_next(self) -> dict[str, NDArray[np.uint8]] | None:
-        return next(self._it, None)
-
-    def __iter__(self) -> Iterator[dict[str, NDArray[np.uint8]]]:
-        return self._it
-
-
 def layer_errors(fp32: Path, int8: Path, pixels: NDArray[np.uint8], work: Path) -> list[tuple[str, float]]:
     """Each quantised activation's SQNR (dB) against the fp32 graph's on ``pixels``, lowest first."""
     import onnx
@@ -98,8 +89,8 @@ def layer_errors(fp32: Path, int8: Path, pixels: NDArray[np.uint8], work: Path) 
     modify_model_output_intermediate_tensors(str(int8), str(quant_aug))
     name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
     matching = create_activation_matching(
-        collect_activations(str(quant_aug), _Reader(name, pixels)),
-        collect_activations(str(float_aug), _Reader(name, pixels)),
+        collect_activations(str(quant_aug), CalibrationBatches(name, pixels, 16)),
+        collect_activations(str(float_aug), CalibrationBatches(name, pixels, 16)),
     )
     errors = compute_activation_error(matching)
     found = [(tensor, float(e["xmodel_err"])) for tensor, e in errors.items() if "xmodel_err" in e]

@@ -71,8 +71,9 @@ def served_inputs(paths: Sequence[Path], option: str) -> NDArray[np.uint8]:
     return np.stack([prepare(decode_image(p.read_bytes()).pixels) for p in paths])
 
 
-class _Batches:
-    """``onnxruntime.quantization.CalibrationDataReader``: the calibration inputs in batches."""
+class CalibrationBatches:
+    """``onnxruntime.quantization.CalibrationDataReader`` (and an iterable of input feeds, as
+    ``qdq_loss_debug`` reads them): the calibration inputs in batches."""
 
     def __init__(self, name: str, pixels: NDArray[np.uint8], batch: int) -> None:
         self._batches: Iterator[dict[str, NDArray[np.uint8]]] = iter(
@@ -125,7 +126,7 @@ def quantize_graph(
         quantize_static(
             str(prepared),
             str(quantized),
-            _Batches(input_name, pixels, batch),
+            CalibrationBatches(input_name, pixels, batch),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
