@@ -101,9 +101,14 @@ def stain_feature(pixels: NDArray[np.uint8]) -> NDArray[np.float32]:
     return filters.gaussian(feature, 1.0)
 
 
-def working_image(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], float]:
+#: :func:`working_image`'s result: the working-resolution pixels and the scale.
+Working = tuple[NDArray[np.uint8], float]
+
+
+def working_image(pixels: NDArray[np.uint8]) -> Working:
     """``pixels`` resized so the shorter side is :data:`WORK_SIDE` (never enlarged), and the scale (full
-    resolution pixels per working pixel)."""
+    resolution pixels per working pixel). The input check and the segmentation both start from it: a
+    caller running both on one image may compute it once and pass it to each (``working=``)."""
     h, w = pixels.shape[:2]
     scale = min(h, w) / WORK_SIDE
     if scale <= 1:
@@ -189,9 +194,10 @@ def radial_cell(cell: NDArray[np.bool_], nucleus: NDArray[np.bool_]) -> NDArray[
     return np.asarray(canvas) > 127
 
 
-def segment_cell(pixels: NDArray[np.uint8]) -> CellSegmentation:
-    """Segments the white cell of a decoded ``H x W x 3`` uint8 RGB image; never raises on odd content."""
-    small, scale = working_image(pixels)
+def segment_cell(pixels: NDArray[np.uint8], working: Working | None = None) -> CellSegmentation:
+    """Segments the white cell of a decoded ``H x W x 3`` uint8 RGB image; never raises on odd content.
+    ``working``: :func:`working_image` of these pixels, when the caller has it already."""
+    small, scale = working if working is not None else working_image(pixels)
     shape = (small.shape[0], small.shape[1])
     feature = stain_feature(small)
     lo_p, hi_p = filters.percentile(feature, [1, 99])
@@ -226,10 +232,13 @@ def _feather(mask: NDArray[np.bool_], size: int) -> NDArray[np.float32]:
     return np.asarray(np.clip(alpha, 0.0, 1.0), dtype=np.float32)
 
 
-def crop_cell(pixels: NDArray[np.uint8], size: int, fill: float = CELL_FILL) -> CellCrop:
+def crop_cell(
+    pixels: NDArray[np.uint8], size: int, fill: float = CELL_FILL, working: Working | None = None
+) -> CellCrop:
     """The ``size x size`` square around the segmented cell (the cell spans ``fill`` of it; out-of-image
-    parts are :data:`NEUTRAL`) and the feathered cell mask on the same grid."""
-    seg = segment_cell(pixels)
+    parts are :data:`NEUTRAL`) and the feathered cell mask on the same grid (``working``: as for
+    :func:`segment_cell`)."""
+    seg = segment_cell(pixels, working)
     x0, y0, x1, y1 = seg.box(fill)
     h, w = pixels.shape[:2]
     pad = int(np.ceil(max(0.0, -x0, -y0, x1 - w, y1 - h))) + 1

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 from hemascope.imaging import filters
-from hemascope.imaging.cellseg import radial_cell, stain_feature, working_image
+from hemascope.imaging.cellseg import Working, radial_cell, stain_feature, working_image
 from hemascope.imaging.thresholds import otsu3
 
 CHECK_REVISION = 1
@@ -245,10 +245,13 @@ def _cell(
     return filters.fill_holes(radial_cell(candidates, nucleus) | nucleus)
 
 
-def measure_input(pixels: NDArray[np.uint8], thresholds: Thresholds = THRESHOLDS) -> InputMeasurements:
-    """Measures a decoded ``H x W x 3`` uint8 RGB image; never raises on odd content."""
+def measure_input(
+    pixels: NDArray[np.uint8], thresholds: Thresholds = THRESHOLDS, working: Working | None = None
+) -> InputMeasurements:
+    """Measures a decoded ``H x W x 3`` uint8 RGB image; never raises on odd content. ``working``: the
+    pixels' :func:`~hemascope.imaging.cellseg.working_image`, when the caller has it already."""
     height, width = pixels.shape[:2]
-    small, _ = working_image(pixels)
+    small, _ = working if working is not None else working_image(pixels)
     rgb = small.astype(np.float32)
     spread = _spread(rgb)
     foreign, colourful = _colour_stats(rgb)
@@ -292,10 +295,12 @@ def _spread(rgb: NDArray[np.float32]) -> float:
     return float(np.max(np.percentile(flat, 99, axis=0) - np.percentile(flat, 1, axis=0)))
 
 
-def blank_reason(pixels: NDArray[np.uint8], thresholds: Thresholds = THRESHOLDS) -> str | None:
+def blank_reason(
+    pixels: NDArray[np.uint8], thresholds: Thresholds = THRESHOLDS, working: Working | None = None
+) -> str | None:
     """The BLANK verdict's reason when :func:`check_input` would call the image blank, else None: the same
     first rule at a fraction of the check's cost, for callers that want only that refusal."""
-    small, _ = working_image(pixels)
+    small, _ = working if working is not None else working_image(pixels)
     spread = _spread(small.astype(np.float32))
     if spread >= thresholds.blank_spread:
         return None
@@ -368,8 +373,11 @@ def classify_measurements(m: InputMeasurements, t: Thresholds = THRESHOLDS) -> t
     return InputKind.SINGLE_CELL, "one white cell, centred"
 
 
-def check_input(pixels: NDArray[np.uint8], thresholds: Thresholds = THRESHOLDS) -> InputCheck:
-    """Measures a decoded ``H x W x 3`` uint8 RGB image and says what kind of image it is."""
-    measurements = measure_input(pixels, thresholds)
+def check_input(
+    pixels: NDArray[np.uint8], thresholds: Thresholds = THRESHOLDS, working: Working | None = None
+) -> InputCheck:
+    """Measures a decoded ``H x W x 3`` uint8 RGB image and says what kind of image it is (``working``: as
+    for :func:`measure_input`)."""
+    measurements = measure_input(pixels, thresholds, working)
     kind, reason = classify_measurements(measurements, thresholds)
     return InputCheck(kind, reason, measurements)

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from hemascope.errors import NotFound
-from hemascope.imaging.cellseg import NEUTRAL, SEG_REVISION, crop_cell, neutralise
+from hemascope.imaging.cellseg import NEUTRAL, SEG_REVISION, Working, crop_cell, neutralise
 from hemascope.imaging.channels import CHANNELS_REVISION, grayscale, haematoxylin_grey, three
 from hemascope.imaging.stain import REFERENCE_ID, normalise_stain
 
@@ -121,11 +121,13 @@ class Preprocessing:
         image = Image.fromarray(pixels, mode="RGB")
         return np.asarray(image.resize((self.size, self.size), Image.Resampling.BILINEAR))
 
-    def prepare(self, pixels: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        """Decoded ``H x W x 3`` uint8 RGB -> the backbone's ``size x size x 3`` uint8 input."""
-        return self.prepare_report(pixels).pixels
+    def prepare(self, pixels: NDArray[np.uint8], working: Working | None = None) -> NDArray[np.uint8]:
+        """Decoded ``H x W x 3`` uint8 RGB -> the backbone's ``size x size x 3`` uint8 input. ``working``:
+        the pixels' :func:`~hemascope.imaging.cellseg.working_image` when the caller has it (cell-crop
+        options start from it; the others ignore it)."""
+        return self.prepare_report(pixels, working).pixels
 
-    def prepare_report(self, pixels: NDArray[np.uint8]) -> Prepared:
+    def prepare_report(self, pixels: NDArray[np.uint8], working: Working | None = None) -> Prepared:
         """:meth:`prepare`, with the fallbacks it took (also counted in :func:`fallback_counts`)."""
         if self.name == "plain":
             return Prepared(self.resize(pixels))
@@ -134,7 +136,7 @@ class Preprocessing:
         alpha = None
         box = None
         if self.cell_crop:
-            crop = crop_cell(pixels, self.size)
+            crop = crop_cell(pixels, self.size, working=working)
             out, alpha, box = crop.pixels, crop.alpha, crop.box
             if crop.fallback:
                 fallbacks.append(f"cellcrop-{crop.reason}")

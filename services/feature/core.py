@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache, partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,6 +26,7 @@ from hemascope.errors import (
     Unavailable,
 )
 from hemascope.files import file_sha256
+from hemascope.imaging.cellseg import Working, working_image
 from hemascope.imaging.decode import DecodedImage, ImageLimits, decode_image
 from hemascope.imaging.fingerprint import fingerprint
 from hemascope.imaging.hashing import content_hash
@@ -315,16 +317,20 @@ class FeatureCore:
         decoded = decode_image(image.data, self.limits, image.media_type)
         pixel_hash = content_hash(decoded.pixels)
         self.decodes.put(memo_key, SeenImage(pixel_hash, decoded.width, decoded.height))
+        # The input check and a cell-crop option both start from the same working image: made once, when
+        # the first of them needs it.
+        working = cache(partial(working_image, decoded.pixels))
         inspection = None
         if inspect:
-            inspection = self._inspect(decoded, pixel_hash)
+            inspection = self._inspect(decoded, pixel_hash, working)
         else:
-            self._refuse_blank(decoded)
+            self._refuse_blank(decoded, working)
         key = self._cache_key(pixel_hash)
         cached = None if skip_cache or missed else self._cached(key)  # missed: just asked, not there
         prepared = _Prepared(image, decoded.width, decoded.height, key, cached, inspection)
         if cached is None:
-            prepared.pixels = info.preprocessing.prepare(decoded.pixels)
+            option = info.preprocessing
+            prepared.pixels = option.prepare(decoded.pixels, working() if option.cell_crop else None)
         return prepared
 
     def _known(self, image: ImageInput, memo_key: bytes) -> tuple[_Prepared | None, bool]:
@@ -359,12 +365,12 @@ class FeatureCore:
                 self._verdicts.move_to_end(pixel_hash)
             return inspection
 
-    def _inspect(self, decoded: DecodedImage, pixel_hash: str) -> Inspection:
+    def _inspect(self, decoded: DecodedImage, pixel_hash: str, working: Callable[[], Working]) -> Inspection:
         """The input check's verdict (None when it is off) and the acquisition fingerprint; a blank image is
         refused here. Inspections of the last :data:`VERDICTS_KEPT` distinct images are remembered."""
         inspection = self._remembered(pixel_hash)
         if inspection is None:
-            check = check_input(decoded.pixels) if self.settings.input_check else None
+            check = check_input(decoded.pixels, working=working()) if self.settings.input_check else None
             inspection = Inspection(check, fingerprint(decoded.pixels))
             with self._verdicts_lock:
                 self._verdicts[pixel_hash] = inspection
@@ -373,9 +379,9 @@ class FeatureCore:
         self._judge(inspection)
         return inspection
 
-    def _refuse_blank(self, decoded: DecodedImage) -> None:
+    def _refuse_blank(self, decoded: DecodedImage, working: Callable[[], Working]) -> None:
         """Without an inspection, a blank image is still refused when the input check is on, as it would."""
-        reason = blank_reason(decoded.pixels) if self.settings.input_check else None
+        reason = blank_reason(decoded.pixels, working=working()) if self.settings.input_check else None
         if reason is not None:
             raise InvalidArgument(reason, reason="BLANK_IMAGE", field="image.data")
 

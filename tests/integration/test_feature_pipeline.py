@@ -12,7 +12,9 @@ import pytest
 
 from hemascope.cache import MemoryCache
 from hemascope.errors import DeadlineExceeded, HemascopeError, InvalidArgument, Unavailable
+from hemascope.imaging import cellseg, inputcheck
 from hemascope.imaging.inputs import ImageInput
+from services.feature import core as core_module
 from services.feature.core import EmbedResult, FeatureCore
 from services.feature.settings import FeatureSettings
 from tests.conftest import encode
@@ -111,3 +113,24 @@ def test_a_passed_deadline_is_deadline_exceeded_and_a_closed_core_unavailable(
     core.close()
     with pytest.raises(Unavailable):
         core.embed(image, skip_cache=True, timeout=10)
+
+
+def test_a_fresh_image_is_brought_to_working_resolution_once(
+    cores: tuple[FeatureCore, FeatureCore], real_images: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The input check and the cell crop share one working image instead of resampling the image twice."""
+    inline, _ = cores
+    assert inline.settings.input_check and inline.info.preprocessing.cell_crop
+    made: list[tuple[int, ...]] = []
+    real = cellseg.working_image
+
+    def counted(pixels: np.ndarray) -> cellseg.Working:
+        made.append(pixels.shape)
+        return real(pixels)
+
+    for module in (cellseg, inputcheck, core_module):
+        monkeypatch.setattr(module, "working_image", counted)
+    fresh = real_images[-1]  # no other test of this module embeds it: its inspection is not remembered
+    result = inline.embed(ImageInput(fresh.read_bytes(), "image/jpeg", fresh.name), skip_cache=True)
+    assert isinstance(result, EmbedResult) and result.input_check is not None
+    assert len(made) == 1
