@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -134,9 +135,9 @@ def test_a_repeated_image_is_checked_once_and_keeps_its_verdict(
     calls: list[int] = []
     real_check = feature_core.check_input
 
-    def counting(pixels: np.ndarray) -> feature_core.InputCheck:
+    def counting(pixels: np.ndarray, **options: Any) -> feature_core.InputCheck:
         calls.append(1)
-        return real_check(pixels)
+        return real_check(pixels, **options)
 
     monkeypatch.setattr(feature_core, "check_input", counting)
     core = feature_core.FeatureCore(FeatureSettings(model_cache_dir=model_cache_dir))
